@@ -1,0 +1,64 @@
+//! Cache policies decide which idle adapters stay resident and which go when memory is needed.
+//! One file per policy, one line in `REGISTRY`.
+
+mod none;
+
+use crate::cost::Nanos;
+use crate::engine::AdapterState;
+use crate::error::{Error, Result};
+use crate::spec::Spec;
+use crate::workload::Workload;
+
+/// What a policy may look at when choosing a victim.
+pub struct CacheView<'a> {
+    pub now: Nanos,
+    pub workload: &'a Workload,
+    /// Per adapter: residency, requests holding it, requests waiting for it.
+    pub adapters: &'a [AdapterState],
+}
+
+/// Guarantees the engine gives a cache policy:
+/// - an adapter in use by an admitted request, or being loaded, is never offered as a victim;
+/// - `victim` is called only with a non-empty list of idle resident adapters, and the one returned is evicted;
+/// - when `keeps_idle` is false, an adapter is freed as soon as no admitted request uses it and the
+///   next-batch prefetch does not want it (S-LoRA).
+pub trait CachePolicy {
+    /// The spec with every parameter's value, e.g. `none`.
+    fn describe(&self) -> String;
+    /// Whether idle adapters stay resident until memory is needed.
+    fn keeps_idle(&self) -> bool {
+        true
+    }
+    fn on_arrival(&mut self, _adapter: u32, _now: Nanos) {}
+    /// A request using `adapter` was admitted.
+    fn on_admit(&mut self, _adapter: u32, _now: Nanos) {}
+    fn on_load(&mut self, _adapter: u32, _now: Nanos) {}
+    fn on_evict(&mut self, _adapter: u32, _now: Nanos) {}
+    /// Picks one of `idle` (non-empty) to evict.
+    fn victim(&mut self, idle: &[u32], view: &CacheView<'_>) -> u32;
+}
+
+pub struct Entry {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub params: &'static [(&'static str, &'static str)],
+    pub build: fn(Spec, &Workload) -> Result<Box<dyn CachePolicy>>,
+}
+
+/// Every cache policy `--cache` accepts.
+pub const REGISTRY: &[Entry] = &[none::ENTRY];
+
+pub fn build(spec: &str, w: &Workload) -> Result<Box<dyn CachePolicy>> {
+    let spec = Spec::parse(spec)?;
+    match REGISTRY.iter().find(|e| e.name == spec.name) {
+        Some(e) => (e.build)(spec, w),
+        None => {
+            let names: Vec<_> = REGISTRY.iter().map(|e| e.name).collect();
+            Err(Error::msg(format!(
+                "unknown cache policy '{}'; valid: {}",
+                spec.name,
+                names.join(", ")
+            )))
+        }
+    }
+}

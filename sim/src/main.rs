@@ -1,0 +1,72 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sim::runner::{self, RunArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "sim",
+    version,
+    about = "Simulate one GPU serving a base LLM with many LoRA adapters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Replay a trace and print a summary (defaults: embedded Azure conversation trace, Llama-7B, A40,
+    /// 100 adapters, S-LoRA's fifo scheduler and no cache)
+    Run {
+        #[command(flatten)]
+        args: Box<RunArgs>,
+        /// Also write DIR/summary.json and DIR/requests.csv
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Print the summary as JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every scheduler and cache policy with its parameters
+    Policies,
+    /// Measure simulator speed on the conversation trace and a synthetic trace
+    Bench {
+        /// Requests in the synthetic trace
+        #[arg(long, default_value_t = 1_000_000)]
+        requests: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Run { args, out, json } => runner::execute(&args).and_then(|r| {
+            if let Some(dir) = &out {
+                r.write(dir)?;
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r.summary).expect("summary serialises")
+                );
+            } else {
+                print!("{}", r.table());
+            }
+            Ok(())
+        }),
+        Cmd::Policies => {
+            print!("{}", sim::policies_text());
+            Ok(())
+        }
+        Cmd::Bench { requests } => sim::bench::run(requests),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.code as u8)
+        }
+    }
+}

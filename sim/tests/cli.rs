@@ -1,0 +1,225 @@
+//! The `sim` binary as a user runs it: outputs on disk, clean one-line errors with exit code 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sim"))
+        .args(args)
+        .output()
+        .expect("sim runs")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sim-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Asserts a clean failure: exit 2, one line on stderr containing every `needle`, no panic.
+fn assert_clean_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "'{n}' not in: {err}");
+    }
+}
+
+fn write_trace(dir: &Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+const HEADER: &str = "TIMESTAMP,ContextTokens,GeneratedTokens\r\n";
+
+#[test]
+fn run_writes_summary_and_one_row_per_request() {
+    let d = tmp("out");
+    let out = sim(&[
+        "run",
+        "--max-requests",
+        "300",
+        "--rate",
+        "5",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("TTFT") && table.contains("analytic roofline"),
+        "{table}"
+    );
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("summary.json")).unwrap()).unwrap();
+    for k in [
+        "requests_total",
+        "requests_finished",
+        "ttft_p50_s",
+        "ttft_p99_s",
+        "tbt_p99_s",
+        "throughput_rps",
+        "cache_policy",
+        "scheduler",
+        "cost_model",
+        "adapter_loads",
+        "pcie_bytes",
+        "load_stall_s",
+        "slo_attainment",
+        "mem_kv_peak_gib",
+        "mem_adapters_mean_gib",
+        "queue_p50_s",
+    ] {
+        assert!(s.get(k).is_some(), "summary lacks {k}");
+    }
+    assert_eq!(s["requests_total"], 300);
+    assert_eq!(s["scheduler"], "fifo");
+    assert_eq!(s["cache_policy"], "none");
+    let csv = std::fs::read_to_string(d.join("requests.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 301);
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.contains(",finished,") || l.contains(",rejected,"))
+    );
+    std::fs::remove_dir_all(d).ok();
+}
+
+#[test]
+fn malformed_traces_fail_with_file_line_and_column() {
+    let d = tmp("bad");
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "backwards.csv",
+            format!(
+                "{HEADER}2023-11-16 18:15:46.0,10,5\r\n2023-11-16 18:15:47.0,10,5\r\n2023-11-16 18:15:45.0,10,5\r\n"
+            ),
+            &["backwards.csv", "line 4", "TIMESTAMP", "backwards"],
+        ),
+        (
+            "zero.csv",
+            format!("{HEADER}2023-11-16 18:15:46.0,10,5\r\n2023-11-16 18:15:47.0,10,0\r\n"),
+            &["zero.csv", "line 3", "GeneratedTokens", "positive"],
+        ),
+        (
+            "negative.csv",
+            format!("{HEADER}2023-11-16 18:15:46.0,-4,5\r\n"),
+            &["negative.csv", "line 2", "ContextTokens"],
+        ),
+        (
+            "garbage.csv",
+            format!("{HEADER}2023-11-16 18:15:46.0,10,5\r\nthis is not a row\r\n"),
+            &["garbage.csv", "line 3"],
+        ),
+        (
+            "ragged.csv",
+            format!("{HEADER}2023-11-16 18:15:46.0,10,5\r\n2023-11-16 18:15:47.0,10,5,9,9\r\n"),
+            &["ragged.csv", "line 3", "fields"],
+        ),
+        (
+            "text.csv",
+            format!("{HEADER}2023-11-16 18:15:46.0,ten,5\r\n"),
+            &["text.csv", "line 2", "ContextTokens", "'ten'"],
+        ),
+        (
+            "nocol.csv",
+            "TIMESTAMP,ContextTokens\r\n2023-11-16 18:15:46.0,10\r\n".to_string(),
+            &["nocol.csv", "missing column 'GeneratedTokens'"],
+        ),
+        (
+            "empty.csv",
+            HEADER.to_string(),
+            &["empty.csv", "no requests"],
+        ),
+    ];
+    for (name, body, needles) in cases {
+        let p = write_trace(&d, name, body);
+        assert_clean_error(&sim(&["run", "--trace", &p]), needles);
+    }
+    assert_clean_error(
+        &sim(&["run", "--trace", "/no/such/trace.csv"]),
+        &["/no/such/trace.csv"],
+    );
+    std::fs::remove_dir_all(d).ok();
+}
+
+#[test]
+fn bad_options_are_named() {
+    assert_clean_error(
+        &sim(&["run", "--scheduler", "lifo"]),
+        &["unknown scheduler 'lifo'", "fifo"],
+    );
+    assert_clean_error(
+        &sim(&["run", "--cache", "magic"]),
+        &["unknown cache policy 'magic'", "none"],
+    );
+    assert_clean_error(&sim(&["run", "--gpu", "v100"]), &["unknown GPU", "a40"]);
+    assert_clean_error(
+        &sim(&["run", "--cost", "analytic[speed=2]"]),
+        &["unknown parameter 'speed'"],
+    );
+    assert_clean_error(
+        &sim(&["run", "--profile", "/no/profile.json"]),
+        &["/no/profile.json"],
+    );
+    assert_clean_error(&sim(&["run", "--reserve", "max:0"]), &["--reserve"]);
+    assert_clean_error(&sim(&["run", "--rate=-1"]), &["--rate"]);
+    assert_clean_error(
+        &sim(&["run", "--model", "llama-30b", "--gpu-mem-gib", "24"]),
+        &["does not fit"],
+    );
+}
+
+#[test]
+fn a_measured_profile_is_used_and_named() {
+    let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/example-profile.json");
+    let out = sim(&[
+        "run",
+        "--max-requests",
+        "100",
+        "--profile",
+        profile,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cost = s["cost_model"].as_str().unwrap();
+    assert!(
+        cost.starts_with("measured profile") && cost.contains("example-profile.json"),
+        "{cost}"
+    );
+}
+
+#[test]
+fn base_model_alone_with_zero_adapters() {
+    let out = sim(&["run", "--max-requests", "100", "--adapters", "0", "--json"]);
+    assert!(out.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["adapter_loads"], 0);
+    assert_eq!(s["requests_finished"], 100);
+}
+
+#[test]
+fn policies_lists_the_registry() {
+    let out = sim(&["policies"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("fifo") && text.contains("none"),
+        "{text}"
+    );
+}

@@ -1,0 +1,196 @@
+//! Hand-computed scenarios: tiny workloads on a constant-cost model, with exact expected timings.
+//!
+//! Costs: a prefill iteration takes 100 ms, a decode iteration 10 ms, an adapter load 30 ms, whatever the
+//! batch. Times below are in ms from t = 0.
+
+use sim::cache;
+use sim::cost::{BatchShape, CostModel, Nanos};
+use sim::engine::{Engine, EngineConfig, Outcome, RequestRecord, RunOutput};
+use sim::sched;
+use sim::workload::{Adapter, NO_ADAPTER, Request, Workload};
+
+const MS: Nanos = 1_000_000;
+
+struct Const;
+
+impl CostModel for Const {
+    fn describe(&self) -> String {
+        "constant".into()
+    }
+    fn iteration(&self, s: &BatchShape) -> Nanos {
+        if s.prefill_seqs > 0 {
+            100 * MS
+        } else {
+            10 * MS
+        }
+    }
+    fn adapter_load(&self, _bytes: u64) -> Nanos {
+        30 * MS
+    }
+}
+
+fn adapters(n: u32) -> Vec<Adapter> {
+    (0..n)
+        .map(|id| Adapter {
+            id,
+            rank: 8,
+            bytes: 16 << 20,
+            slots: 32,
+        })
+        .collect()
+}
+
+fn req(id: u32, at_ms: u64, input: u32, output: u32, adapter: u32) -> Request {
+    Request {
+        id,
+        arrival: at_ms * MS,
+        input,
+        output,
+        adapter,
+    }
+}
+
+fn run(w: &Workload, cfg: EngineConfig, cache_spec: &str) -> RunOutput {
+    let s = sched::build("fifo", w).unwrap();
+    let c = cache::build(cache_spec, w).unwrap();
+    Engine::new(w, cfg, &Const, s, c).run().unwrap()
+}
+
+fn ms(t: Nanos) -> u64 {
+    assert_eq!(t % MS, 0, "{t} ns is not a whole ms");
+    t / MS
+}
+
+/// (admitted, first token, finished, load wait) in ms.
+fn times(r: &RequestRecord) -> (u64, u64, u64, u64) {
+    assert_eq!(r.outcome, Outcome::Finished);
+    (
+        ms(r.admitted),
+        ms(r.first_token),
+        ms(r.finished),
+        ms(r.load_wait),
+    )
+}
+
+#[test]
+fn slora_frees_an_idle_adapter_and_reloads_it_for_the_next_request() {
+    // A at 0 (3 tokens) and B at 1000 (2 tokens) share adapter 0.
+    let w = Workload {
+        adapters: adapters(1),
+        requests: vec![req(0, 0, 10, 3, 0), req(1, 1000, 10, 2, 0)],
+    };
+    let out = run(&w, EngineConfig::new(10_000), "none");
+    // A: load 0-30, prefill 30-130 (token 1), decodes end at 140 and 150.
+    assert_eq!(times(&out.records[0]), (0, 130, 150, 30));
+    // The adapter was freed at 150, so B loads it again: 1000-1030, prefill to 1130, one decode to 1140.
+    assert_eq!(times(&out.records[1]), (1000, 1130, 1140, 30));
+    assert!(!out.records[0].adapter_hit && !out.records[1].adapter_hit);
+    assert_eq!(out.stats.adapter_loads, 2);
+    assert_eq!(out.stats.evictions, 2);
+    assert_eq!(out.stats.pcie_bytes, 2 * (16 << 20));
+    assert_eq!(out.stats.load_stall_ns, 60 * MS);
+    assert_eq!(
+        (out.stats.prefill_iterations, out.stats.decode_iterations),
+        (2, 3)
+    );
+    assert_eq!(out.stats.end_ns, 1140 * MS);
+}
+
+#[test]
+fn new_requests_merge_only_every_max_wait_tokens_decode_steps() {
+    // Base model only. A (100 tokens) at 0; B (5 tokens) at 105, during A's first decodes.
+    let w = Workload {
+        adapters: vec![],
+        requests: vec![
+            req(0, 0, 10, 100, NO_ADAPTER),
+            req(1, 105, 10, 5, NO_ADAPTER),
+        ],
+    };
+    let out = run(&w, EngineConfig::new(10_000), "none");
+    // A's prefill 0-100, then 10 decodes end at 200; only then B merges: prefill 200-300.
+    assert_eq!(times(&out.records[1]), (200, 300, 340, 0));
+    // A waits through B's prefill: its gap from 200 to 310 is its worst; its 89 later tokens end at 1190.
+    assert_eq!(times(&out.records[0]), (0, 100, 1190, 0));
+    assert_eq!(ms(out.records[0].max_gap), 110);
+    assert_eq!(ms(out.records[1].max_gap), 10);
+}
+
+#[test]
+fn fifo_holds_the_next_request_until_memory_is_reserved_for_it() {
+    // Pool of 100 slots. Each request needs 50 + 10 = 60 slots at its peak, so they cannot run together.
+    let w = Workload {
+        adapters: vec![],
+        requests: vec![req(0, 0, 50, 10, NO_ADAPTER), req(1, 0, 50, 10, NO_ADAPTER)],
+    };
+    let out = run(&w, EngineConfig::new(100), "none");
+    assert_eq!(times(&out.records[0]), (0, 100, 190, 0));
+    // B is admitted when A finishes at 190.
+    assert_eq!(times(&out.records[1]), (190, 290, 380, 0));
+    assert_eq!(out.stats.peak_kv_slots, 60);
+    // With 120 slots both fit and share every iteration.
+    let out = run(&w, EngineConfig::new(120), "none");
+    assert_eq!(times(&out.records[1]), (0, 100, 190, 0));
+    assert_eq!(out.stats.peak_kv_slots, 120);
+}
+
+#[test]
+fn a_request_larger_than_the_pool_is_rejected_with_a_reason() {
+    let w = Workload {
+        adapters: adapters(1),
+        requests: vec![req(0, 0, 50, 10, 0), req(1, 0, 90, 20, NO_ADAPTER)],
+    };
+    let out = run(&w, EngineConfig::new(100), "none");
+    // 50 + 10 + 32 adapter slots = 92 fits; 90 + 20 = 110 does not.
+    assert_eq!(times(&out.records[0]), (0, 130, 220, 30));
+    match &out.records[1].outcome {
+        Outcome::Rejected(why) => {
+            assert!(why.contains("110 slots") && why.contains("100"), "{why}")
+        }
+        o => panic!("expected a rejection, got {o:?}"),
+    }
+}
+
+#[test]
+fn adapters_loaded_for_one_prefill_share_the_link_one_after_another() {
+    let w = Workload {
+        adapters: adapters(2),
+        requests: vec![req(0, 0, 10, 2, 0), req(1, 0, 10, 2, 1)],
+    };
+    let out = run(&w, EngineConfig::new(10_000), "none");
+    // Loads 0-30 and 30-60; the prefill waits for both: 60-160.
+    for r in &out.records {
+        assert_eq!(times(r), (0, 160, 170, 60));
+    }
+    assert_eq!(out.stats.load_stall_ns, 60 * MS);
+}
+
+#[test]
+fn next_batch_prefetch_hides_the_next_requests_load() {
+    // One request at a time (max batch 1). B's adapter is prefetched while A runs.
+    let w = Workload {
+        adapters: adapters(2),
+        requests: vec![req(0, 0, 10, 2, 0), req(1, 0, 10, 2, 1)],
+    };
+    let mut cfg = EngineConfig::new(10_000);
+    cfg.max_batch = 1;
+    let out = run(&w, cfg.clone(), "none");
+    // A: load 0-30, prefill 30-130, decode to 140. B's adapter loads 30-60 meanwhile: B hits at 140.
+    assert_eq!(times(&out.records[0]), (0, 130, 140, 30));
+    assert_eq!(times(&out.records[1]), (140, 240, 250, 0));
+    assert!(out.records[1].adapter_hit);
+    // Without prefetch B loads after A: 140-170, prefill to 270.
+    cfg.prefetch_window = 0;
+    let out = run(&w, cfg, "none");
+    assert_eq!(times(&out.records[1]), (140, 270, 280, 30));
+}
+
+#[test]
+fn a_one_token_request_finishes_at_its_prefill() {
+    let w = Workload {
+        adapters: vec![],
+        requests: vec![req(0, 7, 10, 1, NO_ADAPTER)],
+    };
+    let out = run(&w, EngineConfig::new(100), "none");
+    assert_eq!(times(&out.records[0]), (7, 107, 107, 0));
+    assert_eq!(out.stats.decode_iterations, 0);
+}
