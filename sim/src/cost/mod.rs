@@ -6,6 +6,7 @@
 
 pub mod analytic;
 pub mod profile;
+pub mod transfer;
 
 use crate::error::{Error, Result};
 use crate::model::{GpuSpec, ModelSpec};

@@ -53,7 +53,10 @@ pub fn transfer(p: &CostProfile, from: &GpuSpec, to: &GpuSpec) -> CostProfile {
     out.gpu.driver = None;
     out.gpu.cuda = None;
     out.gpu.compute_capability = None;
-    let measured_on = format!("{} (spec {}), profile dated {}", p.gpu.name, from.name, p.provenance.date);
+    let measured_on = format!(
+        "{} (spec {}), profile dated {}",
+        p.gpu.name, from.name, p.provenance.date
+    );
     out.provenance.transferred_from = Some(match &p.provenance.transferred_from {
         Some(earlier) => format!("{measured_on}, itself transferred from {earlier}"),
         None => measured_on,
@@ -82,7 +85,10 @@ mod tests {
     const EXAMPLE: &str = include_str!("../../../docs/example-profile.json");
 
     fn gpus() -> (&'static GpuSpec, &'static GpuSpec) {
-        (GpuSpec::by_name("a40").unwrap(), GpuSpec::by_name("h100-80gb").unwrap())
+        (
+            GpuSpec::by_name("a40").unwrap(),
+            GpuSpec::by_name("h100-80gb").unwrap(),
+        )
     }
 
     #[test]
@@ -92,7 +98,10 @@ mod tests {
         let t = transfer(&p, a40, h100);
         let close = |got: u64, want: f64| (got as f64 - want).abs() <= 1.0;
         for (a, b) in p.decode.iter().zip(&t.decode) {
-            assert!(close(b.time_ns, a.time_ns as f64 * 696e9 / 3350e9), "{a:?} {b:?}");
+            assert!(
+                close(b.time_ns, a.time_ns as f64 * 696e9 / 3350e9),
+                "{a:?} {b:?}"
+            );
         }
         for (a, b) in p.lora.iter().zip(&t.lora) {
             assert!(close(b.time_ns, a.time_ns as f64 * 696e9 / 3350e9));
@@ -101,10 +110,20 @@ mod tests {
             assert!(close(b.time_ns, a.time_ns as f64 * 0.5));
         }
         // 8192 tokens: compute-bound on both GPUs (ridges 215 and 295 FLOP/byte), so the FLOP/s ratio.
-        let (a, b) = p.prefill.iter().zip(&t.prefill).find(|(a, _)| a.tokens == 8192).unwrap();
+        let (a, b) = p
+            .prefill
+            .iter()
+            .zip(&t.prefill)
+            .find(|(a, _)| a.tokens == 8192)
+            .unwrap();
         assert!(close(b.time_ns, a.time_ns as f64 * 149.7e12 / 989e12));
         // 16 tokens: memory-bound on both, so the bandwidth ratio.
-        let (a, b) = p.prefill.iter().zip(&t.prefill).find(|(a, _)| a.tokens == 16).unwrap();
+        let (a, b) = p
+            .prefill
+            .iter()
+            .zip(&t.prefill)
+            .find(|(a, _)| a.tokens == 16)
+            .unwrap();
         assert!(close(b.time_ns, a.time_ns as f64 * 696e9 / 3350e9));
         assert_eq!(t.iteration_overhead_ns, p.iteration_overhead_ns);
         assert_eq!(t.prefill.len(), p.prefill.len());
@@ -138,7 +157,12 @@ mod tests {
         assert!(c.describe().contains("TRANSFERRED"));
         // A faster GPU makes every part faster.
         let slow = ProfileCost::new(p, "p.json", LoadMethod::PerLayerPinned).unwrap();
-        let shape = BatchShape { prefill_seqs: 1, prefill_tokens: 1024, prefill_sq_tokens: 1 << 20, ..Default::default() };
+        let shape = BatchShape {
+            prefill_seqs: 1,
+            prefill_tokens: 1024,
+            prefill_sq_tokens: 1 << 20,
+            ..Default::default()
+        };
         assert!(c.iteration(&shape) < slow.iteration(&shape));
         assert!(c.adapter_load(64 << 20) < slow.adapter_load(64 << 20));
     }
@@ -155,13 +179,24 @@ mod tests {
         for (a, b) in p.decode.iter().zip(&back.decode) {
             assert!((a.time_ns as f64 / b.time_ns as f64 - 1.0).abs() < 1e-6);
         }
-        assert!(back.provenance.transferred_from.as_deref().unwrap().contains("itself transferred from"));
+        assert!(
+            back.provenance
+                .transferred_from
+                .as_deref()
+                .unwrap()
+                .contains("itself transferred from")
+        );
     }
 
     #[test]
     fn tiny_times_never_become_zero() {
         let mut p = CostProfile::parse(EXAMPLE).unwrap();
-        p.adapter_load.push(LoadPoint { bytes: 1, method: "contiguous_pinned".into(), with_compute: false, time_ns: 1 });
+        p.adapter_load.push(LoadPoint {
+            bytes: 1,
+            method: "contiguous_pinned".into(),
+            with_compute: false,
+            time_ns: 1,
+        });
         let (a40, h100) = gpus();
         let t = transfer(&p, a40, h100);
         assert!(t.adapter_load.iter().all(|x| x.time_ns >= 1));
