@@ -34,3 +34,7 @@ pub fn policies_text() -> String {
     }
     o
 }
+pub mod arrivals;
+pub mod fit;
+pub mod policy;
+pub mod predict;

@@ -31,6 +31,11 @@ enum Cmd {
     },
     /// List every scheduler and cache policy with its parameters
     Policies,
+    /// Trace tools: stats, convert, zipf (fit adapter popularity), tenants (ServeGen hot sets over a day)
+    Trace {
+        #[command(subcommand)]
+        cmd: sim::trace::cli::TraceCmd,
+    },
     /// Measure simulator speed on the conversation trace and a synthetic trace
     Bench {
         /// Requests in the synthetic trace
@@ -45,6 +50,11 @@ fn main() -> ExitCode {
         Cmd::Run { args, out, json } => runner::execute(&args).and_then(|r| {
             if let Some(dir) = &out {
                 r.write(dir)?;
+            }
+            if let Some(why) = &r.output.aborted {
+                return Err(sim::error::Error::internal(format!(
+                    "the run stopped early: {why}"
+                )));
             }
             if json {
                 println!(
@@ -61,6 +71,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Cmd::Bench { requests } => sim::bench::run(requests),
+        Cmd::Trace { cmd } => sim::trace::cli::run(cmd),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cost::Nanos;
 use crate::engine::{Outcome, RunOutput};
+use crate::policy::PolicyCtx;
 use crate::workload::Workload;
 
 /// Latency objectives: the paper's P99 TTFT <= 5 s and TBT <= 150 ms.
@@ -89,7 +90,8 @@ fn secs(ns: Nanos) -> f64 {
 }
 
 /// The run's metrics as flat keys (summary.json), keyed so that a table of runs needs no nesting.
-pub fn summarize(w: &Workload, out: &RunOutput, slo: &Slo, slot_bytes: u64) -> Map<String, Value> {
+pub fn summarize(ctx: &PolicyCtx, out: &RunOutput, slot_bytes: u64) -> Map<String, Value> {
+    let (w, slo) = (ctx.workload, &ctx.slo);
     let mut m = Map::new();
     let recs = &out.records;
     let fin: Vec<usize> = (0..recs.len())
@@ -208,9 +210,117 @@ pub fn summarize(w: &Workload, out: &RunOutput, slo: &Slo, slot_bytes: u64) -> M
         num(gib(s.adapter_slot_ns as f64 / end)),
     );
     m.insert("mem_total_peak_slots".into(), json!(s.peak_total_slots));
+    m.insert("squashes".into(), json!(s.squashes));
+    breakdowns(&mut m, ctx, out, &fin);
     m.insert("scheduler".into(), json!(out.scheduler));
     m.insert("cache_policy".into(), json!(out.cache));
     m
+}
+
+/// Queueing delay per adapter rank and per WRS class (quartiles of Chameleon's weighted request size), and
+/// fairness across adapters: each adapter's P99 TTFT, the worst and median of those, and Jain's index over
+/// them (1 = every adapter sees the same tail).
+fn breakdowns(m: &mut Map<String, Value>, ctx: &PolicyCtx, out: &RunOutput, fin: &[usize]) {
+    let w = ctx.workload;
+    let recs = &out.records;
+    let queue = |i: usize| secs(recs[i].admitted - w.requests[i].arrival);
+    let mut ranks: Vec<u32> = w.adapters.iter().map(|a| a.rank).collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    for r in ranks {
+        let mut q: Vec<f64> = fin
+            .iter()
+            .filter(|&&i| {
+                w.adapter(w.requests[i].adapter)
+                    .is_some_and(|a| a.rank == r)
+            })
+            .map(|&i| queue(i))
+            .collect();
+        let d = Dist::of(&mut q);
+        m.insert(format!("queue_mean_rank{r}_s"), num(d.mean));
+        m.insert(format!("queue_p99_rank{r}_s"), num(d.p99));
+    }
+    for c in 0..4 {
+        let (lo, hi) = (c as f64 / 4.0, (c + 1) as f64 / 4.0);
+        let mut q: Vec<f64> = fin
+            .iter()
+            .filter(|&&i| {
+                let x = ctx.wrs(&w.requests[i]);
+                x >= lo && (x < hi || c == 3)
+            })
+            .map(|&i| queue(i))
+            .collect();
+        m.insert(format!("wrs_class{}_requests", c + 1), json!(q.len()));
+        let d = Dist::of(&mut q);
+        m.insert(format!("queue_mean_wrs{}_s", c + 1), num(d.mean));
+        m.insert(format!("queue_p99_wrs{}_s", c + 1), num(d.p99));
+    }
+    let mut p99: Vec<f64> = per_adapter_ttft(w, out, fin)
+        .into_iter()
+        .filter_map(|v| (!v.is_empty()).then(|| Dist::of(&mut v.clone()).p99))
+        .collect();
+    let jain = if p99.is_empty() {
+        f64::NAN
+    } else {
+        p99.iter().sum::<f64>().powi(2)
+            / (p99.len() as f64 * p99.iter().map(|x| x * x).sum::<f64>())
+    };
+    let d = Dist::of(&mut p99);
+    m.insert("ttft_p99_adapter_worst_s".into(), num(d.max));
+    m.insert("ttft_p99_adapter_median_s".into(), num(d.p50));
+    m.insert("jain_ttft_p99_adapters".into(), num(jain));
+}
+
+/// TTFTs (s) of each adapter's finished requests.
+fn per_adapter_ttft(w: &Workload, out: &RunOutput, fin: &[usize]) -> Vec<Vec<f64>> {
+    let mut per = vec![Vec::new(); w.adapters.len()];
+    for &i in fin {
+        let r = &w.requests[i];
+        if let Some(v) = per.get_mut(r.adapter as usize) {
+            v.push(secs(out.records[i].first_token - r.arrival));
+        }
+    }
+    per
+}
+
+/// One row per adapter: requests served, hit rate, TTFT mean and P99.
+pub fn write_adapters_csv(mut f: impl Write, w: &Workload, out: &RunOutput) -> std::io::Result<()> {
+    let fin: Vec<usize> = (0..out.records.len())
+        .filter(|&i| out.records[i].outcome == Outcome::Finished)
+        .collect();
+    let per = per_adapter_ttft(w, out, &fin);
+    let mut hits = vec![0usize; w.adapters.len()];
+    for &i in &fin {
+        if let Some(h) = hits.get_mut(w.requests[i].adapter as usize) {
+            *h += out.records[i].adapter_hit as usize;
+        }
+    }
+    writeln!(f, "adapter,rank,requests,hit_rate,ttft_mean_s,ttft_p99_s")?;
+    for (a, mut t) in w.adapters.iter().zip(per) {
+        let n = t.len();
+        let d = Dist::of(&mut t);
+        let fmt = |x: f64| {
+            if x.is_finite() {
+                format!("{x:.9}")
+            } else {
+                String::new()
+            }
+        };
+        let hr = if n > 0 {
+            format!("{:.6}", hits[a.id as usize] as f64 / n as f64)
+        } else {
+            String::new()
+        };
+        writeln!(
+            f,
+            "{},{},{n},{hr},{},{}",
+            a.id,
+            a.rank,
+            fmt(d.mean),
+            fmt(d.p99)
+        )?;
+    }
+    Ok(())
 }
 
 /// One row per trace request: its final state and timings (seconds; empty where not applicable).

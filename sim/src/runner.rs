@@ -6,18 +6,22 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::{Map, Value, json};
 
-use crate::cost;
-use crate::engine::{Engine, EngineConfig, Reserve, RunOutput};
+use crate::cost::{self, CostModel};
+use crate::engine::{Engine, EngineConfig, HistogramPrefetch, Reserve, RunOutput};
 use crate::error::{Error, Result};
 use crate::metrics::{self, Slo};
 use crate::model::{GpuSpec, ModelSpec};
+use crate::policy::PolicyCtx;
+use crate::predict;
+use crate::spec::Spec;
 use crate::trace::{Trace, TraceOptions};
 use crate::workload::{AdapterOptions, Workload};
 use crate::{cache, sched};
 
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
-    /// Trace in the Azure 2023 CSV format [default: the embedded Azure 2023 conversation trace]
+    /// Trace file: CSV or JSON lines, plain or .gz, columns per --trace-format [default: the embedded Azure
+    /// 2023 conversation trace]
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
     /// Replay only the first N requests
@@ -58,6 +62,20 @@ pub struct RunArgs {
     /// Popularity exponent within a rank: weight (j+1)^-alpha; 0 = uniform, 1 = Zipf
     #[arg(long, default_value_t = 1.0, value_name = "ALPHA")]
     pub popularity: f64,
+    /// How requests pick adapters: paper (rank uniform, --popularity within a rank) | zipf[alpha=A] (over all
+    /// adapters) | trace[by=adapter|tenant] (the trace's id column) | tenants[model=m-large,day=0,start=H,
+    /// speedup=X|auto,lengths=true,arrivals=true,rates=FILE,length_data=FILE] (ServeGen tenants; see
+    /// docs/workloads.md)
+    #[arg(long, default_value = "paper", value_name = "SPEC")]
+    pub adapter_model: String,
+    /// How to read --trace: auto | azure | csv[time=COL,input=COL,output=COL,adapter=COL,tenant=COL,
+    /// unit=s|ms|us|ns|datetime,spread=SECONDS,sort=true,zeros=error|skip|one,delim=..] | jsonl[...]
+    #[arg(long, default_value = "auto", value_name = "SPEC")]
+    pub trace_format: String,
+    /// Arrival process used with --rate: poisson | gamma[cv=C] | scale (compress the trace's timestamps to
+    /// the rate, keeping its burst shape)
+    #[arg(long, default_value = "poisson", value_name = "SPEC")]
+    pub arrivals: String,
 
     /// Cost model spec: analytic[compute_eff=..,mem_eff=..,lora_eff=..,overhead_us=..,h2d_eff=..,
     /// copy_latency_us=..,per_layer_copies=..] or, with --profile, profile[load=METHOD]
@@ -73,6 +91,9 @@ pub struct RunArgs {
     /// Cache policy spec (see `sim policies`)
     #[arg(long, default_value = "none", value_name = "SPEC")]
     pub cache: String,
+    /// Output-length predictor the schedulers see: oracle, noisy[accuracy=A]
+    #[arg(long, default_value = "oracle", value_name = "SPEC")]
+    pub predictor: String,
 
     /// S-LoRA: decode steps between merges of new requests
     #[arg(long, default_value_t = 10)]
@@ -86,10 +107,11 @@ pub struct RunArgs {
     /// Output budget reserved at admission: `oracle` (true length) or `max:N` (N tokens, at least the true length)
     #[arg(long, default_value = "oracle")]
     pub reserve: String,
-    /// S-LoRA's next-batch prefetch: after each merge, load the adapters of this many waiting requests
-    /// into free memory (0 = off)
-    #[arg(long, default_value_t = 16, value_name = "N")]
-    pub prefetch_window: u32,
+    /// Adapter prefetch after each merge: none; queued[window=N] (adapters of the next N waiting requests,
+    /// S-LoRA's next batch); histogram[window=N,horizon_s=H,threshold=P,max=M] (also adapters whose next
+    /// request arrives within H s with probability >= P, by a per-adapter inter-arrival histogram)
+    #[arg(long, default_value = "queued", value_name = "SPEC")]
+    pub prefetch: String,
 
     /// TTFT objective, seconds
     #[arg(long, default_value_t = 5.0)]
@@ -132,6 +154,39 @@ fn parse_reserve(s: &str) -> Result<Reserve> {
     }
 }
 
+fn parse_prefetch(text: &str) -> Result<(u32, Option<HistogramPrefetch>)> {
+    let mut spec = Spec::parse(text)?;
+    let window = spec.get("window", 16u32)?;
+    let out = match spec.name.as_str() {
+        "none" => (0, None),
+        "queued" => (window, None),
+        "histogram" => {
+            let horizon_s: f64 = spec.get("horizon_s", 5.0)?;
+            let threshold: f64 = spec.get("threshold", 0.5)?;
+            let max = spec.get("max", 4u32)?;
+            let horizon_ok = horizon_s.is_finite() && horizon_s > 0.0;
+            if !horizon_ok || !(0.0..=1.0).contains(&threshold) {
+                return Err(Error::msg(
+                    "--prefetch histogram: need horizon_s > 0 and 0 <= threshold <= 1",
+                ));
+            }
+            let h = HistogramPrefetch {
+                horizon_ns: (horizon_s * 1e9) as u64,
+                threshold,
+                max,
+            };
+            (window, Some(h))
+        }
+        other => {
+            return Err(Error::msg(format!(
+                "unknown prefetch '{other}'; valid: none, queued[window=N], histogram[...]"
+            )));
+        }
+    };
+    spec.finish(&["window", "horizon_s", "threshold", "max"])?;
+    Ok(out)
+}
+
 /// Slots of the unified pool: GPU memory x utilisation - weights, in KV slots.
 pub fn pool_slots(args: &RunArgs, model: &ModelSpec, gpu: &GpuSpec) -> Result<u64> {
     if let Some(n) = args.pool_tokens {
@@ -171,35 +226,52 @@ pub fn pool_slots(args: &RunArgs, model: &ModelSpec, gpu: &GpuSpec) -> Result<u6
 
 /// Loads the trace and runs the simulation.
 pub fn execute(args: &RunArgs) -> Result<Report> {
-    let trace = Trace::load(args.trace.as_deref())?;
+    let mut spec = crate::trace::ReadSpec::parse(&args.trace_format)?;
+    spec.limit = args.max_requests;
+    let trace = Trace::load_with(args.trace.as_deref(), &spec)?;
     execute_on(args, trace)
 }
 
 /// Runs the simulation on an already loaded trace (before `args`' trace options are applied).
 pub fn execute_on(args: &RunArgs, trace: Trace) -> Result<Report> {
+    execute_with(args, trace, None)
+}
+
+/// Like `execute_on`, with `backend` (e.g. a real-execution backend) instead of the cost model that
+/// `args` name; everything else (trace, workload, policies, engine, metrics) is the same code.
+pub fn execute_with(
+    args: &RunArgs,
+    trace: Trace,
+    backend: Option<Box<dyn CostModel>>,
+) -> Result<Report> {
     let model = ModelSpec::by_name(&args.model)?;
     let gpu = GpuSpec::by_name(&args.gpu)?;
     let topts = TraceOptions {
         max_requests: args.max_requests,
         length_scale: args.length_scale,
         poisson_rate: args.rate,
+        arrivals: crate::arrivals::Arrivals::parse(&args.arrivals)?,
     };
     let trace = trace.transform(&topts, args.seed)?;
     let aopts = AdapterOptions {
         count: args.adapters,
         ranks: args.ranks.clone(),
         popularity_alpha: args.popularity,
+        model: crate::workload::AdapterModel::parse(&args.adapter_model)?,
     };
     let workload = Workload::build(&trace, model, &aopts, args.seed)?;
-    let cost = cost::build(args.cost.as_deref(), args.profile.as_deref(), model, gpu)?;
-    let scheduler = sched::build(&args.scheduler, &workload)?;
-    let cache = cache::build(&args.cache, &workload)?;
+    let cost = match backend {
+        Some(b) => b,
+        None => cost::build(args.cost.as_deref(), args.profile.as_deref(), model, gpu)?,
+    };
     let mut cfg = EngineConfig::new(pool_slots(args, model, gpu)?);
     cfg.max_wait_tokens = args.max_wait_tokens;
     cfg.max_batch = args.max_batch.max(1);
     cfg.max_prefill_tokens = args.max_prefill_tokens;
     cfg.reserve = parse_reserve(&args.reserve)?;
-    cfg.prefetch_window = args.prefetch_window;
+    let (window, histogram) = parse_prefetch(&args.prefetch)?;
+    cfg.prefetch_window = window;
+    cfg.prefetch_histogram = histogram;
     for (name, v) in [("--ttft-slo", args.ttft_slo), ("--tbt-slo", args.tbt_slo)] {
         if !(v > 0.0 && v.is_finite()) {
             return Err(Error::msg(format!(
@@ -211,21 +283,35 @@ pub fn execute_on(args: &RunArgs, trace: Trace) -> Result<Report> {
         ttft_ns: (args.ttft_slo * 1e9).round() as u64,
         tbt_ns: (args.tbt_slo * 1e9).round() as u64,
     };
+    let (predictor, predicted) = predict::predict(&args.predictor, &workload, args.seed)?;
+    let ctx = PolicyCtx::new(&workload, &predicted, cfg.pool_slots, slo, cost.as_ref());
+    let scheduler = sched::build(&args.scheduler, &ctx)?;
+    let cache = cache::build(&args.cache, &ctx)?;
     let output = Engine::new(&workload, cfg.clone(), cost.as_ref(), scheduler, cache).run()?;
-    let mut summary = metrics::summarize(&workload, &output, &slo, model.kv_slot_bytes());
+    let mut summary = metrics::summarize(&ctx, &output, model.kv_slot_bytes());
     for (k, v) in [
         ("trace", json!(trace.source)),
         ("model", json!(model.name)),
         ("gpu", json!(gpu.name)),
         ("cost_model", json!(cost.describe())),
         ("seed", json!(args.seed)),
+        ("predictor", json!(predictor)),
         ("adapters", json!(args.adapters)),
         ("popularity_alpha", json!(args.popularity)),
+        (
+            "adapter_model",
+            json!(aopts.model.describe(args.popularity)),
+        ),
+        ("arrivals", json!(topts.arrivals.describe())),
         ("length_scale", json!(args.length_scale)),
         ("rate_rps", args.rate.map_or(Value::Null, |r| json!(r))),
         ("reserve", json!(args.reserve)),
         ("max_wait_tokens", json!(cfg.max_wait_tokens)),
-        ("prefetch_window", json!(cfg.prefetch_window)),
+        ("prefetch", json!(args.prefetch)),
+        (
+            "aborted",
+            output.aborted.as_ref().map_or(Value::Null, |e| json!(e)),
+        ),
     ] {
         summary.insert(k.into(), v);
     }
@@ -246,6 +332,10 @@ impl Report {
         let f = std::fs::File::create(dir.join("requests.csv")).map_err(io)?;
         let mut f = std::io::BufWriter::new(f);
         metrics::write_requests_csv(&mut f, &self.workload, &self.output).map_err(io)?;
+        std::io::Write::flush(&mut f).map_err(io)?;
+        let f = std::fs::File::create(dir.join("adapters.csv")).map_err(io)?;
+        let mut f = std::io::BufWriter::new(f);
+        metrics::write_adapters_csv(&mut f, &self.workload, &self.output).map_err(io)?;
         std::io::Write::flush(&mut f).map_err(io)?;
         Ok(())
     }

@@ -3,31 +3,12 @@
 //! Costs: a prefill iteration takes 100 ms, a decode iteration 10 ms, an adapter load 30 ms, whatever the
 //! batch. Times below are in ms from t = 0.
 
-use sim::cache;
-use sim::cost::{BatchShape, CostModel, Nanos};
-use sim::engine::{Engine, EngineConfig, Outcome, RequestRecord, RunOutput};
-use sim::sched;
-use sim::workload::{Adapter, NO_ADAPTER, Request, Workload};
+mod common;
 
-const MS: Nanos = 1_000_000;
-
-struct Const;
-
-impl CostModel for Const {
-    fn describe(&self) -> String {
-        "constant".into()
-    }
-    fn iteration(&self, s: &BatchShape) -> Nanos {
-        if s.prefill_seqs > 0 {
-            100 * MS
-        } else {
-            10 * MS
-        }
-    }
-    fn adapter_load(&self, _bytes: u64) -> Nanos {
-        30 * MS
-    }
-}
+use common::{Const, MS, req, run_with};
+use sim::cost::Nanos;
+use sim::engine::{EngineConfig, Outcome, RequestRecord, RunOutput};
+use sim::workload::{Adapter, NO_ADAPTER, Workload};
 
 fn adapters(n: u32) -> Vec<Adapter> {
     (0..n)
@@ -40,20 +21,8 @@ fn adapters(n: u32) -> Vec<Adapter> {
         .collect()
 }
 
-fn req(id: u32, at_ms: u64, input: u32, output: u32, adapter: u32) -> Request {
-    Request {
-        id,
-        arrival: at_ms * MS,
-        input,
-        output,
-        adapter,
-    }
-}
-
 fn run(w: &Workload, cfg: EngineConfig, cache_spec: &str) -> RunOutput {
-    let s = sched::build("fifo", w).unwrap();
-    let c = cache::build(cache_spec, w).unwrap();
-    Engine::new(w, cfg, &Const, s, c).run().unwrap()
+    run_with(w, cfg, &Const, "fifo", cache_spec)
 }
 
 fn ms(t: Nanos) -> u64 {

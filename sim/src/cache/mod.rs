@@ -1,13 +1,19 @@
 //! Cache policies decide which idle adapters stay resident and which go when memory is needed.
 //! One file per policy, one line in `REGISTRY`.
 
+mod belady;
+mod chameleon;
+mod gdsf;
+mod lfu;
+mod lru;
 mod none;
 
 use crate::cost::Nanos;
 use crate::engine::AdapterState;
 use crate::error::{Error, Result};
+use crate::policy::PolicyCtx;
 use crate::spec::Spec;
-use crate::workload::Workload;
+use crate::workload::{Request, Workload};
 
 /// What a policy may look at when choosing a victim.
 pub struct CacheView<'a> {
@@ -29,9 +35,10 @@ pub trait CachePolicy {
     fn keeps_idle(&self) -> bool {
         true
     }
-    fn on_arrival(&mut self, _adapter: u32, _now: Nanos) {}
-    /// A request using `adapter` was admitted.
-    fn on_admit(&mut self, _adapter: u32, _now: Nanos) {}
+    /// A request for an adapter arrived (requests without an adapter are not reported).
+    fn on_arrival(&mut self, _req: &Request, _now: Nanos) {}
+    /// A request using an adapter was admitted (it uses the adapter from now on).
+    fn on_admit(&mut self, _req: &Request, _now: Nanos) {}
     fn on_load(&mut self, _adapter: u32, _now: Nanos) {}
     fn on_evict(&mut self, _adapter: u32, _now: Nanos) {}
     /// Picks one of `idle` (non-empty) to evict.
@@ -42,16 +49,24 @@ pub struct Entry {
     pub name: &'static str,
     pub about: &'static str,
     pub params: &'static [(&'static str, &'static str)],
-    pub build: fn(Spec, &Workload) -> Result<Box<dyn CachePolicy>>,
+    pub build: fn(Spec, &PolicyCtx) -> Result<Box<dyn CachePolicy>>,
 }
 
 /// Every cache policy `--cache` accepts.
-pub const REGISTRY: &[Entry] = &[none::ENTRY];
+pub const REGISTRY: &[Entry] = &[
+    none::ENTRY,
+    lru::ENTRY,
+    lfu::ENTRY,
+    gdsf::ENTRY,
+    chameleon::ENTRY,
+    chameleon::FAIRSHARE,
+    belady::ENTRY,
+];
 
-pub fn build(spec: &str, w: &Workload) -> Result<Box<dyn CachePolicy>> {
+pub fn build(spec: &str, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
     let spec = Spec::parse(spec)?;
     match REGISTRY.iter().find(|e| e.name == spec.name) {
-        Some(e) => (e.build)(spec, w),
+        Some(e) => (e.build)(spec, ctx),
         None => {
             let names: Vec<_> = REGISTRY.iter().map(|e| e.name).collect();
             Err(Error::msg(format!(

@@ -3,8 +3,8 @@
 
 use super::{CachePolicy, CacheView, Entry};
 use crate::error::Result;
+use crate::policy::PolicyCtx;
 use crate::spec::Spec;
-use crate::workload::Workload;
 
 pub const ENTRY: Entry = Entry {
     name: "none",
@@ -13,7 +13,7 @@ pub const ENTRY: Entry = Entry {
     build,
 };
 
-fn build(spec: Spec, _w: &Workload) -> Result<Box<dyn CachePolicy>> {
+fn build(spec: Spec, _ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
     spec.finish(&[])?;
     Ok(Box::new(NoCache))
 }

@@ -78,6 +78,22 @@ impl LoadMethod {
     }
 }
 
+/// One sequence of an iteration, for backends that execute batches for real.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seq {
+    pub request: u32,
+    /// Tokens this iteration computes for it: its prompt in a prefill, 1 in a decode.
+    pub new_tokens: u32,
+    /// Tokens already in its KV cache.
+    pub context: u32,
+    /// `workload::NO_ADAPTER` for the base model.
+    pub adapter: u32,
+    pub rank: u32,
+}
+
+/// How long things take. A simulated model answers from the shape; a real backend (`sim real`) executes the
+/// iteration and answers with the measured time, using the hooks below (interior mutability: the engine
+/// holds a shared reference).
 pub trait CostModel {
     /// One line saying which model this is and its key assumptions; printed in every output.
     fn describe(&self) -> String;
@@ -85,6 +101,23 @@ pub trait CostModel {
     fn iteration(&self, shape: &BatchShape) -> Nanos;
     /// Duration of one adapter load of `bytes` over the host-device link, when the link is free.
     fn adapter_load(&self, bytes: u64) -> Nanos;
+
+    /// Whether `run_iteration` needs the sequences (the engine skips building them otherwise).
+    fn wants_sequences(&self) -> bool {
+        false
+    }
+    /// Runs one iteration; an error (out of memory, a failed launch) stops the run cleanly.
+    fn run_iteration(&self, shape: &BatchShape, _seqs: &[Seq]) -> Result<Nanos> {
+        Ok(self.iteration(shape))
+    }
+    /// Loads `adapter` (`bytes` long); returns how long the copy takes.
+    fn load(&self, _adapter: u32, bytes: u64) -> Result<Nanos> {
+        Ok(self.adapter_load(bytes))
+    }
+    /// A request left the batch (finished or squashed): its KV cache can be freed.
+    fn release(&self, _request: u32) {}
+    /// An adapter was evicted from GPU memory.
+    fn evict(&self, _adapter: u32) {}
 }
 
 /// Builds the cost model: `--profile FILE` reads a measured profile (its spec may set `profile[load=METHOD]`),

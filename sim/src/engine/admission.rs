@@ -6,7 +6,7 @@
 //! new requests, plus every adapter in use or loading, fits the pool. Idle cached adapters do not count:
 //! they are evicted when the memory is actually needed.
 
-use super::{Residency, State};
+use super::{Outcome, Residency, State};
 use crate::cache::CachePolicy;
 use crate::cost::Nanos;
 use crate::engine::EngineConfig;
@@ -48,6 +48,20 @@ fn peak_with(held: &[(u64, u64)], cand: (u64, u64)) -> u64 {
 fn insert(held: &mut Vec<(u64, u64)>, cand: (u64, u64)) {
     let at = held.partition_point(|&(_, rem)| rem >= cand.1);
     held.insert(at, cand);
+}
+
+/// Why a request can or cannot be admitted now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fit {
+    Yes,
+    /// The running batch is at `max_batch`.
+    BatchFull,
+    /// Its prompt would push this merge's prefill past `max_prefill_tokens`.
+    PrefillTokens,
+    /// Its KV reservation does not fit.
+    Memory,
+    /// Its KV reservation fits, but not together with its adapter, which is not resident or in use.
+    AdapterMemory,
 }
 
 /// What a scheduler's `select` works with: the requests, the adapters' state, and `try_admit`.
@@ -101,18 +115,105 @@ impl<'a> Admission<'a> {
         }
     }
 
-    /// Whether `id` could be admitted now (batch size, prefill tokens, and memory).
-    pub fn fits(&self, id: u32) -> bool {
+    /// Whether `id` could be admitted now, and if not, why.
+    pub fn fit(&self, id: u32) -> Fit {
         let r = &self.w.requests[id as usize];
         let st = &self.st;
-        st.running.len() + st.new_batch.len() < self.cfg.max_batch as usize
-            && st.new_tokens + r.input as u64 <= self.cfg.max_prefill_tokens
-            && peak_with(
-                &st.reserve,
-                (r.input as u64 + 1, self.cfg.budget(r) as u64 - 1),
-            ) + st.pinned_slots()
-                + self.extra_adapter_slots(r)
-                <= self.cfg.pool_slots
+        if st.running.len() + st.new_batch.len() >= self.cfg.max_batch as usize {
+            return Fit::BatchFull;
+        }
+        if st.new_tokens + r.input as u64 > self.cfg.max_prefill_tokens {
+            return Fit::PrefillTokens;
+        }
+        let kv = peak_with(
+            &st.reserve,
+            (r.input as u64 + 1, self.cfg.budget(r) as u64 - 1),
+        ) + st.pinned_slots();
+        let extra = self.extra_adapter_slots(r);
+        if kv + extra <= self.cfg.pool_slots {
+            Fit::Yes
+        } else if extra > 0 && kv <= self.cfg.pool_slots {
+            Fit::AdapterMemory
+        } else {
+            Fit::Memory
+        }
+    }
+
+    pub fn fits(&self, id: u32) -> bool {
+        self.fit(id) == Fit::Yes
+    }
+
+    /// Whether `id` would fit if the running request `victim` were squashed first.
+    pub fn fits_if_squashed(&self, id: u32, victim: u32) -> bool {
+        let st = &self.st;
+        let Some(v) = st.running.iter().find(|r| r.id == victim) else {
+            return false;
+        };
+        let r = &self.w.requests[id as usize];
+        if st.running.len() - 1 + st.new_batch.len() >= self.cfg.max_batch as usize
+            || st.new_tokens + r.input as u64 > self.cfg.max_prefill_tokens
+        {
+            return false;
+        }
+        let mut held = st.reserve.clone();
+        let gone = (v.ctx as u64, (v.budget - v.generated) as u64);
+        if let Some(i) = held.iter().position(|&e| e == gone) {
+            held.remove(i);
+        }
+        let mut pinned = st.pinned_slots();
+        let mut extra = self.extra_adapter_slots(r);
+        if let Some(a) = st.adapters.get(v.adapter as usize)
+            && a.refs == 1
+        {
+            // The victim was its adapter's only user: the adapter becomes idle (evictable).
+            pinned -= a.slots;
+            if r.adapter == v.adapter {
+                extra = a.slots;
+            }
+        }
+        peak_with(&held, (r.input as u64 + 1, self.cfg.budget(r) as u64 - 1)) + pinned + extra
+            <= self.cfg.pool_slots
+    }
+
+    /// Running requests as (id, tokens generated so far).
+    pub fn running(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.st.running.iter().map(|r| (r.id, r.generated))
+    }
+
+    /// Stops a running request, frees its memory and drops its progress; it counts as waiting again and the
+    /// scheduler must queue it again. False if `id` is not running.
+    pub fn squash(&mut self, id: u32) -> bool {
+        let Some(i) = self.st.running.iter().position(|r| r.id == id) else {
+            return false;
+        };
+        let r = self.st.running.swap_remove(i);
+        self.st.leave(&r);
+        self.st.kv_used -= r.ctx as u64;
+        self.st.unpin(r.adapter, self.cache);
+        if let Some(a) = self.st.adapters.get_mut(r.adapter as usize) {
+            a.queued += 1;
+        }
+        let rec = &mut self.st.records[id as usize];
+        rec.outcome = Outcome::Waiting;
+        rec.max_gap = 0;
+        rec.squashes += 1;
+        self.st.stats.squashes += 1;
+        self.st.squashed.push(id);
+        // Its reservation goes too: rebuild from what is still admitted.
+        let (st, cfg, w) = (&mut *self.st, self.cfg, self.w);
+        st.reserve.clear();
+        st.reserve.extend(
+            st.running
+                .iter()
+                .map(|r| (r.ctx as u64, (r.budget - r.generated) as u64)),
+        );
+        st.reserve.extend(st.new_batch.iter().map(|&id| {
+            let q = &w.requests[id as usize];
+            (q.input as u64 + 1, cfg.budget(q) as u64 - 1)
+        }));
+        st.reserve
+            .sort_unstable_by_key(|&(_, rem)| std::cmp::Reverse(rem));
+        true
     }
 
     /// Admits `id` if it fits; the caller must then drop it from its queue. Its prefill runs in the
@@ -138,7 +239,7 @@ impl<'a> Admission<'a> {
             }
             a.refs += 1;
             a.queued -= 1;
-            self.cache.on_admit(r.adapter, now);
+            self.cache.on_admit(&r, now);
         }
         true
     }

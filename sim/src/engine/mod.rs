@@ -13,14 +13,16 @@
 //! Time is integer nanoseconds; simultaneous events run in the order they were scheduled (sequence number).
 
 mod admission;
+mod prefetch;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-pub use admission::Admission;
+pub use admission::{Admission, Fit};
+pub use prefetch::HistogramPrefetch;
 
 use crate::cache::{CachePolicy, CacheView};
-use crate::cost::{BatchShape, CostModel, Nanos};
+use crate::cost::{BatchShape, CostModel, Nanos, Seq};
 use crate::error::{Error, Result};
 use crate::sched::Scheduler;
 use crate::workload::{NO_ADAPTER, Request, Workload};
@@ -48,6 +50,8 @@ pub struct EngineConfig {
     /// S-LoRA's next-batch adapter prefetch: after each merge, load the adapters of this many waiting
     /// requests (0 = off).
     pub prefetch_window: u32,
+    /// The paper's optional predictor: also prefetch adapters whose next request is likely to arrive soon.
+    pub prefetch_histogram: Option<HistogramPrefetch>,
 }
 
 impl EngineConfig {
@@ -67,6 +71,7 @@ impl EngineConfig {
             max_prefill_tokens: 16_384,
             reserve: Reserve::Oracle,
             prefetch_window: 16,
+            prefetch_histogram: None,
         }
     }
 }
@@ -114,6 +119,8 @@ pub struct RequestRecord {
     pub load_wait: Nanos,
     /// Longest gap between two of its tokens.
     pub max_gap: Nanos,
+    /// Times it was squashed (stopped and re-queued, losing its progress) before its final run.
+    pub squashes: u32,
     /// Its adapter was resident when it was admitted (no adapter: true).
     pub adapter_hit: bool,
 }
@@ -128,6 +135,7 @@ pub struct EngineStats {
     pub adapter_loads: u64,
     pub pcie_bytes: u64,
     pub evictions: u64,
+    pub squashes: u64,
     /// Total time the GPU stood still waiting for adapter loads before a prefill.
     pub load_stall_ns: Nanos,
     pub pool_slots: u64,
@@ -140,6 +148,9 @@ pub struct EngineStats {
 }
 
 pub struct RunOutput {
+    /// Set when the backend failed (e.g. out of GPU memory) and the run stopped early; the records hold the
+    /// requests' state at that moment.
+    pub aborted: Option<String>,
     pub records: Vec<RequestRecord>,
     pub stats: EngineStats,
     pub scheduler: String,
@@ -147,15 +158,15 @@ pub struct RunOutput {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Running {
-    id: u32,
-    ctx: u32,
-    generated: u32,
-    output: u32,
-    budget: u32,
-    adapter: u32,
-    rank: u32,
-    last_token: Nanos,
+pub(crate) struct Running {
+    pub(crate) id: u32,
+    pub(crate) ctx: u32,
+    pub(crate) generated: u32,
+    pub(crate) output: u32,
+    pub(crate) budget: u32,
+    pub(crate) adapter: u32,
+    pub(crate) rank: u32,
+    pub(crate) last_token: Nanos,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -180,15 +191,15 @@ pub(crate) struct State {
     next_arrival: usize,
     busy: Busy,
     pub(crate) adapters: Vec<AdapterState>,
-    running: Vec<Running>,
+    pub(crate) running: Vec<Running>,
     /// Requests admitted at the current merge, prefilling.
     pub(crate) new_batch: Vec<u32>,
     pub(crate) new_tokens: u64,
     /// (KV slots held now, slots still to come) of admitted requests, by the second field descending.
     pub(crate) reserve: Vec<(u64, u64)>,
-    kv_used: u64,
+    pub(crate) kv_used: u64,
     adapter_used: u64,
-    idle_slots: u64,
+    pub(crate) idle_slots: u64,
     /// Adapters admitted at this merge that are not loaded yet: pinned, but not in `adapter_used` yet.
     pub(crate) pending_pin: u64,
     link_free_at: Nanos,
@@ -198,10 +209,18 @@ pub(crate) struct State {
     distinct_rank_sum: u64,
     distinct: u64,
     prefetched: Vec<u32>,
+    /// Sequences of the iteration being started, for backends that execute it.
+    seqs: Vec<Seq>,
+    /// Requests squashed and adapters evicted since the backend was last told.
+    pub(crate) squashed: Vec<u32>,
+    evicted: Vec<u32>,
+    histograms: prefetch::Histograms,
     stamp: Vec<u64>,
+    /// Reused buffers: eviction candidates, prefetch targets.
     scratch: Vec<u32>,
+    want: Vec<u32>,
     pub(crate) records: Vec<RequestRecord>,
-    stats: EngineStats,
+    pub(crate) stats: EngineStats,
     last_account: Nanos,
 }
 
@@ -209,6 +228,51 @@ impl State {
     /// Slots held by adapters that cannot be evicted now: in use or being loaded.
     pub(crate) fn pinned_slots(&self) -> u64 {
         self.adapter_used - self.idle_slots + self.pending_pin
+    }
+
+    fn leave(&mut self, r: &Running) {
+        self.ctx_sum -= r.ctx as u64;
+        if r.adapter != NO_ADAPTER {
+            self.token_rank_sum -= r.rank as u64;
+            let a = &mut self.adapters[r.adapter as usize];
+            a.in_batch -= 1;
+            if a.in_batch == 0 {
+                self.distinct -= 1;
+                self.distinct_rank_sum -= r.rank as u64;
+            }
+        }
+    }
+
+    /// Drops one admitted request's hold on its adapter.
+    fn unpin(&mut self, adapter: u32, cache: &mut dyn CachePolicy) {
+        if adapter == NO_ADAPTER {
+            return;
+        }
+        let a = &mut self.adapters[adapter as usize];
+        a.refs -= 1;
+        if a.refs == 0 && a.residency == Residency::Resident {
+            self.idle_slots += a.slots;
+            self.maybe_release(adapter, cache);
+        }
+    }
+
+    /// S-LoRA frees an adapter as soon as nothing running or prefetched wants it.
+    fn maybe_release(&mut self, a: u32, cache: &mut dyn CachePolicy) {
+        let s = &self.adapters[a as usize];
+        if !cache.keeps_idle() && s.refs == 0 && !s.wanted && s.residency == Residency::Resident {
+            self.evict(a, cache);
+        }
+    }
+
+    fn evict(&mut self, a: u32, cache: &mut dyn CachePolicy) {
+        let s = &mut self.adapters[a as usize];
+        debug_assert!(s.refs == 0 && s.residency == Residency::Resident);
+        s.residency = Residency::Host;
+        self.adapter_used -= s.slots;
+        self.idle_slots -= s.slots;
+        self.stats.evictions += 1;
+        self.evicted.push(a);
+        cache.on_evict(a, self.now);
     }
 }
 
@@ -264,8 +328,13 @@ impl<'a> Engine<'a> {
             distinct_rank_sum: 0,
             distinct: 0,
             prefetched: Vec::new(),
+            seqs: Vec::new(),
+            squashed: Vec::new(),
+            evicted: Vec::new(),
+            histograms: prefetch::Histograms::new(w.adapters.len()),
             stamp: vec![0; w.adapters.len()],
             scratch: Vec::new(),
+            want: Vec::new(),
             records: vec![
                 RequestRecord {
                     outcome: Outcome::Waiting,
@@ -274,6 +343,7 @@ impl<'a> Engine<'a> {
                     finished: 0,
                     load_wait: 0,
                     max_gap: 0,
+                    squashes: 0,
                     adapter_hit: true,
                 };
                 n
@@ -316,6 +386,7 @@ impl<'a> Engine<'a> {
             return Err(Error::msg("workload arrivals must be sorted by time"));
         }
         self.push_next_arrival();
+        let mut aborted = None;
         while let Some(Reverse((t, _, ev))) = self.st.events.pop() {
             self.advance(t);
             match ev {
@@ -327,11 +398,18 @@ impl<'a> Engine<'a> {
                 Event::LoadDone(a) => self.on_load_done(a),
             }
             let next_at = self.st.events.peek().map(|Reverse((t, _, _))| *t);
-            if self.st.busy == Busy::Idle && next_at != Some(t) {
-                self.start_iteration();
+            if self.st.busy == Busy::Idle
+                && next_at != Some(t)
+                && let Err(e) = self.start_iteration()
+            {
+                aborted = Some(e.to_string());
+                break;
+            }
+            for a in self.st.evicted.drain(..) {
+                self.cost.evict(a);
             }
         }
-        if self.sched.waiting() > 0 || !self.st.running.is_empty() {
+        if aborted.is_none() && (self.sched.waiting() > 0 || !self.st.running.is_empty()) {
             return Err(Error::internal(format!(
                 "engine stopped with {} requests waiting and {} running (a bug: please report)",
                 self.sched.waiting(),
@@ -340,6 +418,7 @@ impl<'a> Engine<'a> {
         }
         self.st.stats.end_ns = self.st.now;
         Ok(RunOutput {
+            aborted,
             scheduler: self.sched.describe(),
             cache: self.cache.describe(),
             records: self.st.records,
@@ -396,25 +475,27 @@ impl<'a> Engine<'a> {
             return;
         }
         if r.adapter != NO_ADAPTER {
+            self.st.histograms.arrival(r.adapter as usize, self.st.now);
             self.st.adapters[r.adapter as usize].queued += 1;
-            self.cache.on_arrival(r.adapter, self.st.now);
+            self.cache.on_arrival(&r, self.st.now);
         }
         self.sched.on_arrival(&r, self.st.now);
     }
 
-    fn start_iteration(&mut self) {
+    fn start_iteration(&mut self) -> Result<()> {
         let merge =
             self.st.running.is_empty() || self.st.steps_since_merge >= self.cfg.max_wait_tokens;
-        if merge && self.sched.waiting() > 0 && self.merge() {
-            return;
+        if merge && self.sched.waiting() > 0 && self.merge()? {
+            return Ok(());
         }
         if !self.st.running.is_empty() {
-            self.start_decode();
+            self.start_decode()?;
         }
+        Ok(())
     }
 
     /// Admits new requests and starts their prefill; false if none could be admitted.
-    fn merge(&mut self) -> bool {
+    fn merge(&mut self) -> Result<bool> {
         let now = self.st.now;
         self.st.reserve.clear();
         for r in &self.st.running {
@@ -431,8 +512,9 @@ impl<'a> Engine<'a> {
             let mut adm = Admission::new(self.w, &self.cfg, &mut self.st, self.cache.as_mut());
             self.sched.select(&mut adm);
         }
+        self.release_squashed();
         if self.st.new_batch.is_empty() {
-            return false;
+            return Ok(false);
         }
         let batch = std::mem::take(&mut self.st.new_batch);
         let mut ready = now;
@@ -459,7 +541,7 @@ impl<'a> Engine<'a> {
             }
             if self.st.adapters[a].residency == Residency::Host {
                 self.st.pending_pin -= self.st.adapters[a].slots;
-                self.start_load(r.adapter);
+                self.start_load(r.adapter)?;
             }
             if self.st.adapters[a].residency == Residency::Loading {
                 ready = ready.max(self.st.adapters[a].load_done);
@@ -474,18 +556,40 @@ impl<'a> Engine<'a> {
         self.st.new_batch = batch;
         self.st.stats.load_stall_ns += ready - now;
         self.st.stats.prefill_iterations += 1;
-        let dur = self.cost.iteration(&shape).max(1);
+        if self.cost.wants_sequences() {
+            self.st.seqs.clear();
+            for &id in &self.st.new_batch {
+                let r = &self.w.requests[id as usize];
+                let rank = self.w.adapter(r.adapter).map_or(0, |a| a.rank);
+                let seq = Seq {
+                    request: id,
+                    new_tokens: r.input,
+                    context: 0,
+                    adapter: r.adapter,
+                    rank,
+                };
+                self.st.seqs.push(seq);
+            }
+        }
+        let dur = self.cost.run_iteration(&shape, &self.st.seqs)?.max(1);
         self.st.stats.busy_ns += dur;
         self.st.busy = Busy::Prefill;
         self.st.steps_since_merge = 0;
         self.push(ready + dur, Event::IterationDone);
-        if self.cfg.prefetch_window > 0 {
-            self.prefetch_next_batch();
+        if self.cfg.prefetch_window > 0 || self.cfg.prefetch_histogram.is_some() {
+            self.prefetch_next_batch()?;
         }
-        true
+        Ok(true)
     }
 
-    fn start_decode(&mut self) {
+    /// Tells the backend about requests a scheduler squashed.
+    fn release_squashed(&mut self) {
+        for id in self.st.squashed.drain(..) {
+            self.cost.release(id);
+        }
+    }
+
+    fn start_decode(&mut self) -> Result<()> {
         let n = self.st.running.len() as u64;
         self.make_room(n);
         self.st.kv_used += n;
@@ -499,12 +603,24 @@ impl<'a> Engine<'a> {
             lora_distinct: st.distinct,
             ..Default::default()
         };
-        let dur = self.cost.iteration(&shape).max(1);
+        if self.cost.wants_sequences() {
+            self.st.seqs.clear();
+            let seqs = self.st.running.iter().map(|r| Seq {
+                request: r.id,
+                new_tokens: 1,
+                context: r.ctx,
+                adapter: r.adapter,
+                rank: r.rank,
+            });
+            self.st.seqs.extend(seqs);
+        }
+        let dur = self.cost.run_iteration(&shape, &self.st.seqs)?.max(1);
         self.st.stats.busy_ns += dur;
         self.st.stats.decode_iterations += 1;
         self.st.steps_since_merge += 1;
         self.st.busy = Busy::Decode;
         self.push(self.st.now + dur, Event::IterationDone);
+        Ok(())
     }
 
     fn on_iteration_done(&mut self) {
@@ -573,33 +689,17 @@ impl<'a> Engine<'a> {
     }
 
     fn leave(&mut self, r: &Running) {
-        let st = &mut self.st;
-        st.ctx_sum -= r.ctx as u64;
-        if r.adapter != NO_ADAPTER {
-            st.token_rank_sum -= r.rank as u64;
-            let a = &mut st.adapters[r.adapter as usize];
-            a.in_batch -= 1;
-            if a.in_batch == 0 {
-                st.distinct -= 1;
-                st.distinct_rank_sum -= r.rank as u64;
-            }
-        }
+        self.st.leave(r);
     }
 
     fn finish(&mut self, r: &Running) {
         let now = self.st.now;
+        self.cost.release(r.id);
         self.st.kv_used -= r.ctx as u64;
         let rec = &mut self.st.records[r.id as usize];
         rec.outcome = Outcome::Finished;
         rec.finished = now;
-        if r.adapter != NO_ADAPTER {
-            let a = &mut self.st.adapters[r.adapter as usize];
-            a.refs -= 1;
-            if a.refs == 0 && a.residency == Residency::Resident {
-                self.st.idle_slots += a.slots;
-                self.maybe_release(r.adapter);
-            }
-        }
+        self.st.unpin(r.adapter, self.cache.as_mut());
         self.sched.on_finish(&self.w.requests[r.id as usize], now);
     }
 
@@ -614,26 +714,12 @@ impl<'a> Engine<'a> {
         self.maybe_release(a);
     }
 
-    /// S-LoRA frees an adapter as soon as nothing running or prefetched wants it.
     fn maybe_release(&mut self, a: u32) {
-        let s = &self.st.adapters[a as usize];
-        if !self.cache.keeps_idle()
-            && s.refs == 0
-            && !s.wanted
-            && s.residency == Residency::Resident
-        {
-            self.evict(a);
-        }
+        self.st.maybe_release(a, self.cache.as_mut());
     }
 
     fn evict(&mut self, a: u32) {
-        let s = &mut self.st.adapters[a as usize];
-        debug_assert!(s.refs == 0 && s.residency == Residency::Resident);
-        s.residency = Residency::Host;
-        self.st.adapter_used -= s.slots;
-        self.st.idle_slots -= s.slots;
-        self.st.stats.evictions += 1;
-        self.cache.on_evict(a, self.st.now);
+        self.st.evict(a, self.cache.as_mut());
     }
 
     fn free_slots(&self) -> u64 {
@@ -669,11 +755,11 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn start_load(&mut self, a: u32) {
+    fn start_load(&mut self, a: u32) -> Result<()> {
         let ad = &self.w.adapters[a as usize];
         self.make_room(ad.slots);
         let start = self.st.now.max(self.st.link_free_at);
-        let done = start + self.cost.adapter_load(ad.bytes);
+        let done = start + self.cost.load(a, ad.bytes)?;
         self.st.link_free_at = done;
         let s = &mut self.st.adapters[a as usize];
         s.residency = Residency::Loading;
@@ -683,23 +769,49 @@ impl<'a> Engine<'a> {
         self.st.stats.pcie_bytes += ad.bytes;
         self.note_memory();
         self.push(done, Event::LoadDone(a));
+        Ok(())
     }
 
-    /// Loads the adapters of the next `prefetch_window` waiting requests (in the scheduler's order) into
-    /// memory that is free now, without evicting anything and without breaking any admitted request's
-    /// reservation. Marked adapters survive S-LoRA's free-when-unused rule until the next merge.
-    fn prefetch_next_batch(&mut self) {
-        let mut want = std::mem::take(&mut self.st.scratch);
+    /// Loads the adapters of the next `prefetch_window` waiting requests (in the scheduler's order), then
+    /// those the histogram predictor expects soon, into memory that is free now, without evicting anything
+    /// and without breaking any admitted request's reservation. Marked adapters survive S-LoRA's
+    /// free-when-unused rule until the next merge.
+    fn prefetch_next_batch(&mut self) -> Result<()> {
+        let mut want = std::mem::take(&mut self.st.want);
         want.clear();
         let (w, mut left) = (self.w, self.cfg.prefetch_window);
-        self.sched.peek(&mut |id| {
-            let a = w.requests[id as usize].adapter;
-            if a != NO_ADAPTER && !want.contains(&a) {
-                want.push(a);
+        if left > 0 {
+            self.sched.peek(&mut |id| {
+                let a = w.requests[id as usize].adapter;
+                if a != NO_ADAPTER && !want.contains(&a) {
+                    want.push(a);
+                }
+                left -= 1;
+                left > 0
+            });
+        }
+        if let Some(h) = self.cfg.prefetch_histogram {
+            let queued = want.len();
+            for a in 0..self.st.adapters.len() as u32 {
+                let s = &self.st.adapters[a as usize];
+                if s.refs == 0 && s.residency == Residency::Host && !want[..queued].contains(&a) {
+                    let p = self
+                        .st
+                        .histograms
+                        .chance(a as usize, self.st.now, h.horizon_ns);
+                    if p >= h.threshold {
+                        want.push(a);
+                    }
+                }
             }
-            left -= 1;
-            left > 0
-        });
+            let hist = &self.st.histograms;
+            let now = self.st.now;
+            let key = |a: &u32| {
+                std::cmp::Reverse((hist.chance(*a as usize, now, h.horizon_ns) * 1e12) as u64)
+            };
+            want[queued..].sort_by_key(|a| (key(a), *a));
+            want.truncate(queued + h.max as usize);
+        }
         // Unmark (and, without a cache, free) what the previous prefetch wanted and this one does not.
         for a in std::mem::take(&mut self.st.prefetched) {
             if !want.contains(&a) {
@@ -708,20 +820,22 @@ impl<'a> Engine<'a> {
             }
         }
         let reserved_peak = admission::peak(&self.st.reserve);
+        let mut room = true;
         for &a in &want {
             let s = &mut self.st.adapters[a as usize];
             s.wanted = true;
             let slots = s.slots;
             self.st.prefetched.push(a);
-            if s.residency == Residency::Host {
-                if self.free_slots() < slots
-                    || reserved_peak + self.st.pinned_slots() + slots > self.cfg.pool_slots
-                {
-                    break;
-                }
-                self.start_load(a);
+            // Load in order until the first that does not fit; later ones stay marked only.
+            room = room
+                && (s.residency != Residency::Host
+                    || self.free_slots() >= slots
+                        && reserved_peak + self.st.pinned_slots() + slots <= self.cfg.pool_slots);
+            if room && self.st.adapters[a as usize].residency == Residency::Host {
+                self.start_load(a)?;
             }
         }
-        self.st.scratch = want;
+        self.st.want = want;
+        Ok(())
     }
 }

@@ -6,8 +6,9 @@ use super::{Entry, Scheduler};
 use crate::cost::Nanos;
 use crate::engine::Admission;
 use crate::error::Result;
+use crate::policy::PolicyCtx;
 use crate::spec::Spec;
-use crate::workload::{Request, Workload};
+use crate::workload::Request;
 
 pub const ENTRY: Entry = Entry {
     name: "fifo",
@@ -16,7 +17,7 @@ pub const ENTRY: Entry = Entry {
     build,
 };
 
-fn build(spec: Spec, _w: &Workload) -> Result<Box<dyn Scheduler>> {
+fn build(spec: Spec, _ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
     spec.finish(&[])?;
     Ok(Box::new(Fifo::default()))
 }

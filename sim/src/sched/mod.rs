@@ -1,12 +1,15 @@
 //! Schedulers pick which waiting requests join the batch. One file per scheduler, one line in `REGISTRY`.
 
 mod fifo;
+mod mlq;
+mod sjf;
 
 use crate::cost::Nanos;
 use crate::engine::Admission;
 use crate::error::{Error, Result};
+use crate::policy::PolicyCtx;
 use crate::spec::Spec;
-use crate::workload::{Request, Workload};
+use crate::workload::Request;
 
 /// The engine calls a scheduler at these points; it never reorders or drops requests itself.
 ///
@@ -15,7 +18,9 @@ use crate::workload::{Request, Workload};
 /// - `select` is called only at S-LoRA merge points (empty batch, or every `max_wait_tokens` decode steps);
 ///   every request the scheduler passes to `Admission::try_admit` that returns true is admitted and must be
 ///   removed from the scheduler's queue; a request refused stays queued;
-/// - `on_finish` is called once per admitted request when its last token is out.
+/// - `on_finish` is called once per admitted request when its last token is out;
+/// - a request the scheduler squashes with `Admission::squash` loses its progress and is handed back: the
+///   scheduler must queue it again itself (it gets no second `on_arrival`).
 pub trait Scheduler {
     /// The spec with every parameter's value, e.g. `fifo`.
     fn describe(&self) -> String;
@@ -34,16 +39,16 @@ pub struct Entry {
     pub name: &'static str,
     pub about: &'static str,
     pub params: &'static [(&'static str, &'static str)],
-    pub build: fn(Spec, &Workload) -> Result<Box<dyn Scheduler>>,
+    pub build: fn(Spec, &PolicyCtx) -> Result<Box<dyn Scheduler>>,
 }
 
 /// Every scheduler `--scheduler` accepts.
-pub const REGISTRY: &[Entry] = &[fifo::ENTRY];
+pub const REGISTRY: &[Entry] = &[fifo::ENTRY, sjf::ENTRY, mlq::ENTRY, mlq::STATIC];
 
-pub fn build(spec: &str, w: &Workload) -> Result<Box<dyn Scheduler>> {
+pub fn build(spec: &str, ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
     let spec = Spec::parse(spec)?;
     match REGISTRY.iter().find(|e| e.name == spec.name) {
-        Some(e) => (e.build)(spec, w),
+        Some(e) => (e.build)(spec, ctx),
         None => {
             let names: Vec<_> = REGISTRY.iter().map(|e| e.name).collect();
             Err(Error::msg(format!(

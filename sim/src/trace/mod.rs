@@ -1,22 +1,26 @@
-//! Request traces: the Azure LLM inference trace 2023 format (`TIMESTAMP,ContextTokens,GeneratedTokens`),
-//! read with polars, validated row by row, and transformed (first N, length scale, Poisson re-timing).
+//! Request traces: read (any CSV or JSON-lines file with a column mapping, see `reader`), validated row by
+//! row, and transformed (first N, length scale, re-timing by an arrival process, see `crate::arrivals`).
 
-use std::io::Cursor;
+pub mod cli;
+pub mod reader;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::io::{BufRead, Cursor};
 use std::path::Path;
 
-use polars::prelude::*;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand_distr::{Distribution, Exp};
-
+use crate::arrivals::Arrivals;
 use crate::cost::Nanos;
 use crate::error::{Error, Result};
 
+pub use reader::{Format, Mapping, ReadSpec, TimeUnit};
+
 /// The shipped default: the Azure 2023 conversation trace (CC-BY-4.0, see traces/README.md).
-pub const DEFAULT_TRACE: &[u8] = include_bytes!("../../traces/AzureLLMInferenceTrace_conv.csv");
+pub const DEFAULT_TRACE: &[u8] = include_bytes!("../../../traces/AzureLLMInferenceTrace_conv.csv");
 pub const DEFAULT_TRACE_NAME: &str = "azure-2023-conv (embedded)";
 
-const COLUMNS: [&str; 3] = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"];
+/// `TraceRow::adapter` / `tenant` of a row whose trace has no such id.
+pub const NO_ID: u32 = u32::MAX;
 
 /// One request as the trace gives it; arrival is relative to the trace's first request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,12 +28,41 @@ pub struct TraceRow {
     pub arrival: Nanos,
     pub input: u32,
     pub output: u32,
+    /// The trace's adapter id, numbered 0, 1, ... in order of first appearance; `NO_ID` if none.
+    pub adapter: u32,
+    /// The trace's tenant id, numbered likewise; `NO_ID` if none.
+    pub tenant: u32,
+}
+
+impl TraceRow {
+    /// A row without adapter or tenant id.
+    pub fn new(arrival: Nanos, input: u32, output: u32) -> TraceRow {
+        TraceRow {
+            arrival,
+            input,
+            output,
+            adapter: NO_ID,
+            tenant: NO_ID,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Trace {
     pub source: String,
     pub rows: Vec<TraceRow>,
+}
+
+/// A trace with what was learnt reading it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub trace: Trace,
+    pub mapping: Mapping,
+    /// Id texts by number (`TraceRow::adapter` indexes `adapter_names`).
+    pub adapter_names: Vec<String>,
+    pub tenant_names: Vec<String>,
+    /// Rows dropped by `zeros=skip`.
+    pub skipped: u64,
 }
 
 /// How a trace becomes the arrivals the simulator replays.
@@ -39,8 +72,10 @@ pub struct TraceOptions {
     pub max_requests: Option<usize>,
     /// Multiply input and output lengths (rounded, at least 1 token).
     pub length_scale: f64,
-    /// Replace the trace's timestamps by Poisson arrivals at this rate (requests/s).
+    /// Re-time arrivals at this mean rate (requests/s) by `arrivals`; `None` keeps the trace's timestamps.
     pub poisson_rate: Option<f64>,
+    /// The process that re-times arrivals when a rate is given (Poisson by default).
+    pub arrivals: Arrivals,
 }
 
 impl Default for TraceOptions {
@@ -49,6 +84,7 @@ impl Default for TraceOptions {
             max_requests: None,
             length_scale: 1.0,
             poisson_rate: None,
+            arrivals: Arrivals::Poisson,
         }
     }
 }
@@ -58,18 +94,19 @@ impl Trace {
         read_azure_bytes(DEFAULT_TRACE, DEFAULT_TRACE_NAME)
     }
 
+    /// Reads a trace file, detecting its format and columns (`ReadSpec::default()`).
     pub fn load(path: Option<&Path>) -> Result<Trace> {
+        Self::load_with(path, &ReadSpec::default())
+    }
+
+    pub fn load_with(path: Option<&Path>, spec: &ReadSpec) -> Result<Trace> {
         match path {
             None => Self::default_trace(),
-            Some(p) => {
-                let bytes = std::fs::read(p)
-                    .map_err(|e| Error::msg(format!("{}: cannot read trace: {e}", p.display())))?;
-                read_azure_bytes(&bytes, &p.display().to_string())
-            }
+            Some(p) => Ok(load_detailed(p, spec)?.trace),
         }
     }
 
-    /// Applies the options; `seed` drives the Poisson re-timing.
+    /// Applies the options; `seed` drives the re-timing.
     pub fn transform(mut self, opts: &TraceOptions, seed: u64) -> Result<Trace> {
         if let Some(n) = opts.max_requests {
             self.rows.truncate(n);
@@ -88,21 +125,7 @@ impl Trace {
             }
         }
         if let Some(rate) = opts.poisson_rate {
-            if !(rate > 0.0 && rate.is_finite()) {
-                return Err(Error::msg(format!(
-                    "--rate must be a positive number, got {rate}"
-                )));
-            }
-            let mut rng = StdRng::seed_from_u64(seed ^ 0xA11C_E5ED_0000_0001);
-            let gap = Exp::new(rate).expect("positive rate");
-            // Accumulate in f64 seconds, round each arrival once: no drift from per-gap rounding.
-            let mut t = 0.0f64;
-            for (i, r) in self.rows.iter_mut().enumerate() {
-                if i > 0 {
-                    t += gap.sample(&mut rng);
-                }
-                r.arrival = (t * 1e9).round() as Nanos;
-            }
+            opts.arrivals.retime(&mut self.rows, rate, seed)?;
         }
         Ok(self)
     }
@@ -112,115 +135,103 @@ impl Trace {
     }
 }
 
-/// Reads an Azure-2023-format CSV. Errors name the source, the line (1 = header) and the column.
-pub fn read_azure_bytes(bytes: &[u8], source: &str) -> Result<Trace> {
-    let df = CsvReadOptions::default()
-        .with_has_header(true)
-        .with_infer_schema_length(Some(0)) // every column as text: we parse and report errors ourselves
-        .into_reader_with_file_handle(Cursor::new(bytes))
-        .finish()
-        .map_err(|e| polars_error(bytes, source, e))?;
-    let names: Vec<String> = df
-        .get_column_names()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let col = |name: &str| -> Result<&StringChunked> {
-        let c = df.column(name).map_err(|_| {
-            Error::msg(format!(
-                "{source}: missing column '{name}' (found: {})",
-                names.join(", ")
-            ))
-        })?;
-        c.str()
-            .map_err(|e| Error::msg(format!("{source}: column '{name}': {e}")))
-    };
-    let (ts, inp, out) = (col(COLUMNS[0])?, col(COLUMNS[1])?, col(COLUMNS[2])?);
-    let mut rows = Vec::with_capacity(df.height());
-    let mut first: Option<i128> = None;
-    let mut prev: Option<(i128, &str)> = None;
-    for i in 0..df.height() {
-        let at = |column: &str, why: String| {
-            Error::msg(format!(
-                "{source}: line {}, column {column}: {why}",
-                data_line(bytes, i)
-            ))
-        };
-        let t_text = ts.get(i).ok_or_else(|| at(COLUMNS[0], "empty".into()))?;
-        let t = parse_timestamp(t_text).ok_or_else(|| {
-            at(
-                COLUMNS[0],
-                format!("'{t_text}' is not a timestamp YYYY-MM-DD HH:MM:SS[.fffffff]"),
-            )
-        })?;
-        if let Some((p, p_text)) = prev
-            && t < p
-        {
-            return Err(at(
-                COLUMNS[0],
-                format!("timestamps go backwards ('{t_text}' after '{p_text}')"),
-            ));
+/// Reads a whole trace file into rows (24 bytes each; the text is streamed, never held).
+pub fn load_detailed(path: &Path, spec: &ReadSpec) -> Result<Loaded> {
+    collect(reader::RowReader::open(path, spec)?, spec)
+}
+
+fn collect(rr: reader::RowReader, spec: &ReadSpec) -> Result<Loaded> {
+    let source = rr.source().to_string();
+    let mut ids: [(HashMap<String, u32>, Vec<String>); 2] = Default::default();
+    let mut intern = |k: usize, id: Option<String>| -> u32 {
+        let Some(id) = id else { return NO_ID };
+        let (map, names) = &mut ids[k];
+        if let Some(&n) = map.get(&id) {
+            return n;
         }
-        prev = Some((t, t_text));
-        let t0 = *first.get_or_insert(t);
-        let tokens = |c: &StringChunked, name: &str| -> Result<u32> {
-            let v = c.get(i).ok_or_else(|| at(name, "empty".into()))?;
-            match v.trim().parse::<i64>() {
-                Ok(n) if n > 0 && n <= u32::MAX as i64 => Ok(n as u32),
-                Ok(n) => Err(at(name, format!("token count must be positive, got {n}"))),
-                Err(_) => Err(at(name, format!("'{v}' is not an integer"))),
-            }
-        };
+        let n = names.len() as u32;
+        names.push(id.clone());
+        map.insert(id, n);
+        n
+    };
+    let mut rows: Vec<TraceRow> = Vec::new();
+    // Times are kept as offsets from the first row's (24 bytes a row in all); with `sort` they may be
+    // negative until sorted, so they wait in `offsets`.
+    let mut offsets: Vec<i64> = Vec::new();
+    let mut t0: Option<i128> = None;
+    let limit = spec.limit.filter(|_| !spec.sort).unwrap_or(usize::MAX);
+    let mut rr = rr;
+    while rows.len() < limit {
+        let Some(r) = rr.next_row()? else { break };
+        if rows.len() >= u32::MAX as usize {
+            return Err(Error::msg(format!("{source}: more than 2^32 requests")));
+        }
+        let first = *t0.get_or_insert(r.time);
+        let off = i64::try_from(r.time - first).map_err(|_| {
+            Error::msg(format!(
+                "{source}: line {}: more than 292 years after the first request",
+                r.line
+            ))
+        })?;
+        if spec.sort {
+            offsets.push(off);
+        }
         rows.push(TraceRow {
-            arrival: (t - t0) as Nanos,
-            input: tokens(inp, COLUMNS[1])?,
-            output: tokens(out, COLUMNS[2])?,
+            arrival: off.max(0) as Nanos,
+            input: r.input,
+            output: r.output,
+            adapter: intern(0, r.adapter),
+            tenant: intern(1, r.tenant),
         });
     }
     if rows.is_empty() {
         return Err(Error::msg(format!("{source}: the trace has no requests")));
     }
-    Ok(Trace {
-        source: source.to_string(),
-        rows,
+    if spec.sort {
+        let mut pairs: Vec<(i64, TraceRow)> = offsets.into_iter().zip(rows).collect();
+        pairs.sort_by_key(|p| p.0); // stable: equal timestamps keep file order
+        let base = pairs[0].0;
+        rows = pairs
+            .into_iter()
+            .map(|(o, mut r)| {
+                r.arrival = (o - base) as Nanos;
+                r
+            })
+            .collect();
+        if let Some(n) = spec.limit {
+            rows.truncate(n);
+        }
+    }
+    if spec.spread_ns > 0 {
+        let mut i = 0;
+        while i < rows.len() {
+            let t = rows[i].arrival;
+            let n = rows[i..].iter().take_while(|r| r.arrival == t).count();
+            let next = rows.get(i + n).map(|r| r.arrival as i128);
+            for k in 0..n {
+                rows[i + k].arrival =
+                    reader::spread_time(t as i128, k, n, next, spec.spread_ns) as Nanos;
+            }
+            i += n;
+        }
+    }
+    rows.shrink_to_fit();
+    let [a, t] = ids;
+    Ok(Loaded {
+        trace: Trace { source, rows },
+        mapping: rr.mapping.clone(),
+        adapter_names: a.1,
+        tenant_names: t.1,
+        skipped: rr.skipped,
     })
 }
 
-/// Polars reports ragged rows without a line number; find the first line whose field count differs.
-fn polars_error(bytes: &[u8], source: &str, e: PolarsError) -> Error {
-    let text = String::from_utf8_lossy(bytes);
-    let mut lines = text
-        .split('\n')
-        .enumerate()
-        .filter(|(_, l)| !l.trim_end_matches('\r').is_empty());
-    if let Some((_, header)) = lines.next() {
-        let want = header.split(',').count();
-        for (i, l) in lines {
-            let got = l.trim_end_matches('\r').split(',').count();
-            if got != want {
-                return Error::msg(format!(
-                    "{source}: line {}: expected {want} fields, found {got}",
-                    i + 1
-                ));
-            }
-        }
-    }
-    Error::msg(format!("{source}: cannot parse as CSV: {e}"))
-}
-
-/// The 1-based line of data row `row` (polars skips blank lines, so count only non-blank ones).
-fn data_line(bytes: &[u8], row: usize) -> usize {
-    let mut seen = 0usize;
-    for (i, l) in bytes.split(|&b| b == b'\n').enumerate() {
-        if l.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
-        if seen == row + 1 {
-            return i + 1;
-        }
-        seen += 1;
-    }
-    row + 2
+/// Reads an Azure-2023-format CSV from memory. Errors name the source, the line (1 = header) and the column.
+pub fn read_azure_bytes(bytes: &[u8], source: &str) -> Result<Trace> {
+    let spec = ReadSpec::parse("azure")?;
+    let input: Box<dyn BufRead> = Box::new(Cursor::new(bytes.to_vec()));
+    let rec = reader::Records::from_reader(input, source, Format::Csv, None, None)?;
+    Ok(collect(reader::RowReader::new(rec, &spec)?, &spec)?.trace)
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.f...]` (or with `T`), no time zone, to nanoseconds since 1970-01-01.
@@ -312,6 +323,7 @@ mod tests {
             max_requests: Some(1000),
             length_scale: 0.5,
             poisson_rate: Some(10.0),
+            ..Default::default()
         };
         let a = t.clone().transform(&opts, 7).unwrap();
         assert_eq!(a.rows.len(), 1000);

@@ -1,0 +1,279 @@
+//! Hand-computed scenarios per policy, on the constant-cost model (prefill 100 ms, decode 10 ms, load 30 ms).
+
+mod common;
+
+use common::{Const, MS, adapters, req, run_predicted, run_with};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use sim::engine::{EngineConfig, Outcome};
+use sim::workload::{Adapter, NO_ADAPTER, Request, Workload};
+
+/// One request at a time, no prefetch: the cache sees the arrival order as its reference string.
+fn sequential(pool: u64) -> EngineConfig {
+    let mut cfg = EngineConfig::new(pool);
+    cfg.max_batch = 1;
+    cfg.prefetch_window = 0;
+    cfg
+}
+
+fn hits(w: &Workload, cfg: EngineConfig, cache: &str) -> Vec<bool> {
+    let out = run_with(w, cfg, &Const, "fifo", cache);
+    out.records.iter().map(|r| r.adapter_hit).collect()
+}
+
+/// Requests 1 s apart, each alone on the GPU, 10 prompt + 10 output tokens (20 slots at peak).
+fn one_per_second(uses: &[u32], adapters: Vec<Adapter>) -> Workload {
+    let requests = uses
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| req(i as u32, i as u64 * 1000, 10, 10, a))
+        .collect();
+    Workload { adapters, requests }
+}
+
+#[test]
+fn lru_and_belady_evict_the_expected_adapters() {
+    // Room for two 32-slot adapters beside one request: 64 + 20 slots.
+    let w = one_per_second(&[0, 1, 0, 2, 1, 0], adapters(3, 32));
+    // LRU: at the 4th request (adapter 2) it evicts 1 (0 was used more recently); then 1 and 0 miss again.
+    assert_eq!(
+        hits(&w, sequential(84), "lru"),
+        [false, false, true, false, false, false]
+    );
+    // Belady evicts 0 instead (needed last), so the 5th request (adapter 1) hits.
+    assert_eq!(
+        hits(&w, sequential(84), "belady"),
+        [false, false, true, false, true, false]
+    );
+    // Without a cache only a repeat while the adapter is still in use could hit: none here.
+    assert_eq!(hits(&w, sequential(84), "none"), [false; 6]);
+}
+
+#[test]
+fn chameleon_evicts_the_small_rare_adapter_that_lru_keeps() {
+    // a0: 64 slots, used twice; a1: 16 slots, used once but most recently. Room: 80 + 20 slots.
+    let ads = vec![
+        Adapter {
+            id: 0,
+            rank: 16,
+            bytes: 64 << 19,
+            slots: 64,
+        },
+        Adapter {
+            id: 1,
+            rank: 4,
+            bytes: 16 << 19,
+            slots: 16,
+        },
+        Adapter {
+            id: 2,
+            rank: 4,
+            bytes: 16 << 19,
+            slots: 16,
+        },
+    ];
+    let w = one_per_second(&[0, 0, 1, 2, 0], ads);
+    // Adapter 2 loads into 16 of the 20 free slots; its prompt then needs 11. Chameleon scores a0 = .45*1 + .10*0 + .45*1 = 0.9 and
+    // a1 = .45*.5 + .10*1 + .45*.25 = 0.44: it evicts a1 and the last request (a0) hits.
+    assert_eq!(
+        hits(&w, sequential(100), "chameleon"),
+        [false, true, false, false, true]
+    );
+    assert_eq!(
+        hits(&w, sequential(100), "fairshare"),
+        [false, true, false, false, true]
+    );
+    // LRU evicts a0, the least recently used, and misses it at the end.
+    assert_eq!(
+        hits(&w, sequential(100), "lru"),
+        [false, true, false, false, false]
+    );
+}
+
+#[test]
+fn chameleon_keeps_adapters_of_queued_requests() {
+    // While a request for a0 waits in the queue, a2's load must evict a1 even though a1 scores higher.
+    let ads = vec![
+        Adapter {
+            id: 0,
+            rank: 4,
+            bytes: 16 << 19,
+            slots: 16,
+        },
+        Adapter {
+            id: 1,
+            rank: 16,
+            bytes: 64 << 19,
+            slots: 64,
+        },
+        Adapter {
+            id: 2,
+            rank: 8,
+            bytes: 32 << 19,
+            slots: 32,
+        },
+    ];
+    let requests = vec![
+        req(0, 0, 10, 10, 0),
+        req(1, 1000, 10, 10, 1),
+        req(2, 2000, 10, 10, 2),
+        // Arrives while request 2 runs, so it is queued when request 2 needs room.
+        req(3, 2000, 10, 10, 0),
+    ];
+    let w = Workload {
+        adapters: ads,
+        requests,
+    };
+    assert_eq!(
+        hits(&w, sequential(100), "chameleon"),
+        [false, false, false, true]
+    );
+    assert_eq!(
+        hits(&w, sequential(100), "chameleon[protect_queued=false]"),
+        [false, false, false, false]
+    );
+}
+
+/// Belady's optimality holds where its theorem does: equal-size adapters, a fixed cache size (requests one
+/// at a time, all the same size) and the arrival order as the reference string.
+#[test]
+fn belady_never_misses_more_than_lru() {
+    for seed in 0..200 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n_adapters = rng.random_range(2..8u32);
+        let capacity = rng.random_range(1..n_adapters as u64);
+        let uses: Vec<u32> = (0..rng.random_range(5..60))
+            .map(|_| rng.random_range(0..n_adapters))
+            .collect();
+        let w = one_per_second(&uses, adapters(n_adapters, 32));
+        let misses = |c: &str| {
+            hits(&w, sequential(capacity * 32 + 20), c)
+                .iter()
+                .filter(|h| !**h)
+                .count()
+        };
+        let (b, l) = (misses("belady"), misses("lru"));
+        assert!(
+            b <= l,
+            "seed {seed}: belady {b} misses > lru {l} ({uses:?}, capacity {capacity})"
+        );
+        for other in ["lfu", "gdsf", "chameleon", "fairshare"] {
+            assert!(b <= misses(other), "seed {seed}: belady beaten by {other}");
+        }
+    }
+}
+
+#[test]
+fn mlq_admits_a_small_request_ahead_of_a_large_one_queued_earlier() {
+    // Base model, pool 1000. R0 (500 + 50) runs; L (600 + 100, needs 700) arrives at 10 ms, S (10 + 10)
+    // at 20 ms. The first merge after R0's prefill is at 200 ms (10 decode steps).
+    let requests = vec![
+        req(0, 0, 500, 50, NO_ADAPTER),
+        req(1, 10, 600, 100, NO_ADAPTER),
+        req(2, 20, 10, 10, NO_ADAPTER),
+    ];
+    let w = Workload {
+        adapters: vec![],
+        requests,
+    };
+    let fifo = run_with(&w, EngineConfig::new(1000), &Const, "fifo", "none");
+    // FIFO: L cannot fit beside R0 and blocks S until R0 ends at 590 ms.
+    assert_eq!(fifo.records[2].admitted, 590 * MS);
+    assert_eq!(fifo.records[1].admitted, 590 * MS);
+    // MLQ: S's queue (WRS 0.07) is served before L's (WRS 1.0): S goes in at 200 ms. Its prefill delays R0,
+    // which now ends at 690 ms, when L goes in.
+    for mlq in ["mlq-static", "mlq[warmup=3]"] {
+        let out = run_with(&w, EngineConfig::new(1000), &Const, mlq, "none");
+        assert_eq!(out.records[2].admitted, 200 * MS, "{mlq}");
+        assert_eq!(
+            out.records[2].first_token - w.requests[2].arrival,
+            280 * MS,
+            "{mlq}"
+        );
+        assert_eq!(out.records[1].admitted, 690 * MS, "{mlq}");
+    }
+}
+
+#[test]
+fn sjf_serves_the_shortest_prediction_first() {
+    // All waiting behind R0; one slot at a time (max batch 2 with R0 running, then 1 after).
+    let requests = vec![
+        req(0, 0, 10, 30, NO_ADAPTER),
+        req(1, 10, 10, 50, NO_ADAPTER),
+        req(2, 20, 10, 5, NO_ADAPTER),
+        req(3, 30, 10, 20, NO_ADAPTER),
+    ];
+    let w = Workload {
+        adapters: vec![],
+        requests,
+    };
+    let mut cfg = EngineConfig::new(10_000);
+    cfg.max_batch = 1;
+    let out = run_with(&w, cfg, &Const, "sjf[aging=0]", "none");
+    let order = |i: usize| out.records[i].admitted;
+    assert!(
+        order(2) < order(3) && order(3) < order(1),
+        "{:?}",
+        out.records.iter().map(|r| r.admitted).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_bypass_is_squashed_when_the_head_becomes_feasible_first() {
+    // Pool 300; a0: 8 slots, a1: 200 slots. R0 (base model, WRS 1.0) is predicted at 1000 output tokens
+    // but makes 50. H (a1, 10 + 10) arrives before Y (a0, 10 + 100); both fall in the first WRS quarter.
+    // At the merge at 200 ms (R0's prefill 0-100, 10 decodes) H's KV fits but its adapter does not
+    // (150 + 200 > 300), and the least predicted remaining time of a running request (R0: 989 steps x 10 ms)
+    // exceeds Y's service time (about 1 s): Y bypasses H (load 200-230, prefill to 330). R0 ends at 720 ms;
+    // merges are tried at every step by then, and at 720 ms H does not fit beside Y (110 + 8 + 200 > 300)
+    // but fits without it (20 + 200): Y is squashed and H admitted.
+    let ads = vec![
+        Adapter {
+            id: 0,
+            rank: 2,
+            bytes: 8 << 19,
+            slots: 8,
+        },
+        Adapter {
+            id: 1,
+            rank: 50,
+            bytes: 200 << 19,
+            slots: 200,
+        },
+    ];
+    let requests: Vec<Request> = vec![
+        req(0, 0, 100, 50, NO_ADAPTER),
+        req(1, 50, 10, 10, 1),
+        req(2, 60, 10, 100, 0),
+    ];
+    let w = Workload {
+        adapters: ads,
+        requests,
+    };
+    let predicted = [1000, 10, 100];
+    let out = run_predicted(
+        &w,
+        EngineConfig::new(300),
+        &Const,
+        "mlq-static",
+        "lru",
+        &predicted,
+    );
+    assert_eq!(out.stats.squashes, 1);
+    assert_eq!(out.records[2].squashes, 1);
+    assert_eq!(out.records[1].admitted, 720 * MS);
+    assert!(out.records[2].admitted > 720 * MS, "Y runs again after H");
+    assert!(out.records.iter().all(|r| r.outcome == Outcome::Finished));
+    // Without bypass, Y waits behind H, R0 ends at 590 ms (no stall for Y) and H goes in then.
+    let out = run_predicted(
+        &w,
+        EngineConfig::new(300),
+        &Const,
+        "mlq-static[bypass=false]",
+        "lru",
+        &predicted,
+    );
+    assert_eq!(out.stats.squashes, 0);
+    assert_eq!(out.records[1].admitted, 590 * MS);
+    assert!(out.records[2].admitted > out.records[1].admitted);
+}
