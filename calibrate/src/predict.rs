@@ -42,6 +42,7 @@ pub fn single_prefill(tokens: u64, rank: u32) -> BatchShape {
         prefill_seqs: 1,
         prefill_tokens: tokens,
         prefill_sq_tokens: tokens * tokens,
+        lora_tokens: tokens,
         lora_token_rank: tokens * rank as u64,
         lora_distinct_rank: rank as u64,
         lora_distinct: 1,

@@ -179,6 +179,7 @@ mod tests {
                 prefill_seqs: 1,
                 prefill_tokens: 1024,
                 prefill_sq_tokens: 1024 * 1024,
+                lora_tokens: 1024,
                 lora_token_rank: 1024 * r,
                 lora_distinct_rank: r,
                 lora_distinct: 1,

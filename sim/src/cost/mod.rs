@@ -26,7 +26,9 @@ pub struct BatchShape {
     /// Decode: sequences decoding one token each and their total context (KV tokens read).
     pub decode_seqs: u64,
     pub decode_context: u64,
-    /// LoRA: sum over tokens of the rank of that token's adapter, and over distinct adapters of their ranks.
+    /// LoRA: tokens that carry an adapter, the sum over them of their adapter's rank, and the sum over
+    /// distinct adapters of their ranks.
+    pub lora_tokens: u64,
     pub lora_token_rank: u64,
     pub lora_distinct_rank: u64,
     pub lora_distinct: u64,
@@ -97,9 +99,11 @@ pub struct Seq {
 pub trait CostModel {
     /// One line saying which model this is and its key assumptions; printed in every output.
     fn describe(&self) -> String;
-    /// Duration of one iteration (never zero, so simulated time always advances).
+    /// Duration of one iteration (never zero, so simulated time always advances). Policies also call this
+    /// (through `PolicyCtx`) for service-time estimates; a real backend answers those with estimates.
     fn iteration(&self, shape: &BatchShape) -> Nanos;
-    /// Duration of one adapter load of `bytes` over the host-device link, when the link is free.
+    /// Duration of one adapter load of `bytes` over the host-device link, when the link is free (an estimate
+    /// for policies, like `iteration`).
     fn adapter_load(&self, bytes: u64) -> Nanos;
 
     /// Whether `run_iteration` needs the sequences (the engine skips building them otherwise).

@@ -314,7 +314,7 @@ pub struct ProfileCost {
     prefill_attn: f64,
     decode_base: PiecewiseLinear,
     decode_per_ctx: PiecewiseLinear,
-    lora: [f64; 3],
+    lora: [f64; 4],
     load: [f64; 2],
     load_with_compute: bool,
 }
@@ -371,18 +371,16 @@ impl ProfileCost {
             per_ctx.push((1.0, 0.0));
         }
 
-        let lora_rows: Vec<([f64; 3], f64)> = profile
+        let lora_rows: Vec<([f64; 4], f64)> = profile
             .lora
             .iter()
             .map(|p| {
-                let share = p.tokens as f64 / p.ranks.len() as f64;
-                let tok_rank: f64 = p.ranks.iter().map(|&r| share * r as f64).sum();
-                let distinct: f64 = p.ranks.iter().map(|&r| r as f64).sum();
-                ([1.0, tok_rank, distinct], p.time_ns as f64)
+                let (tok_rank, distinct) = Self::lora_features(p);
+                ([1.0, tok_rank, distinct, p.tokens as f64], p.time_ns as f64)
             })
             .collect();
         let lora = if lora_rows.is_empty() {
-            [0.0; 3]
+            [0.0; 4]
         } else {
             least_squares(&lora_rows).ok_or_else(|| {
                 Error::msg(
@@ -446,11 +444,20 @@ impl ProfileCost {
         self.decode_base.eval(batch) + self.decode_per_ctx.eval(batch) * context
     }
 
-    fn lora_ns(&self, tok_rank: f64, distinct_rank: f64) -> f64 {
-        if tok_rank == 0.0 {
+    /// sum(tokens x rank) and sum(distinct ranks) of a LoRA point (tokens split evenly over its adapters).
+    fn lora_features(p: &LoraPoint) -> (f64, f64) {
+        let share = p.tokens as f64 / p.ranks.len() as f64;
+        let tok_rank = p.ranks.iter().map(|&r| share * r as f64).sum();
+        (tok_rank, p.ranks.iter().map(|&r| r as f64).sum())
+    }
+
+    fn lora_ns(&self, tokens: f64, tok_rank: f64, distinct_rank: f64) -> f64 {
+        if tokens == 0.0 {
             return 0.0;
         }
-        self.lora[0] + self.lora[1] * tok_rank + self.lora[2] * distinct_rank
+        let [a, b, c, d] = self.lora;
+        // A fit with a negative intercept must not make a small batch's LoRA cost negative.
+        (a + b * tok_rank + c * distinct_rank + d * tokens).max(0.0)
     }
 
     /// R^2 and worst relative error of each fitted table against its own points.
@@ -481,12 +488,10 @@ impl ProfileCost {
         if !p.lora.is_empty() {
             out.push(quality(
                 "lora",
-                "a + b*sum(tokens*rank) + c*sum(distinct ranks)",
+                "a + b*sum(tokens*rank) + c*sum(distinct ranks) + d*tokens",
                 p.lora.iter().map(|x| {
-                    let share = x.tokens as f64 / x.ranks.len() as f64;
-                    let tr: f64 = x.ranks.iter().map(|&r| share * r as f64).sum();
-                    let d: f64 = x.ranks.iter().map(|&r| r as f64).sum();
-                    (x.time_ns as f64, self.lora_ns(tr, d))
+                    let (tr, d) = Self::lora_features(x);
+                    (x.time_ns as f64, self.lora_ns(x.tokens as f64, tr, d))
                 }),
             ));
         }
@@ -546,7 +551,11 @@ impl CostModel for ProfileCost {
         if s.decode_seqs > 0 {
             t += self.decode_ns(s.decode_seqs as f64, s.decode_context as f64);
         }
-        t += self.lora_ns(s.lora_token_rank as f64, s.lora_distinct_rank as f64);
+        t += self.lora_ns(
+            s.lora_tokens as f64,
+            s.lora_token_rank as f64,
+            s.lora_distinct_rank as f64,
+        );
         (t.round() as i64).max(1) as Nanos
     }
 

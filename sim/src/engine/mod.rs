@@ -206,6 +206,8 @@ pub(crate) struct State {
     steps_since_merge: u32,
     ctx_sum: u64,
     token_rank_sum: u64,
+    /// Running requests that carry an adapter.
+    adapter_seqs: u64,
     distinct_rank_sum: u64,
     distinct: u64,
     prefetched: Vec<u32>,
@@ -234,6 +236,7 @@ impl State {
         self.ctx_sum -= r.ctx as u64;
         if r.adapter != NO_ADAPTER {
             self.token_rank_sum -= r.rank as u64;
+            self.adapter_seqs -= 1;
             let a = &mut self.adapters[r.adapter as usize];
             a.in_batch -= 1;
             if a.in_batch == 0 {
@@ -325,6 +328,7 @@ impl<'a> Engine<'a> {
             steps_since_merge: 0,
             ctx_sum: 0,
             token_rank_sum: 0,
+            adapter_seqs: 0,
             distinct_rank_sum: 0,
             distinct: 0,
             prefetched: Vec::new(),
@@ -405,9 +409,7 @@ impl<'a> Engine<'a> {
                 aborted = Some(e.to_string());
                 break;
             }
-            for a in self.st.evicted.drain(..) {
-                self.cost.evict(a);
-            }
+            self.flush_evictions();
         }
         if aborted.is_none() && (self.sched.waiting() > 0 || !self.st.running.is_empty()) {
             return Err(Error::internal(format!(
@@ -533,6 +535,7 @@ impl<'a> Engine<'a> {
             }
             let a = r.adapter as usize;
             let rank = self.w.adapters[a].rank as u64;
+            shape.lora_tokens += r.input as u64;
             shape.lora_token_rank += r.input as u64 * rank;
             if self.st.stamp[a] != stamp {
                 self.st.stamp[a] = stamp;
@@ -571,6 +574,7 @@ impl<'a> Engine<'a> {
                 self.st.seqs.push(seq);
             }
         }
+        self.flush_evictions();
         let dur = self.cost.run_iteration(&shape, &self.st.seqs)?.max(1);
         self.st.stats.busy_ns += dur;
         self.st.busy = Busy::Prefill;
@@ -580,6 +584,12 @@ impl<'a> Engine<'a> {
             self.prefetch_next_batch()?;
         }
         Ok(true)
+    }
+
+    fn flush_evictions(&mut self) {
+        for a in self.st.evicted.drain(..) {
+            self.cost.evict(a);
+        }
     }
 
     /// Tells the backend about requests a scheduler squashed.
@@ -598,6 +608,7 @@ impl<'a> Engine<'a> {
         let shape = BatchShape {
             decode_seqs: n,
             decode_context: st.ctx_sum,
+            lora_tokens: st.adapter_seqs,
             lora_token_rank: st.token_rank_sum,
             lora_distinct_rank: st.distinct_rank_sum,
             lora_distinct: st.distinct,
@@ -614,6 +625,7 @@ impl<'a> Engine<'a> {
             });
             self.st.seqs.extend(seqs);
         }
+        self.flush_evictions();
         let dur = self.cost.run_iteration(&shape, &self.st.seqs)?.max(1);
         self.st.stats.busy_ns += dur;
         self.st.stats.decode_iterations += 1;
@@ -678,6 +690,7 @@ impl<'a> Engine<'a> {
         st.ctx_sum += r.ctx as u64;
         if r.adapter != NO_ADAPTER {
             st.token_rank_sum += r.rank as u64;
+            st.adapter_seqs += 1;
             let a = &mut st.adapters[r.adapter as usize];
             a.in_batch += 1;
             if a.in_batch == 1 {
@@ -758,6 +771,8 @@ impl<'a> Engine<'a> {
     fn start_load(&mut self, a: u32) -> Result<()> {
         let ad = &self.w.adapters[a as usize];
         self.make_room(ad.slots);
+        // The backend must hear of evictions before a load that may reuse the room (or reload the adapter).
+        self.flush_evictions();
         let start = self.st.now.max(self.st.link_free_at);
         let done = start + self.cost.load(a, ad.bytes)?;
         self.st.link_free_at = done;
