@@ -4,11 +4,13 @@
 //! `engine` (event loop, batching, memory pool, adapter loads), `sched` and `cache` (policies, one file each,
 //! resolved from `Name[k=v,...]` specs by a registry), `metrics` (records and summary).
 
+pub mod backend;
 pub mod bench;
 pub mod cache;
 pub mod cost;
 pub mod engine;
 pub mod error;
+pub mod fidelity;
 pub mod metrics;
 pub mod model;
 pub mod runner;
@@ -35,6 +37,7 @@ pub fn policies_text() -> String {
     o
 }
 pub mod arrivals;
+pub mod experiment;
 pub mod fit;
 pub mod policy;
 pub mod predict;

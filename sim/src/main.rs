@@ -36,6 +36,31 @@ enum Cmd {
         #[command(subcommand)]
         cmd: sim::trace::cli::TraceCmd,
     },
+    /// Run a trace for real on a backend (same options and outputs as `run`; see docs/real-execution.md)
+    Real {
+        #[command(flatten)]
+        args: Box<RunArgs>,
+        /// Backend: cpu[layers=..,hidden=..,heads=..,kv_heads=..,intermediate=..,vocab=..,page=..,seed=..] |
+        /// cuda[device=0,dtype=fp16,page=16,adapter_gib=G,seed=0]
+        #[arg(long, default_value = "cpu", value_name = "SPEC")]
+        backend: String,
+        /// Also write DIR/summary.json and DIR/requests.csv
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Print the summary as JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a trace both simulated (profile measured on the backend) and for real; report the simulator's error
+    Fidelity {
+        #[command(flatten)]
+        args: Box<sim::fidelity::FidelityArgs>,
+    },
+    /// Run an experiment's grid (experiments/*.json) in parallel into a results table (CSV + Parquet);
+    /// resumes where a killed sweep stopped
+    Sweep(sim::experiment::cli::SweepCmd),
+    /// Draw figures (PNG + SVG + CSV) from sweep results; --all also writes plots/README.md
+    Plot(sim::experiment::cli::PlotCmd),
     /// Measure simulator speed on the conversation trace and a synthetic trace
     Bench {
         /// Requests in the synthetic trace
@@ -70,6 +95,16 @@ fn main() -> ExitCode {
             print!("{}", sim::policies_text());
             Ok(())
         }
+        Cmd::Real {
+            args,
+            backend,
+            out,
+            json,
+        } => sim::backend::run(&args, &backend)
+            .and_then(|r| sim::backend::finish(&r, out.as_deref(), json)),
+        Cmd::Fidelity { args } => sim::fidelity::run(&args),
+        Cmd::Sweep(cmd) => sim::experiment::cli::sweep(cmd),
+        Cmd::Plot(cmd) => sim::experiment::cli::plot(cmd),
         Cmd::Bench { requests } => sim::bench::run(requests),
         Cmd::Trace { cmd } => sim::trace::cli::run(cmd),
     };

@@ -1,0 +1,227 @@
+//! Real-execution backends (`sim real`, `sim fidelity`): the engine's scheduling, admission, memory and
+//! adapter-cache logic drive a model that runs for real instead of a cost model. A backend implements
+//! `cost::CostModel` with interior mutability: the engine hands it each iteration's sequences
+//! (`run_iteration`), adapter copies (`load`), finished or squashed requests (`release`) and evictions
+//! (`evict`), and advances its clock by the wall-clock durations the backend measures. See
+//! docs/real-execution.md for what that clock means.
+//!
+//! `--backend SPEC`:
+//! - `cpu[layers=2,hidden=64,heads=2,kv_heads=2,intermediate=128,vocab=256,page=16,seed=0]`: a tiny
+//!   Llama-shaped decoder in f32 on the CPU (`cpu.rs`), for CI and for checking the real path end to end;
+//! - `cuda[device=0,dtype=fp16,page=16,adapter_gib=G,seed=0]`: the model named by `--model` at its real
+//!   size, random weights, on an NVIDIA GPU through the kernels crate (`cuda.rs`; compiled, not yet run).
+
+pub mod cpu;
+pub mod cuda;
+
+use std::collections::HashMap;
+
+use crate::cost::{BatchShape, CostModel, Nanos};
+use crate::error::{Error, Result};
+use crate::model::{GpuSpec, ModelSpec};
+use crate::runner::{self, Report, RunArgs};
+use crate::spec::Spec;
+use crate::trace::Trace;
+
+/// A parsed `--backend` spec.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BackendSpec {
+    Cpu(cpu::TinyConfig),
+    Cuda(cuda::CudaConfig),
+}
+
+impl BackendSpec {
+    pub fn parse(text: &str) -> Result<BackendSpec> {
+        let mut spec = Spec::parse(text).map_err(|e| e.context("--backend"))?;
+        match spec.name.as_str() {
+            "cpu" => Ok(BackendSpec::Cpu(cpu::TinyConfig::from_spec(&mut spec)?)),
+            "cuda" => Ok(BackendSpec::Cuda(cuda::CudaConfig::from_spec(&mut spec)?)),
+            other => Err(Error::msg(format!(
+                "--backend: unknown backend '{other}'; valid: cpu[{}], cuda[{}]",
+                cpu::PARAMS.join(","),
+                cuda::PARAMS.join(",")
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackendSpec::Cpu(_) => "cpu",
+            BackendSpec::Cuda(_) => "cuda",
+        }
+    }
+}
+
+/// Builds the backend for a run with `args`: its KV pool holds the engine's pool (`--pool-tokens` or the
+/// memory arithmetic of `--model` on `--gpu`).
+pub fn build(spec: &BackendSpec, args: &RunArgs) -> Result<Box<dyn CostModel>> {
+    let model = ModelSpec::by_name(&args.model)?;
+    let gpu = GpuSpec::by_name(&args.gpu)?;
+    let pool = runner::pool_slots(args, model, gpu)?;
+    match spec {
+        BackendSpec::Cpu(c) => Ok(Box::new(cpu::CpuBackend::new(
+            c.clone(),
+            pool,
+            args.max_batch.max(1),
+            model,
+        ))),
+        BackendSpec::Cuda(c) => Ok(Box::new(cuda::CudaBackend::new(
+            c,
+            model,
+            pool,
+            args.max_batch.max(1),
+            args.max_prefill_tokens,
+        )?)),
+    }
+}
+
+/// The shape of a backend's decoder, for FLOP counts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dims {
+    pub layers: f64,
+    pub hidden: f64,
+    pub kv_row: f64,
+    pub intermediate: f64,
+    pub vocab: f64,
+}
+
+impl Dims {
+    /// FLOPs of one iteration of `s` (dense layers, attention, LoRA on q,k,v,o, LM head on last tokens).
+    pub fn flops(&self, s: &BatchShape) -> f64 {
+        let (h, kv, i) = (self.hidden, self.kv_row, self.intermediate);
+        let tokens = s.tokens() as f64;
+        let dense = 2.0 * (2.0 * h * h + 2.0 * h * kv + 3.0 * h * i);
+        let attn = 4.0 * h * (s.prefill_sq_tokens as f64 / 2.0 + s.decode_context as f64);
+        let lora = 2.0 * s.lora_token_rank as f64 * (4.0 * h + 2.0 * h + 2.0 * kv);
+        let head = 2.0 * h * self.vocab * (s.prefill_seqs + s.decode_seqs) as f64;
+        self.layers * (tokens * dense + attn + lora) + head
+    }
+}
+
+/// What a real backend answers when a policy asks for a cost estimate (`CostModel::iteration` and
+/// `adapter_load`; schedulers and cache policies use them to rank requests and adapters). The engine's clock
+/// never uses these: it advances by measured times. Rates come from a short timed warm-up of the backend.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Estimator {
+    pub dims: Dims,
+    pub ns_per_flop: f64,
+    /// Measured copy time per byte of the backend's own adapters, and the ratio of the backend's adapter
+    /// bytes to the engine's (`--model`) adapter bytes of the same rank.
+    pub ns_per_byte: f64,
+    pub bytes_ratio: f64,
+    pub fixed_ns: f64,
+}
+
+impl Estimator {
+    pub fn iteration(&self, s: &BatchShape) -> Nanos {
+        (self.fixed_ns + self.dims.flops(s) * self.ns_per_flop).max(1.0) as Nanos
+    }
+
+    pub fn adapter_load(&self, engine_bytes: u64) -> Nanos {
+        (engine_bytes as f64 * self.bytes_ratio * self.ns_per_byte).max(1.0) as Nanos
+    }
+}
+
+/// Pairs the engine's loads and evictions of each adapter. The engine tells the backend about evictions at
+/// the end of the event that caused them, after any load in the same event, so an adapter evicted and loaded
+/// again in one event arrives as `load` (while the backend still holds it), then `evict`. That eviction
+/// belongs to the earlier copy and must not drop the new one: a load of an adapter the backend still holds
+/// means one eviction is owed.
+#[derive(Debug, Default)]
+pub struct LoadLedger {
+    owed: HashMap<u32, u32>,
+}
+
+impl LoadLedger {
+    /// On `load(adapter)`; `held` says whether the backend still holds a copy.
+    pub fn on_load(&mut self, adapter: u32, held: bool) {
+        if held {
+            *self.owed.entry(adapter).or_insert(0) += 1;
+        }
+    }
+
+    /// On `evict(adapter)`: whether to drop the backend's copy (false: the eviction of an earlier copy).
+    pub fn on_evict(&mut self, adapter: u32) -> bool {
+        match self.owed.get_mut(&adapter) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Loads the trace `args` name (the same way `sim run` does).
+pub fn load_trace(args: &RunArgs) -> Result<Trace> {
+    let mut spec = crate::trace::ReadSpec::parse(&args.trace_format)?;
+    spec.limit = args.max_requests;
+    Trace::load_with(args.trace.as_deref(), &spec)
+}
+
+/// `sim real`: the run `sim run` would do, on `backend` instead of the cost model.
+pub fn run(args: &RunArgs, backend: &str) -> Result<Report> {
+    let spec = BackendSpec::parse(backend)?;
+    let trace = load_trace(args)?;
+    run_on(args, trace, &spec)
+}
+
+/// Like [`run`] on an already loaded trace.
+pub fn run_on(args: &RunArgs, trace: Trace, spec: &BackendSpec) -> Result<Report> {
+    // The summary keeps exactly the simulator's keys; `cost_model` names the backend and its clock.
+    runner::execute_with(args, trace, Some(build(spec, args)?))
+}
+
+/// What `sim real` does with a report, as `sim run` does: write `out` (also when the run stopped early, so the
+/// requests' state at the failure is kept), then fail with exit code 1 if the backend stopped the run, else
+/// print the summary.
+pub fn finish(r: &Report, out: Option<&std::path::Path>, json: bool) -> Result<()> {
+    if let Some(dir) = out {
+        r.write(dir)?;
+    }
+    if let Some(why) = &r.output.aborted {
+        return Err(Error::internal(format!("the run stopped early: {why}")));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r.summary).expect("summary serialises")
+        );
+    } else {
+        print!("{}", r.table());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_ignores_the_late_eviction_of_an_earlier_copy() {
+        let mut l = LoadLedger::default();
+        l.on_load(4, false);
+        assert!(l.on_evict(4));
+        // Evicted and reloaded in one event: load arrives first, then the old copy's eviction.
+        l.on_load(4, true);
+        assert!(!l.on_evict(4));
+        assert!(l.on_evict(4));
+    }
+
+    #[test]
+    fn backend_specs_parse_or_explain() {
+        assert_eq!(
+            BackendSpec::parse("cpu").unwrap(),
+            BackendSpec::Cpu(cpu::TinyConfig::default())
+        );
+        assert!(matches!(
+            BackendSpec::parse("cuda[device=1]").unwrap(),
+            BackendSpec::Cuda(cuda::CudaConfig { device: 1, .. })
+        ));
+        let e = BackendSpec::parse("tpu").unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(e.to_string().contains("valid: cpu["), "{e}");
+        assert!(BackendSpec::parse("cpu[layers=x]").is_err());
+        assert!(BackendSpec::parse("cuda[dtype=fp8]").is_err());
+    }
+}

@@ -1,0 +1,848 @@
+//! `sim fidelity`: how far the simulator is from a real run of the same trace on the same backend.
+//!
+//! 1. Calibrate: measure the backend's own cost profile (schema v1: prefill, decode, LoRA and adapter-load
+//!    points) through the same hooks the engine uses (`run_iteration`, `load`, `release`, `evict`), each point
+//!    the median of `--repeats` timed runs; written to `DIR/profile.json`.
+//! 2. Simulate the trace with that profile (`ProfileCost`), outputs in `DIR/sim/`.
+//! 3. Run the trace for real on a fresh backend, outputs in `DIR/real/`.
+//! 4. Compare: per request (finished in both), |sim - real| / real of TTFT, mean TBT and E2E, as median and
+//!    P90 over requests; and the run's percentiles (P50/P99 TTFT and TBT, mean E2E) and throughput as signed
+//!    (sim - real) / real. Printed as a table and written to `DIR/fidelity.csv` (+ per-request values in
+//!    `DIR/fidelity_requests.csv` and a sim-vs-real scatter plot `DIR/fidelity.svg` / `.png`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::Value;
+
+use crate::backend::{self, BackendSpec};
+use crate::cost::profile::{
+    CostProfile, DecodePoint, GpuInfo, LoadPoint, LoraPoint, ModelInfo, PrefillPoint, ProfileCost,
+    Provenance,
+};
+use crate::cost::{BatchShape, CostModel, LoadMethod, Nanos, Seq};
+use crate::engine::Outcome;
+use crate::error::{Error, Result};
+use crate::model::ModelSpec;
+use crate::runner::{self, Report, RunArgs};
+use crate::workload::NO_ADAPTER;
+
+#[derive(Args, Clone, Debug)]
+pub struct FidelityArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Backend (as `sim real --backend`)
+    #[arg(long, default_value = "cpu", value_name = "SPEC")]
+    pub backend: String,
+    /// Output directory: profile.json, sim/, real/, fidelity.csv, fidelity_requests.csv, fidelity.svg/.png
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Timed repeats per calibration point (the median is kept)
+    #[arg(long, default_value_t = 5)]
+    pub repeats: u32,
+}
+
+/// The calibration grid: what to measure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// (tokens, seqs)
+    pub prefill: Vec<(u64, u64)>,
+    /// (batch, context per sequence)
+    pub decode: Vec<(u64, u64)>,
+    /// (tokens, ranks)
+    pub lora: Vec<(u64, Vec<u32>)>,
+    pub load_ranks: Vec<u32>,
+    pub repeats: u32,
+}
+
+fn geometric(from: u64, to: u64, factor: u64) -> Vec<u64> {
+    let mut v = Vec::new();
+    let mut x = from.max(1);
+    while x < to {
+        v.push(x);
+        x *= factor;
+    }
+    v.push(to.max(1));
+    v.dedup();
+    v
+}
+
+impl Plan {
+    /// A grid covering the shapes a run of `args` on `trace` can produce: prompts up to the longest merge the
+    /// trace is likely to make, decode batches up to the number of requests, contexts up to the longest
+    /// request, the run's adapter ranks.
+    pub fn for_run(args: &RunArgs, rows: &[(u32, u32)], repeats: u32) -> Plan {
+        let max_in = rows.iter().map(|r| r.0 as u64).max().unwrap_or(16);
+        let max_len = rows.iter().map(|r| (r.0 + r.1) as u64).max().unwrap_or(32);
+        let n = rows.len().max(1) as u64;
+        let prefill_top = (2 * max_in).min(args.max_prefill_tokens).max(16);
+        let mut prefill: Vec<(u64, u64)> = geometric(4, prefill_top, 4)
+            .into_iter()
+            .map(|t| (t, 1))
+            .collect();
+        for seqs in [4, 16] {
+            if prefill_top >= seqs {
+                prefill.push((prefill_top, seqs));
+            }
+        }
+        let batch_top = n.min(args.max_batch as u64).max(1);
+        let mut decode = Vec::new();
+        for b in geometric(1, batch_top, 4) {
+            for c in [16.min(max_len), max_len] {
+                decode.push((b, c.max(1)));
+            }
+        }
+        decode.dedup();
+        let mut ranks = args.ranks.clone();
+        ranks.sort_unstable();
+        ranks.dedup();
+        ranks.retain(|&r| r > 0);
+        if ranks.is_empty() || args.adapters == 0 {
+            ranks = vec![8, 64];
+        }
+        let (lo, hi) = (ranks[0], *ranks.last().unwrap());
+        // Decode-sized points (2 to 32 tokens) only: the profile's LoRA fit is an unweighted least-squares
+        // line, so long-prefill points (hundreds of ms, with ms of noise) would set its intercept and swamp
+        // every decode step (about a millisecond on the CPU); LoRA work is linear in tokens x rank, so longer
+        // prefills extrapolate along the line.
+        let mut lora = Vec::new();
+        let mut sizes = vec![2, 8, 32.min(prefill_top)];
+        sizes.sort_unstable();
+        sizes.dedup();
+        for t in sizes {
+            lora.push((t, vec![lo]));
+            lora.push((t, vec![hi]));
+            if ranks.len() > 1 && t >= ranks.len() as u64 {
+                lora.push((t, ranks.clone()));
+            }
+        }
+        let mut load_ranks = ranks.clone();
+        if load_ranks.len() < 2 {
+            load_ranks.push(2 * lo);
+        }
+        Plan {
+            prefill,
+            decode,
+            lora,
+            load_ranks,
+            repeats: repeats.max(1),
+        }
+    }
+}
+
+fn median(mut v: Vec<Nanos>) -> Nanos {
+    v.sort_unstable();
+    v[v.len() / 2].max(1)
+}
+
+/// Request ids the calibration uses (far above any trace's).
+const CAL_REQ: u32 = 0x8000_0000;
+/// Adapter ids the calibration uses.
+const CAL_ADAPTER: u32 = 0x4000_0000;
+
+struct Calibrator<'a> {
+    b: &'a dyn CostModel,
+    next_req: u32,
+}
+
+impl Calibrator<'_> {
+    /// One prefill of `lens` sequences (adapters per sequence); returns its time and the request ids used.
+    fn prefill(&mut self, lens: &[u64], adapters: &[(u32, u32)]) -> Result<(Nanos, Vec<u32>)> {
+        let mut seqs = Vec::new();
+        let mut shape = BatchShape::default();
+        for (i, &l) in lens.iter().enumerate() {
+            let (adapter, rank) = adapters.get(i).copied().unwrap_or((NO_ADAPTER, 0));
+            let id = self.next_req;
+            self.next_req += 1;
+            seqs.push(Seq {
+                request: id,
+                new_tokens: l as u32,
+                context: 0,
+                adapter,
+                rank,
+            });
+            shape.prefill_seqs += 1;
+            shape.prefill_tokens += l;
+            shape.prefill_sq_tokens += l * l;
+            if adapter != NO_ADAPTER {
+                shape.lora_tokens += l;
+            }
+            shape.lora_token_rank += l * rank as u64;
+        }
+        let t = self.b.run_iteration(&shape, &seqs)?;
+        Ok((t, seqs.iter().map(|s| s.request).collect()))
+    }
+
+    fn release(&self, ids: &[u32]) {
+        ids.iter().for_each(|&id| self.b.release(id));
+    }
+
+    fn split(tokens: u64, seqs: u64) -> Vec<u64> {
+        (0..seqs)
+            .map(|i| tokens / seqs + u64::from(i < tokens % seqs))
+            .collect()
+    }
+
+    /// Measures every point of the plan. Repeats run in rounds (each round measures every point once) so a
+    /// burst of interference from other processes lands on different points, not on all repeats of one.
+    fn measure(
+        &mut self,
+        plan: &Plan,
+        engine_model: &ModelSpec,
+        kv_slots: u64,
+    ) -> Result<CalTables> {
+        let reps = plan.repeats as usize;
+        // Warm-up: one small prefill (first-touch allocation, caches).
+        let (_, ids) = self.prefill(&[8, 8], &[])?;
+        self.release(&ids);
+
+        let mut prefill = vec![Vec::new(); plan.prefill.len()];
+        for _ in 0..reps {
+            for (i, &(tokens, seqs)) in plan.prefill.iter().enumerate() {
+                let (ns, ids) = self.prefill(&Self::split(tokens, seqs), &[])?;
+                self.release(&ids);
+                prefill[i].push(ns);
+            }
+        }
+
+        // Decode: prefill the sequences of as many points as the KV pool holds at once, then rounds of one
+        // timed step per point.
+        let mut decode = vec![Vec::new(); plan.decode.len()];
+        let mut start = 0;
+        while start < plan.decode.len() {
+            let (mut end, mut live) = (start, 0);
+            while end < plan.decode.len() {
+                let (b, c) = plan.decode[end];
+                let need = b * (c + reps as u64 + 1 + 16);
+                if end > start && live + need > kv_slots {
+                    break;
+                }
+                live += need;
+                end += 1;
+            }
+            let mut groups = Vec::new();
+            for &(batch, context) in &plan.decode[start..end] {
+                groups.push(self.prefill(&vec![context; batch as usize], &[])?.1);
+            }
+            for step in 0..reps as u64 {
+                for (g, &(batch, context)) in plan.decode[start..end].iter().enumerate() {
+                    let ctx = context + 1 + step;
+                    let seqs: Vec<Seq> = groups[g]
+                        .iter()
+                        .map(|&id| Seq {
+                            request: id,
+                            new_tokens: 1,
+                            context: ctx as u32,
+                            adapter: NO_ADAPTER,
+                            rank: 0,
+                        })
+                        .collect();
+                    let shape = BatchShape {
+                        decode_seqs: batch,
+                        decode_context: batch * ctx,
+                        ..Default::default()
+                    };
+                    decode[start + g].push(self.b.run_iteration(&shape, &seqs)?);
+                }
+            }
+            groups.iter().for_each(|ids| self.release(ids));
+            start = end;
+        }
+
+        // Adapter loads: each rank once per round, evicted in between.
+        let mut loads = vec![Vec::new(); plan.load_ranks.len()];
+        for _ in 0..reps {
+            for (i, &rank) in plan.load_ranks.iter().enumerate() {
+                let a = CAL_ADAPTER + i as u32;
+                loads[i].push(self.b.load(a, engine_model.adapter_bytes(rank))?);
+                self.b.evict(a);
+            }
+        }
+
+        // LoRA: the same prefill with and without adapters, back to back; the difference is the LoRA work.
+        // Up to 16 tokens: one-token sequences dealt round-robin to the adapters (a decode step's shape);
+        // more: one sequence per adapter.
+        let mut lora_in = Vec::new();
+        for (k, (tokens, ranks)) in plan.lora.iter().enumerate() {
+            let adapters: Vec<(u32, u32)> = ranks
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| (CAL_ADAPTER + 1000 + 100 * k as u32 + i as u32, r))
+                .collect();
+            for &(a, r) in &adapters {
+                self.b.load(a, engine_model.adapter_bytes(r))?;
+            }
+            lora_in.push(if *tokens <= 16 {
+                let per: Vec<(u32, u32)> = (0..*tokens as usize)
+                    .map(|i| adapters[i % adapters.len()])
+                    .collect();
+                (vec![1; *tokens as usize], per, adapters)
+            } else {
+                (
+                    Self::split(*tokens, ranks.len() as u64),
+                    adapters.clone(),
+                    adapters,
+                )
+            });
+        }
+        let mut lora = vec![Vec::new(); plan.lora.len()];
+        for _ in 0..reps {
+            for (i, (lens, per_seq, _)) in lora_in.iter().enumerate() {
+                let (with, ids) = self.prefill(lens, per_seq)?;
+                self.release(&ids);
+                let (base, ids) = self.prefill(lens, &[])?;
+                self.release(&ids);
+                lora[i].push(with.saturating_sub(base));
+            }
+        }
+        for (_, _, adapters) in &lora_in {
+            adapters.iter().for_each(|&(a, _)| self.b.evict(a));
+        }
+
+        let zip = |v: Vec<Vec<Nanos>>| v.into_iter().map(median);
+        Ok(CalTables {
+            prefill: plan
+                .prefill
+                .iter()
+                .zip(zip(prefill))
+                .map(|(&(tokens, seqs), time_ns)| PrefillPoint {
+                    tokens,
+                    seqs,
+                    time_ns,
+                })
+                .collect(),
+            decode: plan
+                .decode
+                .iter()
+                .zip(zip(decode))
+                .map(|(&(batch, context), time_ns)| DecodePoint {
+                    batch,
+                    context,
+                    time_ns,
+                })
+                .collect(),
+            lora: plan
+                .lora
+                .iter()
+                .zip(zip(lora))
+                .map(|((tokens, ranks), time_ns)| LoraPoint {
+                    tokens: *tokens,
+                    ranks: ranks.clone(),
+                    time_ns,
+                })
+                .collect(),
+            adapter_load: plan
+                .load_ranks
+                .iter()
+                .zip(zip(loads))
+                .map(|(&rank, time_ns)| LoadPoint {
+                    bytes: engine_model.adapter_bytes(rank),
+                    method: LoadMethod::PerLayerPinned.name().into(),
+                    with_compute: false,
+                    time_ns,
+                })
+                .collect(),
+        })
+    }
+}
+
+#[derive(Default)]
+struct CalTables {
+    prefill: Vec<PrefillPoint>,
+    decode: Vec<DecodePoint>,
+    lora: Vec<LoraPoint>,
+    adapter_load: Vec<LoadPoint>,
+}
+
+/// Measures a cost profile of `spec`'s backend for a run of `args` (the trace rows give the grid's range).
+pub fn calibrate(
+    spec: &BackendSpec,
+    args: &RunArgs,
+    rows: &[(u32, u32)],
+    repeats: u32,
+) -> Result<CostProfile> {
+    let b = backend::build(spec, args)?;
+    let engine_model = ModelSpec::by_name(&args.model)?;
+    let plan = Plan::for_run(args, rows, repeats);
+    let mut cal = Calibrator {
+        b: b.as_ref(),
+        next_req: CAL_REQ,
+    };
+    let pool = runner::pool_slots(
+        args,
+        engine_model,
+        crate::model::GpuSpec::by_name(&args.gpu)?,
+    )?;
+    let t = cal.measure(&plan, engine_model, pool)?;
+    let (model, gpu) = match spec {
+        BackendSpec::Cpu(c) => (
+            ModelInfo {
+                name: "tiny-llama".into(),
+                layers: c.layers as u64,
+                hidden: c.hidden as u64,
+                intermediate: c.intermediate as u64,
+                heads: c.heads as u64,
+                vocab: c.vocab as u64,
+                dtype: "fp32".into(),
+            },
+            GpuInfo {
+                name: format!("cpu ({})", std::env::consts::ARCH),
+                memory_bytes: 0,
+                driver: None,
+                cuda: None,
+                compute_capability: None,
+            },
+        ),
+        BackendSpec::Cuda(c) => (
+            ModelInfo {
+                name: engine_model.name.into(),
+                layers: engine_model.layers,
+                hidden: engine_model.hidden,
+                intermediate: engine_model.intermediate,
+                heads: engine_model.heads,
+                vocab: engine_model.vocab,
+                dtype: c.dtype.clone(),
+            },
+            GpuInfo {
+                name: format!("cuda device {}", c.device),
+                memory_bytes: 0,
+                driver: None,
+                cuda: None,
+                compute_capability: None,
+            },
+        ),
+    };
+    let profile = CostProfile {
+        schema: crate::cost::profile::SCHEMA.into(),
+        version: crate::cost::profile::VERSION,
+        gpu,
+        model,
+        provenance: Provenance {
+            date: iso_now(),
+            tool: format!("sim fidelity --backend {}", spec.name()),
+            method: format!(
+                "wall clock (std::time::Instant) around each backend call, median of {} repeats; LoRA = prefill with \
+                 adapters minus the same prefill without; adapter loads synchronous, not alongside compute",
+                plan.repeats
+            ),
+            notes: Some(b.describe()),
+            transferred_from: None,
+        },
+        iteration_overhead_ns: 0,
+        prefill: t.prefill,
+        decode: t.decode,
+        lora: t.lora,
+        adapter_load: t.adapter_load,
+    };
+    profile.validate()?;
+    Ok(profile)
+}
+
+fn iso_now() -> String {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (s / 86_400) as i64;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let t = s % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
+/// One request's latencies in seconds (TBT `None` for a single output token).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lat {
+    pub ttft: f64,
+    pub tbt: Option<f64>,
+    pub e2e: f64,
+}
+
+fn latencies(r: &Report) -> Vec<Option<Lat>> {
+    r.workload
+        .requests
+        .iter()
+        .zip(&r.output.records)
+        .map(|(q, rec)| {
+            (rec.outcome == Outcome::Finished).then(|| Lat {
+                ttft: (rec.first_token - q.arrival) as f64 / 1e9,
+                tbt: (q.output > 1)
+                    .then(|| (rec.finished - rec.first_token) as f64 / 1e9 / (q.output - 1) as f64),
+                e2e: (rec.finished - q.arrival) as f64 / 1e9,
+            })
+        })
+        .collect()
+}
+
+/// Linear-interpolated quantile of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let x = q * (sorted.len() - 1) as f64;
+    let (i, f) = (x.floor() as usize, x - x.floor());
+    let hi = sorted[(i + 1).min(sorted.len() - 1)];
+    sorted[i] + f * (hi - sorted[i])
+}
+
+/// One row of the comparison.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub metric: String,
+    /// `per_request_median`, `per_request_p90` (of |sim - real| / real), or `run` (signed (sim - real) / real).
+    pub kind: &'static str,
+    pub sim: f64,
+    pub real: f64,
+    pub error: f64,
+    /// Requests behind a per-request row.
+    pub n: usize,
+}
+
+/// The comparison of a simulated and a real run of the same trace and settings.
+pub struct Comparison {
+    pub rows: Vec<Row>,
+    /// Per request: (id, sim, real) latencies, for requests finished in both.
+    pub requests: Vec<(u32, Lat, Lat)>,
+    pub requests_total: usize,
+}
+
+pub fn compare(sim: &Report, real: &Report) -> Result<Comparison> {
+    if sim.workload.requests.len() != real.workload.requests.len() {
+        return Err(Error::internal(
+            "the simulated and real runs have different requests",
+        ));
+    }
+    let (ls, lr) = (latencies(sim), latencies(real));
+    let requests: Vec<(u32, Lat, Lat)> = ls
+        .iter()
+        .zip(&lr)
+        .enumerate()
+        .filter_map(|(i, (s, r))| Some((i as u32, (*s)?, (*r)?)))
+        .collect();
+    let mut rows = Vec::new();
+    type Get = fn(&Lat) -> Option<f64>;
+    let metrics: [(&str, Get); 3] = [
+        ("ttft", |l| Some(l.ttft)),
+        ("tbt_mean", |l| l.tbt),
+        ("e2e", |l| Some(l.e2e)),
+    ];
+    for (name, get) in metrics {
+        let mut errs: Vec<f64> = requests
+            .iter()
+            .filter_map(|(_, s, r)| {
+                let (s, r) = (get(s)?, get(r)?);
+                (r > 0.0).then(|| (s - r).abs() / r)
+            })
+            .collect();
+        errs.sort_by(f64::total_cmp);
+        for (kind, q) in [("per_request_median", 0.5), ("per_request_p90", 0.9)] {
+            rows.push(Row {
+                metric: name.into(),
+                kind,
+                sim: f64::NAN,
+                real: f64::NAN,
+                error: quantile(&errs, q),
+                n: errs.len(),
+            });
+        }
+    }
+    let f = |r: &Report, k: &str| r.summary.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    for k in [
+        "ttft_p50_s",
+        "ttft_p99_s",
+        "tbt_p50_s",
+        "tbt_p99_s",
+        "e2e_mean_s",
+        "e2e_p99_s",
+        "throughput_rps",
+        "throughput_output_tps",
+        "load_stall_s",
+        "duration_s",
+    ] {
+        let (s, r) = (f(sim, k), f(real, k));
+        rows.push(Row {
+            metric: k.into(),
+            kind: "run",
+            sim: s,
+            real: r,
+            error: (s - r) / r,
+            n: requests.len(),
+        });
+    }
+    Ok(Comparison {
+        rows,
+        requests,
+        requests_total: sim.workload.requests.len(),
+    })
+}
+
+impl Comparison {
+    pub fn csv(&self) -> String {
+        let mut o = String::from("metric,kind,sim,real,error,requests\n");
+        let num = |x: f64| {
+            if x.is_finite() {
+                format!("{x:.9}")
+            } else {
+                String::new()
+            }
+        };
+        for r in &self.rows {
+            let _ = writeln!(
+                o,
+                "{},{},{},{},{},{}",
+                r.metric,
+                r.kind,
+                num(r.sim),
+                num(r.real),
+                num(r.error),
+                r.n
+            );
+        }
+        o
+    }
+
+    pub fn requests_csv(&self) -> String {
+        let mut o =
+            String::from("id,ttft_sim_s,ttft_real_s,tbt_sim_s,tbt_real_s,e2e_sim_s,e2e_real_s\n");
+        let opt = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:.9}"));
+        for (id, s, r) in &self.requests {
+            let _ = writeln!(
+                o,
+                "{id},{:.9},{:.9},{},{},{:.9},{:.9}",
+                s.ttft,
+                r.ttft,
+                opt(s.tbt),
+                opt(r.tbt),
+                s.e2e,
+                r.e2e
+            );
+        }
+        o
+    }
+
+    pub fn table(&self) -> String {
+        let mut o = format!(
+            "{} of {} requests finished in both runs\n\nper request |sim - real| / real    median       p90\n",
+            self.requests.len(),
+            self.requests_total
+        );
+        let pct = |x: f64| {
+            if x.is_finite() {
+                format!("{:>9.1}%", 100.0 * x)
+            } else {
+                format!("{:>10}", "-")
+            }
+        };
+        for m in ["ttft", "tbt_mean", "e2e"] {
+            let get = |k: &str| {
+                self.rows
+                    .iter()
+                    .find(|r| r.metric == m && r.kind == k)
+                    .map_or(f64::NAN, |r| r.error)
+            };
+            let _ = writeln!(
+                o,
+                "  {m:<34}{}{}",
+                pct(get("per_request_median")),
+                pct(get("per_request_p90"))
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nrun metric                            sim          real   (sim-real)/real"
+        );
+        for r in self.rows.iter().filter(|r| r.kind == "run") {
+            let _ = writeln!(
+                o,
+                "  {:<26}{:>12.6}  {:>12.6}  {}",
+                r.metric,
+                r.sim,
+                r.real,
+                pct(r.error)
+            );
+        }
+        o
+    }
+
+    /// Scatter of simulated against real per-request TTFT, mean TBT and E2E (log axes, y = x line), written
+    /// as `stem.svg` and `stem.png`.
+    pub fn plot(&self, stem: &Path) -> Result<()> {
+        use plotters::prelude::*;
+        crate::experiment::plot::register_font();
+        let size = (1500, 480);
+        let svg = stem.with_extension("svg");
+        self.draw(SVGBackend::new(&svg, size).into_drawing_area())
+            .map_err(|e| Error::internal(format!("{}: {e}", svg.display())))?;
+        let png = stem.with_extension("png");
+        self.draw(BitMapBackend::new(&png, size).into_drawing_area())
+            .map_err(|e| Error::internal(format!("{}: {e}", png.display())))
+    }
+
+    fn draw<DB: plotters::prelude::DrawingBackend>(
+        &self,
+        root: plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    ) -> std::result::Result<(), String> {
+        use plotters::prelude::*;
+        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let panels = root.split_evenly((1, 3));
+        type Get = fn(&Lat) -> Option<f64>;
+        let sets: [(&str, Get); 3] = [
+            ("TTFT (s)", |l| Some(l.ttft)),
+            ("mean TBT (s)", |l| l.tbt),
+            ("E2E (s)", |l| Some(l.e2e)),
+        ];
+        for (area, (label, get)) in panels.iter().zip(sets) {
+            let pts: Vec<(f64, f64)> = self
+                .requests
+                .iter()
+                .filter_map(|(_, s, r)| Some((get(r)?, get(s)?)))
+                .filter(|(a, b)| *a > 0.0 && *b > 0.0)
+                .collect();
+            let all = || pts.iter().flat_map(|p| [p.0, p.1]);
+            let lo = all().fold(f64::INFINITY, f64::min);
+            let lo = if lo.is_finite() { lo * 0.8 } else { 1e-4 };
+            let hi = all().fold(0.0, f64::max).max(lo * 10.0) * 1.25;
+            let mut chart = ChartBuilder::on(area)
+                .caption(format!("{label}: simulated vs real"), ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())
+                .map_err(e)?;
+            // Two significant digits (plotters' default prints 0.009000000000000001 on log axes).
+            let fmt = |v: &f64| {
+                let d = (1 - v.abs().log10().floor() as i32).clamp(0, 9) as usize;
+                format!("{v:.d$}")
+            };
+            chart
+                .configure_mesh()
+                .x_labels(6)
+                .y_labels(6)
+                .x_label_formatter(&fmt)
+                .y_label_formatter(&fmt)
+                .x_desc(format!("real {label}"))
+                .y_desc(format!("simulated {label}"))
+                .draw()
+                .map_err(e)?;
+            chart
+                .draw_series(LineSeries::new([(lo, lo), (hi, hi)], &BLACK))
+                .map_err(e)?;
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
+                .map_err(e)?;
+        }
+        root.present().map_err(e)
+    }
+}
+
+/// The whole `sim fidelity` run; returns the comparison (also written under `out`).
+pub fn fidelity(f: &FidelityArgs) -> Result<Comparison> {
+    let spec = BackendSpec::parse(&f.backend)?;
+    let trace = backend::load_trace(&f.run)?;
+    // The rows the run replays (same transformation the runner applies), to size the calibration grid.
+    let topts = crate::trace::TraceOptions {
+        max_requests: f.run.max_requests,
+        length_scale: f.run.length_scale,
+        poisson_rate: f.run.rate,
+        arrivals: crate::arrivals::Arrivals::parse(&f.run.arrivals)?,
+    };
+    let rows: Vec<(u32, u32)> = trace
+        .clone()
+        .transform(&topts, f.run.seed)?
+        .rows
+        .iter()
+        .map(|r| (r.input, r.output))
+        .collect();
+    let profile = calibrate(&spec, &f.run, &rows, f.repeats)?;
+    let io = |e: std::io::Error| Error::internal(format!("{}: {e}", f.out.display()));
+    std::fs::create_dir_all(&f.out).map_err(io)?;
+    let profile_path = f.out.join("profile.json");
+    std::fs::write(&profile_path, profile.to_json() + "\n").map_err(io)?;
+    let cost = ProfileCost::new(
+        profile,
+        &profile_path.display().to_string(),
+        LoadMethod::PerLayerPinned,
+    )?;
+    let sim = runner::execute_with(&f.run, trace.clone(), Some(Box::new(cost)))?;
+    sim.write(&f.out.join("sim"))?;
+    let real = backend::run_on(&f.run, trace, &spec)?;
+    real.write(&f.out.join("real"))?;
+    if let Some(why) = &real.output.aborted {
+        return Err(Error::internal(format!(
+            "the real run stopped early: {why} (outputs in {})",
+            f.out.display()
+        )));
+    }
+    let cmp = compare(&sim, &real)?;
+    std::fs::write(f.out.join("fidelity.csv"), cmp.csv()).map_err(io)?;
+    std::fs::write(f.out.join("fidelity_requests.csv"), cmp.requests_csv()).map_err(io)?;
+    cmp.plot(&f.out.join("fidelity"))?;
+    Ok(cmp)
+}
+
+/// `sim fidelity`: runs [`fidelity`] and prints the table.
+pub fn run(f: &FidelityArgs) -> Result<()> {
+    let cmp = fidelity(f)?;
+    print!("{}", cmp.table());
+    println!(
+        "\nwritten: {}/{{profile.json,sim/,real/,fidelity.csv,fidelity_requests.csv,fidelity.svg,fidelity.png}}",
+        f.out.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate() {
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.5);
+        assert_eq!(quantile(&[5.0], 0.9), 5.0);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn the_plan_spans_the_trace_and_satisfies_the_profile_schema() {
+        let args = RunArgs::defaults();
+        let rows = [(40, 5), (100, 20), (7, 1)];
+        let p = Plan::for_run(&args, &rows, 2);
+        assert!(p.prefill.iter().filter(|x| x.1 == 1).count() >= 2);
+        assert_eq!(p.prefill.iter().map(|x| x.0).max(), Some(200));
+        assert_eq!(p.decode.iter().map(|x| x.0).max(), Some(3));
+        assert_eq!(p.decode.iter().map(|x| x.1).max(), Some(120));
+        assert_eq!(p.load_ranks, vec![8, 16, 32, 64, 128]);
+        assert!(p.lora.iter().any(|(_, r)| r.len() == 5));
+        assert_eq!(iso_now().len(), 20);
+    }
+
+    #[test]
+    fn cpu_calibration_gives_a_valid_profile() {
+        let mut args = RunArgs::defaults();
+        args.pool_tokens = Some(4000);
+        args.ranks = vec![8, 32];
+        let spec = BackendSpec::parse("cpu[layers=1]").unwrap();
+        let p = calibrate(&spec, &args, &[(12, 3), (20, 4)], 1).unwrap();
+        p.validate().unwrap();
+        assert_eq!(p.adapter_load.len(), 2);
+        assert_eq!(p.lora.len(), 9);
+        assert!(p.lora.iter().all(|l| l.tokens <= 32));
+        let text = p.to_json();
+        let back = CostProfile::parse(&text).unwrap();
+        ProfileCost::new(back, "test", LoadMethod::PerLayerPinned).unwrap();
+    }
+}
