@@ -72,25 +72,9 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Run { args, out, json } => runner::execute(&args).and_then(|r| {
-            if let Some(dir) = &out {
-                r.write(dir)?;
-            }
-            if let Some(why) = &r.output.aborted {
-                return Err(sim::error::Error::internal(format!(
-                    "the run stopped early: {why}"
-                )));
-            }
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&r.summary).expect("summary serialises")
-                );
-            } else {
-                print!("{}", r.table());
-            }
-            Ok(())
-        }),
+        Cmd::Run { args, out, json } => {
+            runner::execute(&args).and_then(|r| r.finish(out.as_deref(), json))
+        }
         Cmd::Policies => {
             print!("{}", sim::policies_text());
             Ok(())
@@ -100,8 +84,7 @@ fn main() -> ExitCode {
             backend,
             out,
             json,
-        } => sim::backend::run(&args, &backend)
-            .and_then(|r| sim::backend::finish(&r, out.as_deref(), json)),
+        } => sim::backend::run(&args, &backend).and_then(|r| r.finish(out.as_deref(), json)),
         Cmd::Fidelity { args } => sim::fidelity::run(&args),
         Cmd::Sweep(cmd) => sim::experiment::cli::sweep(cmd),
         Cmd::Plot(cmd) => sim::experiment::cli::plot(cmd),

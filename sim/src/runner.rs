@@ -340,6 +340,27 @@ impl Report {
         Ok(())
     }
 
+    /// What `sim run` and `sim real` do with a report: write `out` (also when a backend stopped the run, so
+    /// each request's state at the failure is kept), then fail with exit code 1 if the run stopped early,
+    /// else print the summary (a table, or JSON).
+    pub fn finish(&self, out: Option<&Path>, json: bool) -> Result<()> {
+        if let Some(dir) = out {
+            self.write(dir)?;
+        }
+        if let Some(why) = &self.output.aborted {
+            return Err(Error::internal(format!("the run stopped early: {why}")));
+        }
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&self.summary).expect("summary serialises")
+            );
+        } else {
+            print!("{}", self.table());
+        }
+        Ok(())
+    }
+
     /// The human-readable summary `sim run` prints.
     pub fn table(&self) -> String {
         let s = &self.summary;

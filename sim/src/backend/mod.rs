@@ -172,27 +172,6 @@ pub fn run_on(args: &RunArgs, trace: Trace, spec: &BackendSpec) -> Result<Report
     runner::execute_with(args, trace, Some(build(spec, args)?))
 }
 
-/// What `sim real` does with a report, as `sim run` does: write `out` (also when the run stopped early, so the
-/// requests' state at the failure is kept), then fail with exit code 1 if the backend stopped the run, else
-/// print the summary.
-pub fn finish(r: &Report, out: Option<&std::path::Path>, json: bool) -> Result<()> {
-    if let Some(dir) = out {
-        r.write(dir)?;
-    }
-    if let Some(why) = &r.output.aborted {
-        return Err(Error::internal(format!("the run stopped early: {why}")));
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r.summary).expect("summary serialises")
-        );
-    } else {
-        print!("{}", r.table());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
