@@ -110,7 +110,6 @@ pub struct Mlq {
     last_refresh: Option<Nanos>,
     /// Running bypassers and the head each went ahead of.
     bypassers: Vec<(u32, u32)>,
-    bypasses: u64,
 }
 
 impl Mlq {
@@ -196,7 +195,6 @@ impl Mlq {
             arrived: 0,
             last_refresh: None,
             bypassers: Vec::new(),
-            bypasses: 0,
         }))
     }
 
@@ -240,8 +238,10 @@ impl Mlq {
         let centroids = elbow_kmeans(&xs, self.max_k, self.elbow);
         self.bounds = centroids.windows(2).map(|c| (c[0] + c[1]) / 2.0).collect();
         let k = centroids.len();
-        // Quotas from the window's arrivals per queue.
-        let span_s = (self.window_ns as f64 / 1e9).max(1e-9);
+        // Quotas from the window's arrivals per queue; rates over the time the window actually covers (the
+        // first refresh comes after `warmup` arrivals, long before a full window).
+        let oldest = self.recent.front().map_or(now, |&(t, _)| t);
+        let span_s = ((now - oldest) as f64 / 1e9).clamp(1e-3, self.window_ns as f64 / 1e9);
         let mut count = vec![0usize; k];
         let mut sum_size = vec![0u64; k];
         let mut largest: Vec<Option<u32>> = vec![None; k];
@@ -351,7 +351,6 @@ impl Mlq {
             self.queues[q].remove(at);
             self.take(y, q);
             self.bypassers.push((y, head));
-            self.bypasses += 1;
         }
     }
 
