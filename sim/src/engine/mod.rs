@@ -221,6 +221,7 @@ pub(crate) struct State {
     /// Reused buffers: eviction candidates, prefetch targets.
     scratch: Vec<u32>,
     want: Vec<u32>,
+    ranked: Vec<(Reverse<u64>, u32)>,
     pub(crate) records: Vec<RequestRecord>,
     pub(crate) stats: EngineStats,
     last_account: Nanos,
@@ -339,6 +340,7 @@ impl<'a> Engine<'a> {
             stamp: vec![0; w.adapters.len()],
             scratch: Vec::new(),
             want: Vec::new(),
+            ranked: Vec::new(),
             records: vec![
                 RequestRecord {
                     outcome: Outcome::Waiting,
@@ -806,26 +808,24 @@ impl<'a> Engine<'a> {
             });
         }
         if let Some(h) = self.cfg.prefetch_histogram {
-            let queued = want.len();
+            // Most likely first (ties: lower id); each adapter's chance computed once.
+            let mut ranked = std::mem::take(&mut self.st.ranked);
+            ranked.clear();
             for a in 0..self.st.adapters.len() as u32 {
                 let s = &self.st.adapters[a as usize];
-                if s.refs == 0 && s.residency == Residency::Host && !want[..queued].contains(&a) {
+                if s.refs == 0 && s.residency == Residency::Host && !want.contains(&a) {
                     let p = self
                         .st
                         .histograms
                         .chance(a as usize, self.st.now, h.horizon_ns);
                     if p >= h.threshold {
-                        want.push(a);
+                        ranked.push((Reverse((p * 1e12) as u64), a));
                     }
                 }
             }
-            let hist = &self.st.histograms;
-            let now = self.st.now;
-            let key = |a: &u32| {
-                std::cmp::Reverse((hist.chance(*a as usize, now, h.horizon_ns) * 1e12) as u64)
-            };
-            want[queued..].sort_by_key(|a| (key(a), *a));
-            want.truncate(queued + h.max as usize);
+            ranked.sort_unstable();
+            want.extend(ranked.iter().take(h.max as usize).map(|&(_, a)| a));
+            self.st.ranked = ranked;
         }
         // Unmark (and, without a cache, free) what the previous prefetch wanted and this one does not.
         for a in std::mem::take(&mut self.st.prefetched) {
