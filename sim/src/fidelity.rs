@@ -21,11 +21,12 @@ use crate::cost::profile::{
     CostProfile, DecodePoint, GpuInfo, LoadPoint, LoraPoint, ModelInfo, PrefillPoint, ProfileCost,
     Provenance,
 };
-use crate::cost::{BatchShape, CostModel, LoadMethod, Nanos, Seq};
+use crate::cost::{BatchShape, CostModel, LoadMethod, Seq};
 use crate::engine::Outcome;
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
 use crate::runner::{self, Report, RunArgs};
+use crate::time::Nanos;
 use crate::workload::NO_ADAPTER;
 
 #[derive(Args, Clone, Debug)]

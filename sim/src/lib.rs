@@ -1,23 +1,18 @@
-//! Discrete-event simulator of one GPU serving a base LLM with many LoRA adapters.
-//!
-//! Layout: `trace` (load, validate, re-time), `workload` (adapters, popularity), `cost` (cost models),
-//! `engine` (event loop, batching, memory pool, adapter loads), `sched` and `cache` (policies, one file each,
-//! resolved from `Name[k=v,...]` specs by a registry), `metrics` (records and summary).
+//! The lab around the simulator core (`sim-core`): the `sim` CLI, sweeps, tables and plots, real-execution
+//! backends, the fidelity study, trace tools and the benchmark. The core's modules are re-exported here so
+//! `sim::engine`, `sim::trace`, ... name the same things in both crates.
+
+pub use sim_core::{
+    arrivals, cache, cost, engine, error, metrics, model, policy, predict, sched, spec, time,
+    trace, workload,
+};
 
 pub mod backend;
 pub mod bench;
-pub mod cache;
-pub mod cost;
-pub mod engine;
-pub mod error;
+pub mod experiment;
 pub mod fidelity;
-pub mod metrics;
-pub mod model;
 pub mod runner;
-pub mod sched;
-pub mod spec;
-pub mod trace;
-pub mod workload;
+pub mod tools;
 
 /// `sim policies`: every registered scheduler and cache policy with its parameters and defaults.
 pub fn policies_text() -> String {
@@ -36,8 +31,3 @@ pub fn policies_text() -> String {
     }
     o
 }
-pub mod arrivals;
-pub mod experiment;
-pub mod fit;
-pub mod policy;
-pub mod predict;

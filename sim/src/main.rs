@@ -34,7 +34,7 @@ enum Cmd {
     /// Trace tools: stats, convert, zipf (fit adapter popularity), tenants (ServeGen hot sets over a day)
     Trace {
         #[command(subcommand)]
-        cmd: sim::trace::cli::TraceCmd,
+        cmd: sim::tools::trace_cli::TraceCmd,
     },
     /// Run a trace for real on a backend (same options and outputs as `run`; see docs/real-execution.md)
     Real {
@@ -89,7 +89,7 @@ fn main() -> ExitCode {
         Cmd::Sweep(cmd) => sim::experiment::cli::sweep(cmd),
         Cmd::Plot(cmd) => sim::experiment::cli::plot(cmd),
         Cmd::Bench { requests } => sim::bench::run(requests),
-        Cmd::Trace { cmd } => sim::trace::cli::run(cmd),
+        Cmd::Trace { cmd } => sim::tools::trace_cli::run(cmd),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use sim::backend::cpu::{CpuBackend, TinyConfig};
-use sim::cost::{BatchShape, CostModel, Nanos, Seq};
+use sim::cost::{BatchShape, CostModel, Seq};
 use sim::engine::Outcome;
 use sim::error::Result;
 use sim::model::ModelSpec;
 use sim::runner::{self, Report, RunArgs};
+use sim::time::Nanos;
 use sim::trace::Trace;
 use sim::{cache, sched};
 

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{Const, MS, req, run_with};
-use sim::cost::Nanos;
 use sim::engine::{EngineConfig, Outcome, RequestRecord, RunOutput};
+use sim::time::Nanos;
 use sim::workload::{Adapter, NO_ADAPTER, Workload};
 
 fn adapters(n: u32) -> Vec<Adapter> {

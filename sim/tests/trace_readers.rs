@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sim::trace::cli::{id_counts, stats};
+use sim::tools::trace_cli::{id_counts, stats};
 use sim::trace::{NO_ID, ReadSpec, Trace, load_detailed};
 
 fn dir(name: &str) -> PathBuf {
@@ -434,7 +434,7 @@ fn gentd26_lora_ids_give_the_published_popularity() {
     assert_eq!(c.len(), 874);
     assert_eq!(c.iter().sum::<u64>(), 16_709);
     assert_eq!(c.iter().filter(|&&x| x == 1).count(), 134);
-    let fit = sim::fit::fit_zipf(&c).unwrap();
+    let fit = sim::tools::zipf::fit_zipf(&c).unwrap();
     let obs: Vec<f64> = fit.top.iter().map(|t| t.1).collect();
     assert!(
         (obs[0] - 0.079).abs() < 0.0005

@@ -22,10 +22,11 @@ use std::time::Instant;
 use kernels::reference::{self as kref, AdapterSlot, AttnShape, Paging};
 
 use super::{Dims, Estimator, LoadLedger};
-use crate::cost::{BatchShape, CostModel, Nanos, Seq};
+use crate::cost::{BatchShape, CostModel, Seq};
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
 use crate::spec::Spec;
+use crate::time::Nanos;
 use crate::workload::NO_ADAPTER;
 
 /// Shape of the tiny decoder. `head_dim = hidden / heads` must be a multiple of 32 (the attention kernels'

@@ -36,10 +36,11 @@ use kernels::gpu::{DeviceLora, DevicePaging, DeviceSeqs, DeviceSlots, Gemm, Kern
 use kernels::reference::{AdapterSlot, AttnShape, Paging};
 
 use super::{Dims, Estimator, LoadLedger};
-use crate::cost::{BatchShape, CostModel, Nanos, Seq};
+use crate::cost::{BatchShape, CostModel, Seq};
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
 use crate::spec::Spec;
+use crate::time::Nanos;
 use crate::workload::NO_ADAPTER;
 
 pub const PARAMS: &[&str] = &["device", "dtype", "page", "adapter_gib", "seed"];

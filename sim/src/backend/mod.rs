@@ -16,11 +16,12 @@ pub mod cuda;
 
 use std::collections::HashMap;
 
-use crate::cost::{BatchShape, CostModel, Nanos};
+use crate::cost::{BatchShape, CostModel};
 use crate::error::{Error, Result};
 use crate::model::{GpuSpec, ModelSpec};
 use crate::runner::{self, Report, RunArgs};
 use crate::spec::Spec;
+use crate::time::Nanos;
 use crate::trace::Trace;
 
 /// A parsed `--backend` spec.

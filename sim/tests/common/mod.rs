@@ -3,10 +3,11 @@
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use sim::cost::{BatchShape, CostModel, Nanos};
+use sim::cost::{BatchShape, CostModel};
 use sim::engine::{Engine, EngineConfig, HistogramPrefetch, Reserve, RunOutput};
 use sim::metrics::Slo;
 use sim::policy::PolicyCtx;
+use sim::time::Nanos;
 use sim::workload::{Adapter, NO_ADAPTER, Request, Workload};
 use sim::{cache, sched};
 

@@ -1,0 +1,857 @@
+//! The discrete-event loop of one GPU serving a base model and LoRA adapters, with S-LoRA's mechanics:
+//!
+//! - one pool of KV-cache slots shared by the KV cache and resident adapters (S-LoRA unified paging);
+//! - continuous batching with separate prefill and decode iterations: new requests are merged when the batch
+//!   is empty or every `max_wait_tokens` decode steps; a merge runs one prefill iteration for the new requests;
+//! - admission with S-LoRA's reservation check and no preemption: the batch's peak future KV use plus every
+//!   adapter in use must fit, so a running request never runs out of memory;
+//! - adapter loads on one copy stream (loads queue on the link) that overlaps compute; a prefill waits for
+//!   its requests' adapters, which stalls the GPU (load time on the critical path);
+//! - next-batch prefetch: after a merge, the adapters of the requests that would be admitted next are loaded
+//!   into free memory.
+//!
+//! Time is integer nanoseconds; simultaneous events run in the order they were scheduled (sequence number).
+
+mod admission;
+mod prefetch;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+pub use admission::{Admission, Fit};
+pub use prefetch::HistogramPrefetch;
+
+use crate::cache::{CachePolicy, CacheView};
+use crate::cost::{BatchShape, CostModel, Seq};
+use crate::error::{Error, Result};
+use crate::sched::Scheduler;
+use crate::time::Nanos;
+use crate::workload::{NO_ADAPTER, Request, Workload};
+
+/// How much output a request's admission reserves memory for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reserve {
+    /// The request's true output length (S-LoRA with max_new_tokens set to the trace's length: an oracle).
+    Oracle,
+    /// A fixed output budget for every request, like a max_new_tokens of N (at least the true length).
+    Max(u32),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineConfig {
+    /// KV slots in the unified pool (KV cache + adapters).
+    pub pool_slots: u64,
+    /// S-LoRA: decode steps between merges of new requests.
+    pub max_wait_tokens: u32,
+    /// Most requests in the running batch.
+    pub max_batch: u32,
+    /// Most prompt tokens in one prefill iteration; a longer prompt is rejected.
+    pub max_prefill_tokens: u64,
+    pub reserve: Reserve,
+    /// S-LoRA's next-batch adapter prefetch: after each merge, load the adapters of this many waiting
+    /// requests (0 = off).
+    pub prefetch_window: u32,
+    /// The paper's optional predictor: also prefetch adapters whose next request is likely to arrive soon.
+    pub prefetch_histogram: Option<HistogramPrefetch>,
+}
+
+impl EngineConfig {
+    /// The output budget admission reserves for `r`.
+    pub fn budget(&self, r: &Request) -> u32 {
+        match self.reserve {
+            Reserve::Oracle => r.output,
+            Reserve::Max(n) => n.max(r.output),
+        }
+    }
+
+    pub fn new(pool_slots: u64) -> EngineConfig {
+        EngineConfig {
+            pool_slots,
+            max_wait_tokens: 10,
+            max_batch: 1000,
+            max_prefill_tokens: 16_384,
+            reserve: Reserve::Oracle,
+            prefetch_window: 16,
+            prefetch_histogram: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Residency {
+    Host,
+    Loading,
+    Resident,
+}
+
+/// Runtime state of one adapter, visible to cache policies.
+#[derive(Clone, Debug)]
+pub struct AdapterState {
+    pub residency: Residency,
+    /// Admitted, unfinished requests using it.
+    pub refs: u32,
+    /// Arrived requests waiting to be admitted.
+    pub queued: u32,
+    /// Marked by the last next-batch prefetch.
+    pub wanted: bool,
+    pub slots: u64,
+    /// When the load in flight completes (meaningful while `Loading`).
+    pub load_done: Nanos,
+    /// Running (decoding) requests using it.
+    in_batch: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Never admitted by the end (cannot happen when the run completes; kept for partial runs).
+    Waiting,
+    Finished,
+    Rejected(String),
+}
+
+/// What happened to one request. Times are absolute simulated nanoseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub outcome: Outcome,
+    pub admitted: Nanos,
+    pub first_token: Nanos,
+    pub finished: Nanos,
+    /// Time its prefill waited for adapter loads after admission (GPU stalled: critical path).
+    pub load_wait: Nanos,
+    /// Longest gap between two of its tokens.
+    pub max_gap: Nanos,
+    /// Times it was squashed (stopped and re-queued, losing its progress) before its final run.
+    pub squashes: u32,
+    /// Its adapter was resident when it was admitted (no adapter: true).
+    pub adapter_hit: bool,
+}
+
+/// Counters of a whole run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EngineStats {
+    pub prefill_iterations: u64,
+    pub decode_iterations: u64,
+    pub busy_ns: Nanos,
+    pub end_ns: Nanos,
+    pub adapter_loads: u64,
+    pub pcie_bytes: u64,
+    pub evictions: u64,
+    pub squashes: u64,
+    /// Total time the GPU stood still waiting for adapter loads before a prefill.
+    pub load_stall_ns: Nanos,
+    pub pool_slots: u64,
+    pub peak_kv_slots: u64,
+    pub peak_adapter_slots: u64,
+    pub peak_total_slots: u64,
+    /// Time integrals (slot x ns) for time-weighted means.
+    pub kv_slot_ns: u128,
+    pub adapter_slot_ns: u128,
+}
+
+pub struct RunOutput {
+    /// Set when the backend failed (e.g. out of GPU memory) and the run stopped early; the records hold the
+    /// requests' state at that moment.
+    pub aborted: Option<String>,
+    pub records: Vec<RequestRecord>,
+    pub stats: EngineStats,
+    pub scheduler: String,
+    pub cache: String,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Running {
+    pub(crate) id: u32,
+    pub(crate) ctx: u32,
+    pub(crate) generated: u32,
+    pub(crate) output: u32,
+    pub(crate) budget: u32,
+    pub(crate) adapter: u32,
+    pub(crate) rank: u32,
+    pub(crate) last_token: Nanos,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Event {
+    Arrival(u32),
+    IterationDone,
+    LoadDone(u32),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Busy {
+    Idle,
+    Prefill,
+    Decode,
+}
+
+/// Everything the engine mutates; split from the policies so they can be called with a view of it.
+pub(crate) struct State {
+    now: Nanos,
+    seq: u64,
+    events: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
+    next_arrival: usize,
+    busy: Busy,
+    pub(crate) adapters: Vec<AdapterState>,
+    pub(crate) running: Vec<Running>,
+    /// Requests admitted at the current merge, prefilling.
+    pub(crate) new_batch: Vec<u32>,
+    pub(crate) new_tokens: u64,
+    /// (KV slots held now, slots still to come) of admitted requests, by the second field descending.
+    pub(crate) reserve: Vec<(u64, u64)>,
+    pub(crate) kv_used: u64,
+    adapter_used: u64,
+    pub(crate) idle_slots: u64,
+    /// Adapters admitted at this merge that are not loaded yet: pinned, but not in `adapter_used` yet.
+    pub(crate) pending_pin: u64,
+    link_free_at: Nanos,
+    steps_since_merge: u32,
+    ctx_sum: u64,
+    token_rank_sum: u64,
+    /// Running requests that carry an adapter.
+    adapter_seqs: u64,
+    distinct_rank_sum: u64,
+    distinct: u64,
+    prefetched: Vec<u32>,
+    /// Sequences of the iteration being started, for backends that execute it.
+    seqs: Vec<Seq>,
+    /// Requests squashed and adapters evicted since the backend was last told.
+    pub(crate) squashed: Vec<u32>,
+    evicted: Vec<u32>,
+    histograms: prefetch::Histograms,
+    stamp: Vec<u64>,
+    /// Reused buffers: eviction candidates, prefetch targets.
+    scratch: Vec<u32>,
+    want: Vec<u32>,
+    ranked: Vec<(Reverse<u64>, u32)>,
+    pub(crate) records: Vec<RequestRecord>,
+    pub(crate) stats: EngineStats,
+    last_account: Nanos,
+}
+
+impl State {
+    /// Slots held by adapters that cannot be evicted now: in use or being loaded.
+    pub(crate) fn pinned_slots(&self) -> u64 {
+        self.adapter_used - self.idle_slots + self.pending_pin
+    }
+
+    fn leave(&mut self, r: &Running) {
+        self.ctx_sum -= r.ctx as u64;
+        if r.adapter != NO_ADAPTER {
+            self.token_rank_sum -= r.rank as u64;
+            self.adapter_seqs -= 1;
+            let a = &mut self.adapters[r.adapter as usize];
+            a.in_batch -= 1;
+            if a.in_batch == 0 {
+                self.distinct -= 1;
+                self.distinct_rank_sum -= r.rank as u64;
+            }
+        }
+    }
+
+    /// Drops one admitted request's hold on its adapter.
+    fn unpin(&mut self, adapter: u32, cache: &mut dyn CachePolicy) {
+        if adapter == NO_ADAPTER {
+            return;
+        }
+        let a = &mut self.adapters[adapter as usize];
+        a.refs -= 1;
+        if a.refs == 0 && a.residency == Residency::Resident {
+            self.idle_slots += a.slots;
+            self.maybe_release(adapter, cache);
+        }
+    }
+
+    /// S-LoRA frees an adapter as soon as nothing running or prefetched wants it.
+    fn maybe_release(&mut self, a: u32, cache: &mut dyn CachePolicy) {
+        let s = &self.adapters[a as usize];
+        if !cache.keeps_idle() && s.refs == 0 && !s.wanted && s.residency == Residency::Resident {
+            self.evict(a, cache);
+        }
+    }
+
+    fn evict(&mut self, a: u32, cache: &mut dyn CachePolicy) {
+        let s = &mut self.adapters[a as usize];
+        debug_assert!(s.refs == 0 && s.residency == Residency::Resident);
+        s.residency = Residency::Host;
+        self.adapter_used -= s.slots;
+        self.idle_slots -= s.slots;
+        self.stats.evictions += 1;
+        self.evicted.push(a);
+        cache.on_evict(a, self.now);
+    }
+}
+
+pub struct Engine<'a> {
+    w: &'a Workload,
+    cfg: EngineConfig,
+    cost: &'a dyn CostModel,
+    sched: Box<dyn Scheduler>,
+    cache: Box<dyn CachePolicy>,
+    st: State,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        w: &'a Workload,
+        cfg: EngineConfig,
+        cost: &'a dyn CostModel,
+        sched: Box<dyn Scheduler>,
+        cache: Box<dyn CachePolicy>,
+    ) -> Engine<'a> {
+        let n = w.requests.len();
+        let st = State {
+            now: 0,
+            seq: 0,
+            events: BinaryHeap::new(),
+            next_arrival: 0,
+            busy: Busy::Idle,
+            adapters: w
+                .adapters
+                .iter()
+                .map(|a| AdapterState {
+                    residency: Residency::Host,
+                    refs: 0,
+                    queued: 0,
+                    wanted: false,
+                    slots: a.slots,
+                    load_done: 0,
+                    in_batch: 0,
+                })
+                .collect(),
+            running: Vec::new(),
+            new_batch: Vec::new(),
+            new_tokens: 0,
+            reserve: Vec::new(),
+            kv_used: 0,
+            adapter_used: 0,
+            idle_slots: 0,
+            pending_pin: 0,
+            link_free_at: 0,
+            steps_since_merge: 0,
+            ctx_sum: 0,
+            token_rank_sum: 0,
+            adapter_seqs: 0,
+            distinct_rank_sum: 0,
+            distinct: 0,
+            prefetched: Vec::new(),
+            seqs: Vec::new(),
+            squashed: Vec::new(),
+            evicted: Vec::new(),
+            histograms: prefetch::Histograms::new(w.adapters.len()),
+            stamp: vec![0; w.adapters.len()],
+            scratch: Vec::new(),
+            want: Vec::new(),
+            ranked: Vec::new(),
+            records: vec![
+                RequestRecord {
+                    outcome: Outcome::Waiting,
+                    admitted: 0,
+                    first_token: 0,
+                    finished: 0,
+                    load_wait: 0,
+                    max_gap: 0,
+                    squashes: 0,
+                    adapter_hit: true,
+                };
+                n
+            ],
+            stats: EngineStats {
+                pool_slots: cfg.pool_slots,
+                ..Default::default()
+            },
+            last_account: 0,
+        };
+        Engine {
+            w,
+            cfg,
+            cost,
+            sched,
+            cache,
+            st,
+        }
+    }
+
+    fn push(&mut self, at: Nanos, ev: Event) {
+        self.st.seq += 1;
+        self.st.events.push(Reverse((at, self.st.seq, ev)));
+    }
+
+    fn push_next_arrival(&mut self) {
+        if let Some(r) = self.w.requests.get(self.st.next_arrival) {
+            self.st.next_arrival += 1;
+            self.push(r.arrival, Event::Arrival(r.id));
+        }
+    }
+
+    pub fn run(mut self) -> Result<RunOutput> {
+        if self
+            .w
+            .requests
+            .windows(2)
+            .any(|p| p[1].arrival < p[0].arrival)
+        {
+            return Err(Error::msg("workload arrivals must be sorted by time"));
+        }
+        self.push_next_arrival();
+        let mut aborted = None;
+        while let Some(Reverse((t, _, ev))) = self.st.events.pop() {
+            self.advance(t);
+            match ev {
+                Event::Arrival(id) => {
+                    self.on_arrival(id);
+                    self.push_next_arrival();
+                }
+                Event::IterationDone => self.on_iteration_done(),
+                Event::LoadDone(a) => self.on_load_done(a),
+            }
+            let next_at = self.st.events.peek().map(|Reverse((t, _, _))| *t);
+            if self.st.busy == Busy::Idle
+                && next_at != Some(t)
+                && let Err(e) = self.start_iteration()
+            {
+                aborted = Some(e.to_string());
+                break;
+            }
+            self.flush_evictions();
+        }
+        if aborted.is_none() && (self.sched.waiting() > 0 || !self.st.running.is_empty()) {
+            return Err(Error::internal(format!(
+                "engine stopped with {} requests waiting and {} running (a bug: please report)",
+                self.sched.waiting(),
+                self.st.running.len()
+            )));
+        }
+        self.st.stats.end_ns = self.st.now;
+        Ok(RunOutput {
+            aborted,
+            scheduler: self.sched.describe(),
+            cache: self.cache.describe(),
+            records: self.st.records,
+            stats: self.st.stats,
+        })
+    }
+
+    /// Moves the clock, integrating memory use over the elapsed time.
+    fn advance(&mut self, t: Nanos) {
+        let st = &mut self.st;
+        debug_assert!(t >= st.now);
+        let dt = (t - st.last_account) as u128;
+        st.stats.kv_slot_ns += st.kv_used as u128 * dt;
+        st.stats.adapter_slot_ns += st.adapter_used as u128 * dt;
+        st.last_account = t;
+        st.now = t;
+    }
+
+    fn note_memory(&mut self) {
+        let st = &mut self.st;
+        let s = &mut st.stats;
+        s.peak_kv_slots = s.peak_kv_slots.max(st.kv_used);
+        s.peak_adapter_slots = s.peak_adapter_slots.max(st.adapter_used);
+        s.peak_total_slots = s.peak_total_slots.max(st.kv_used + st.adapter_used);
+        assert!(
+            st.kv_used + st.adapter_used <= self.cfg.pool_slots,
+            "memory invariant violated (engine bug)"
+        );
+    }
+
+    fn on_arrival(&mut self, id: u32) {
+        let r = self.w.requests[id as usize];
+        let slots = self.w.adapter(r.adapter).map_or(0, |a| a.slots);
+        let need = r.input as u64 + self.cfg.budget(&r) as u64 + slots;
+        let reason = if need > self.cfg.pool_slots {
+            Some(format!(
+                "needs {need} slots (input + output budget + adapter) but the pool has {}",
+                self.cfg.pool_slots
+            ))
+        } else if r.input as u64 > self.cfg.max_prefill_tokens {
+            Some(format!(
+                "input of {} tokens exceeds max prefill tokens {}",
+                r.input, self.cfg.max_prefill_tokens
+            ))
+        } else if r.adapter != NO_ADAPTER && self.w.adapter(r.adapter).is_none() {
+            Some(format!("adapter {} does not exist", r.adapter))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let rec = &mut self.st.records[id as usize];
+            rec.outcome = Outcome::Rejected(reason);
+            rec.finished = self.st.now;
+            return;
+        }
+        if r.adapter != NO_ADAPTER {
+            self.st.histograms.arrival(r.adapter as usize, self.st.now);
+            self.st.adapters[r.adapter as usize].queued += 1;
+            self.cache.on_arrival(&r, self.st.now);
+        }
+        self.sched.on_arrival(&r, self.st.now);
+    }
+
+    fn start_iteration(&mut self) -> Result<()> {
+        let merge =
+            self.st.running.is_empty() || self.st.steps_since_merge >= self.cfg.max_wait_tokens;
+        if merge && self.sched.waiting() > 0 && self.merge()? {
+            return Ok(());
+        }
+        if !self.st.running.is_empty() {
+            self.start_decode()?;
+        }
+        Ok(())
+    }
+
+    /// Admits new requests and starts their prefill; false if none could be admitted.
+    fn merge(&mut self) -> Result<bool> {
+        let now = self.st.now;
+        self.st.reserve.clear();
+        for r in &self.st.running {
+            self.st
+                .reserve
+                .push((r.ctx as u64, (r.budget - r.generated) as u64));
+        }
+        self.st
+            .reserve
+            .sort_unstable_by_key(|&(_, rem)| Reverse(rem));
+        self.st.new_batch.clear();
+        self.st.new_tokens = 0;
+        {
+            let mut adm = Admission::new(self.w, &self.cfg, &mut self.st, self.cache.as_mut());
+            self.sched.select(&mut adm);
+        }
+        self.release_squashed();
+        if self.st.new_batch.is_empty() {
+            return Ok(false);
+        }
+        let batch = std::mem::take(&mut self.st.new_batch);
+        let mut ready = now;
+        let mut shape = BatchShape::default();
+        let mut kv_need = 0;
+        self.st.seq += 1;
+        let stamp = self.st.seq;
+        for &id in &batch {
+            let r = self.w.requests[id as usize];
+            kv_need += r.input as u64 + 1;
+            shape.prefill_seqs += 1;
+            shape.prefill_tokens += r.input as u64;
+            shape.prefill_sq_tokens += r.input as u64 * r.input as u64;
+            if r.adapter == NO_ADAPTER {
+                continue;
+            }
+            let a = r.adapter as usize;
+            let rank = self.w.adapters[a].rank as u64;
+            shape.lora_tokens += r.input as u64;
+            shape.lora_token_rank += r.input as u64 * rank;
+            if self.st.stamp[a] != stamp {
+                self.st.stamp[a] = stamp;
+                shape.lora_distinct += 1;
+                shape.lora_distinct_rank += rank;
+            }
+            if self.st.adapters[a].residency == Residency::Host {
+                self.st.pending_pin -= self.st.adapters[a].slots;
+                self.start_load(r.adapter)?;
+            }
+            if self.st.adapters[a].residency == Residency::Loading {
+                ready = ready.max(self.st.adapters[a].load_done);
+            }
+        }
+        self.make_room(kv_need);
+        self.st.kv_used += kv_need;
+        self.note_memory();
+        for &id in &batch {
+            self.st.records[id as usize].load_wait = ready - now;
+        }
+        self.st.new_batch = batch;
+        self.st.stats.load_stall_ns += ready - now;
+        self.st.stats.prefill_iterations += 1;
+        if self.cost.wants_sequences() {
+            self.st.seqs.clear();
+            for &id in &self.st.new_batch {
+                let r = &self.w.requests[id as usize];
+                let rank = self.w.adapter(r.adapter).map_or(0, |a| a.rank);
+                let seq = Seq {
+                    request: id,
+                    new_tokens: r.input,
+                    context: 0,
+                    adapter: r.adapter,
+                    rank,
+                };
+                self.st.seqs.push(seq);
+            }
+        }
+        self.flush_evictions();
+        let dur = self.cost.run_iteration(&shape, &self.st.seqs)?.max(1);
+        self.st.stats.busy_ns += dur;
+        self.st.busy = Busy::Prefill;
+        self.st.steps_since_merge = 0;
+        self.push(ready + dur, Event::IterationDone);
+        if self.cfg.prefetch_window > 0 || self.cfg.prefetch_histogram.is_some() {
+            self.prefetch_next_batch()?;
+        }
+        Ok(true)
+    }
+
+    fn flush_evictions(&mut self) {
+        for a in self.st.evicted.drain(..) {
+            self.cost.evict(a);
+        }
+    }
+
+    /// Tells the backend about requests a scheduler squashed.
+    fn release_squashed(&mut self) {
+        for id in self.st.squashed.drain(..) {
+            self.cost.release(id);
+        }
+    }
+
+    fn start_decode(&mut self) -> Result<()> {
+        let n = self.st.running.len() as u64;
+        self.make_room(n);
+        self.st.kv_used += n;
+        self.note_memory();
+        let st = &self.st;
+        let shape = BatchShape {
+            decode_seqs: n,
+            decode_context: st.ctx_sum,
+            lora_tokens: st.adapter_seqs,
+            lora_token_rank: st.token_rank_sum,
+            lora_distinct_rank: st.distinct_rank_sum,
+            lora_distinct: st.distinct,
+            ..Default::default()
+        };
+        if self.cost.wants_sequences() {
+            self.st.seqs.clear();
+            let seqs = self.st.running.iter().map(|r| Seq {
+                request: r.id,
+                new_tokens: 1,
+                context: r.ctx,
+                adapter: r.adapter,
+                rank: r.rank,
+            });
+            self.st.seqs.extend(seqs);
+        }
+        self.flush_evictions();
+        let dur = self.cost.run_iteration(&shape, &self.st.seqs)?.max(1);
+        self.st.stats.busy_ns += dur;
+        self.st.stats.decode_iterations += 1;
+        self.st.steps_since_merge += 1;
+        self.st.busy = Busy::Decode;
+        self.push(self.st.now + dur, Event::IterationDone);
+        Ok(())
+    }
+
+    fn on_iteration_done(&mut self) {
+        let now = self.st.now;
+        match std::mem::replace(&mut self.st.busy, Busy::Idle) {
+            Busy::Prefill => {
+                let batch = std::mem::take(&mut self.st.new_batch);
+                for &id in &batch {
+                    let r = self.w.requests[id as usize];
+                    self.st.records[id as usize].first_token = now;
+                    let run = Running {
+                        id,
+                        ctx: r.input + 1,
+                        generated: 1,
+                        output: r.output,
+                        budget: self.cfg.budget(&r),
+                        adapter: r.adapter,
+                        rank: self.w.adapter(r.adapter).map_or(0, |a| a.rank),
+                        last_token: now,
+                    };
+                    if r.output == 1 {
+                        self.finish(&run);
+                    } else {
+                        self.join(run);
+                    }
+                }
+                self.st.new_batch = batch;
+                self.st.new_batch.clear();
+            }
+            Busy::Decode => {
+                self.st.ctx_sum += self.st.running.len() as u64;
+                let mut i = 0;
+                while i < self.st.running.len() {
+                    let r = &mut self.st.running[i];
+                    r.generated += 1;
+                    r.ctx += 1;
+                    let rec = &mut self.st.records[r.id as usize];
+                    rec.max_gap = rec.max_gap.max(now - r.last_token);
+                    r.last_token = now;
+                    if r.generated == r.output {
+                        let done = self.st.running.swap_remove(i);
+                        self.leave(&done);
+                        self.finish(&done);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            Busy::Idle => unreachable!("iteration finished while idle"),
+        }
+    }
+
+    fn join(&mut self, r: Running) {
+        let st = &mut self.st;
+        st.ctx_sum += r.ctx as u64;
+        if r.adapter != NO_ADAPTER {
+            st.token_rank_sum += r.rank as u64;
+            st.adapter_seqs += 1;
+            let a = &mut st.adapters[r.adapter as usize];
+            a.in_batch += 1;
+            if a.in_batch == 1 {
+                st.distinct += 1;
+                st.distinct_rank_sum += r.rank as u64;
+            }
+        }
+        st.running.push(r);
+    }
+
+    fn leave(&mut self, r: &Running) {
+        self.st.leave(r);
+    }
+
+    fn finish(&mut self, r: &Running) {
+        let now = self.st.now;
+        self.cost.release(r.id);
+        self.st.kv_used -= r.ctx as u64;
+        let rec = &mut self.st.records[r.id as usize];
+        rec.outcome = Outcome::Finished;
+        rec.finished = now;
+        self.st.unpin(r.adapter, self.cache.as_mut());
+        self.sched.on_finish(&self.w.requests[r.id as usize], now);
+    }
+
+    fn on_load_done(&mut self, a: u32) {
+        let s = &mut self.st.adapters[a as usize];
+        debug_assert_eq!(s.residency, Residency::Loading);
+        s.residency = Residency::Resident;
+        if s.refs == 0 {
+            self.st.idle_slots += s.slots;
+        }
+        self.cache.on_load(a, self.st.now);
+        self.maybe_release(a);
+    }
+
+    fn maybe_release(&mut self, a: u32) {
+        self.st.maybe_release(a, self.cache.as_mut());
+    }
+
+    fn evict(&mut self, a: u32) {
+        self.st.evict(a, self.cache.as_mut());
+    }
+
+    fn free_slots(&self) -> u64 {
+        self.cfg.pool_slots - self.st.kv_used - self.st.adapter_used
+    }
+
+    /// Evicts idle adapters, chosen by the cache policy, until `need` slots are free. Admission guarantees
+    /// this succeeds: the KV peak of admitted requests plus pinned adapters fits in the pool.
+    fn make_room(&mut self, need: u64) {
+        while self.free_slots() < need {
+            let mut idle = std::mem::take(&mut self.st.scratch);
+            idle.clear();
+            idle.extend((0..self.st.adapters.len() as u32).filter(|&a| {
+                let s = &self.st.adapters[a as usize];
+                s.refs == 0 && s.residency == Residency::Resident
+            }));
+            assert!(
+                !idle.is_empty(),
+                "no idle adapter to evict for {need} slots (engine bug)"
+            );
+            let view = CacheView {
+                now: self.st.now,
+                workload: self.w,
+                adapters: &self.st.adapters,
+            };
+            let v = self.cache.victim(&idle, &view);
+            assert!(
+                idle.contains(&v),
+                "cache policy chose {v}, which is not idle"
+            );
+            self.st.scratch = idle;
+            self.evict(v);
+        }
+    }
+
+    fn start_load(&mut self, a: u32) -> Result<()> {
+        let ad = &self.w.adapters[a as usize];
+        self.make_room(ad.slots);
+        // The backend must hear of evictions before a load that may reuse the room (or reload the adapter).
+        self.flush_evictions();
+        let start = self.st.now.max(self.st.link_free_at);
+        let done = start + self.cost.load(a, ad.bytes)?;
+        self.st.link_free_at = done;
+        let s = &mut self.st.adapters[a as usize];
+        s.residency = Residency::Loading;
+        s.load_done = done;
+        self.st.adapter_used += ad.slots;
+        self.st.stats.adapter_loads += 1;
+        self.st.stats.pcie_bytes += ad.bytes;
+        self.note_memory();
+        self.push(done, Event::LoadDone(a));
+        Ok(())
+    }
+
+    /// Loads the adapters of the next `prefetch_window` waiting requests (in the scheduler's order), then
+    /// those the histogram predictor expects soon, into memory that is free now, without evicting anything
+    /// and without breaking any admitted request's reservation. Marked adapters survive S-LoRA's
+    /// free-when-unused rule until the next merge.
+    fn prefetch_next_batch(&mut self) -> Result<()> {
+        let mut want = std::mem::take(&mut self.st.want);
+        want.clear();
+        let (w, mut left) = (self.w, self.cfg.prefetch_window);
+        if left > 0 {
+            self.sched.peek(&mut |id| {
+                let a = w.requests[id as usize].adapter;
+                if a != NO_ADAPTER && !want.contains(&a) {
+                    want.push(a);
+                }
+                left -= 1;
+                left > 0
+            });
+        }
+        if let Some(h) = self.cfg.prefetch_histogram {
+            // Most likely first (ties: lower id); each adapter's chance computed once.
+            let mut ranked = std::mem::take(&mut self.st.ranked);
+            ranked.clear();
+            for a in 0..self.st.adapters.len() as u32 {
+                let s = &self.st.adapters[a as usize];
+                if s.refs == 0 && s.residency == Residency::Host && !want.contains(&a) {
+                    let p = self
+                        .st
+                        .histograms
+                        .chance(a as usize, self.st.now, h.horizon_ns);
+                    if p >= h.threshold {
+                        ranked.push((Reverse((p * 1e12) as u64), a));
+                    }
+                }
+            }
+            ranked.sort_unstable();
+            want.extend(ranked.iter().take(h.max as usize).map(|&(_, a)| a));
+            self.st.ranked = ranked;
+        }
+        // Unmark (and, without a cache, free) what the previous prefetch wanted and this one does not.
+        for a in std::mem::take(&mut self.st.prefetched) {
+            if !want.contains(&a) {
+                self.st.adapters[a as usize].wanted = false;
+                self.maybe_release(a);
+            }
+        }
+        let reserved_peak = admission::peak(&self.st.reserve);
+        let mut room = true;
+        for &a in &want {
+            let s = &mut self.st.adapters[a as usize];
+            s.wanted = true;
+            let slots = s.slots;
+            self.st.prefetched.push(a);
+            // Load in order until the first that does not fit; later ones stay marked only.
+            room = room
+                && (s.residency != Residency::Host
+                    || self.free_slots() >= slots
+                        && reserved_peak + self.st.pinned_slots() + slots <= self.cfg.pool_slots);
+            if room && self.st.adapters[a as usize].residency == Residency::Host {
+                self.start_load(a)?;
+            }
+        }
+        self.st.want = want;
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! Shortest predicted job first, with linear aging so nothing starves.
+//!
+//! Priority = predicted output tokens - `aging` x seconds waited; lowest first. Since every waiting request
+//! ages at the same rate, the order is fixed at arrival: by predicted + aging x arrival time. A request
+//! predicted P tokens that has waited W seconds is offered before any later arrival once aging x W >= P, so
+//! its wait is bounded by P / aging plus the time the requests ahead of it take. Like FIFO, admission stops at
+//! the first request that does not fit (no skipping), which keeps the bound.
+
+use std::collections::BTreeSet;
+
+use super::{Entry, Scheduler};
+use crate::engine::Admission;
+use crate::error::{Error, Result};
+use crate::policy::PolicyCtx;
+use crate::spec::Spec;
+use crate::time::Nanos;
+use crate::workload::Request;
+
+pub const ENTRY: Entry = Entry {
+    name: "sjf",
+    about: "shortest predicted output first, aged by `aging` tokens per second waited",
+    params: &[("aging", "10")],
+    build,
+};
+
+fn build(mut spec: Spec, ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
+    let aging: f64 = spec.get("aging", 10.0)?;
+    spec.finish(&["aging"])?;
+    if !(aging >= 0.0 && aging.is_finite()) {
+        return Err(Error::msg(format!("sjf: aging must be >= 0, got {aging}")));
+    }
+    Ok(Box::new(Sjf {
+        aging,
+        predicted: ctx.predicted_output.to_vec(),
+        queue: BTreeSet::new(),
+    }))
+}
+
+pub struct Sjf {
+    aging: f64,
+    predicted: Vec<u32>,
+    /// (priority key, id): key = predicted x 1e9 + aging x arrival ns, in integer units.
+    queue: BTreeSet<(u128, u32)>,
+}
+
+impl Sjf {
+    fn key(&self, r: &Request) -> (u128, u32) {
+        let k = self.predicted[r.id as usize] as f64 * 1e9 + self.aging * r.arrival as f64;
+        (k.round() as u128, r.id)
+    }
+}
+
+impl Scheduler for Sjf {
+    fn describe(&self) -> String {
+        format!("sjf[aging={}]", self.aging)
+    }
+
+    fn on_arrival(&mut self, req: &Request, _now: Nanos) {
+        self.queue.insert(self.key(req));
+    }
+
+    fn select(&mut self, adm: &mut Admission<'_>) {
+        while let Some(&(k, id)) = self.queue.first() {
+            if !adm.try_admit(id) {
+                break;
+            }
+            self.queue.remove(&(k, id));
+        }
+    }
+
+    fn peek(&self, visit: &mut dyn FnMut(u32) -> bool) {
+        for &(_, id) in &self.queue {
+            if !visit(id) {
+                break;
+            }
+        }
+    }
+
+    fn waiting(&self) -> usize {
+        self.queue.len()
+    }
+}

@@ -1,0 +1,17 @@
+//! Simulated time: integer nanoseconds, so runs are exact and deterministic.
+
+/// Simulated time in integer nanoseconds.
+pub type Nanos = u64;
+
+pub const MS: Nanos = 1_000_000;
+pub const SEC: Nanos = 1_000_000_000;
+
+/// Nanoseconds as seconds.
+pub fn secs(ns: Nanos) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// Seconds as nanoseconds, rounded (the caller validates the range).
+pub fn from_secs(s: f64) -> Nanos {
+    (s * 1e9).round() as Nanos
+}
