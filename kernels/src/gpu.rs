@@ -636,7 +636,7 @@ impl Kernels {
         theta: f32,
     ) -> Result<()> {
         let tokens = pos.len();
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(Error::msg(format!(
                 "rope: head_dim {head_dim} must be even and positive"
             )));

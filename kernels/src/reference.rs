@@ -113,7 +113,7 @@ pub fn segments(tok_adapter: &[i32]) -> (Vec<i32>, Vec<i32>) {
 }
 
 fn rows(len: usize, width: usize, what: &str) -> Result<usize> {
-    if width == 0 || len % width != 0 {
+    if width == 0 || !len.is_multiple_of(width) {
         return Err(Error::msg(format!(
             "{what}: length {len} is not a multiple of the row width {width}"
         )));
@@ -289,7 +289,7 @@ pub fn rope_neox(
     head_dim: usize,
     theta: f32,
 ) -> Result<()> {
-    if head_dim == 0 || head_dim % 2 != 0 {
+    if head_dim == 0 || !head_dim.is_multiple_of(2) {
         return Err(Error::msg(format!(
             "rope: head_dim {head_dim} must be even and positive"
         )));
@@ -349,7 +349,7 @@ pub struct AttnShape {
 impl AttnShape {
     pub fn check(&self) -> Result<()> {
         if self.head_dim == 0
-            || self.head_dim % 32 != 0
+            || !self.head_dim.is_multiple_of(32)
             || self.head_dim > crate::source::MAX_HEAD_DIM
         {
             return Err(Error::msg(format!(
@@ -358,7 +358,7 @@ impl AttnShape {
                 crate::source::MAX_HEAD_DIM
             )));
         }
-        if self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             return Err(Error::msg(format!(
                 "attention: kv_heads {} must divide heads {}",
                 self.kv_heads, self.heads
