@@ -21,13 +21,14 @@ use crate::cost::profile::{
     CostProfile, DecodePoint, GpuInfo, LoadPoint, LoraPoint, ModelInfo, PrefillPoint, ProfileCost,
     Provenance,
 };
-use crate::cost::{BatchShape, CostModel, LoadMethod, Seq};
+use crate::cost::{BatchShape, LoadMethod};
 use crate::engine::Outcome;
+use crate::engine::{Clock, Seq, Simulated, Timed};
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
 use crate::runner::{self, Report, RunArgs};
 use crate::time::Nanos;
-use crate::workload::NO_ADAPTER;
+use crate::workload::{Adapter, NO_ADAPTER};
 
 #[derive(Args, Clone, Debug)]
 pub struct FidelityArgs {
@@ -143,7 +144,7 @@ const CAL_REQ: u32 = 0x8000_0000;
 const CAL_ADAPTER: u32 = 0x4000_0000;
 
 struct Calibrator<'a> {
-    b: &'a dyn CostModel,
+    b: &'a mut dyn Clock,
     next_req: u32,
 }
 
@@ -171,11 +172,11 @@ impl Calibrator<'_> {
             }
             shape.lora_token_rank += l * rank as u64;
         }
-        let t = self.b.run_iteration(&shape, &seqs)?;
+        let t = self.b.iteration(&shape, &mut seqs.iter().copied())?;
         Ok((t, seqs.iter().map(|s| s.request).collect()))
     }
 
-    fn release(&self, ids: &[u32]) {
+    fn release(&mut self, ids: &[u32]) {
         ids.iter().for_each(|&id| self.b.release(id));
     }
 
@@ -244,14 +245,35 @@ impl Calibrator<'_> {
                         decode_context: batch * ctx,
                         ..Default::default()
                     };
-                    decode[start + g].push(self.b.run_iteration(&shape, &seqs)?);
+                    decode[start + g].push(self.b.iteration(&shape, &mut seqs.iter().copied())?);
                 }
             }
-            groups.iter().for_each(|ids| self.release(ids));
+            for ids in &groups {
+                self.release(ids);
+            }
             start = end;
         }
 
-        // Adapter loads: each rank once per round, evicted in between.
+        // Adapter loads: each rank once per round, evicted in between. Every calibration adapter is put in
+        // host memory first, as the run's adapters are.
+        let adapter = |id: u32, rank: u32| Adapter {
+            id,
+            rank,
+            bytes: engine_model.adapter_bytes(rank),
+            slots: engine_model.adapter_slots(rank),
+        };
+        let mut host: Vec<Adapter> = plan
+            .load_ranks
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| adapter(CAL_ADAPTER + i as u32, r))
+            .collect();
+        for (k, (_, ranks)) in plan.lora.iter().enumerate() {
+            for (i, &r) in ranks.iter().enumerate() {
+                host.push(adapter(CAL_ADAPTER + 1000 + 100 * k as u32 + i as u32, r));
+            }
+        }
+        self.b.prepare(&host)?;
         let mut loads = vec![Vec::new(); plan.load_ranks.len()];
         for _ in 0..reps {
             for (i, &rank) in plan.load_ranks.iter().enumerate() {
@@ -363,11 +385,11 @@ pub fn calibrate(
     rows: &[(u32, u32)],
     repeats: u32,
 ) -> Result<CostProfile> {
-    let b = backend::build(spec, args)?;
+    let mut clock = Timed(backend::build(spec, args)?);
     let engine_model = ModelSpec::by_name(&args.model)?;
     let plan = Plan::for_run(args, rows, repeats);
     let mut cal = Calibrator {
-        b: b.as_ref(),
+        b: &mut clock,
         next_req: CAL_REQ,
     };
     let pool = runner::pool_slots(
@@ -427,7 +449,7 @@ pub fn calibrate(
                  adapters minus the same prefill without; adapter loads synchronous, not alongside compute",
                 plan.repeats
             ),
-            notes: Some(b.describe()),
+            notes: Some(clock.describe()),
             transferred_from: None,
         },
         iteration_overhead_ns: 0,
@@ -759,7 +781,7 @@ pub fn fidelity(f: &FidelityArgs) -> Result<Comparison> {
         max_requests: f.run.max_requests,
         length_scale: f.run.length_scale,
         poisson_rate: f.run.rate,
-        arrivals: crate::arrivals::Arrivals::parse(&f.run.arrivals)?,
+        arrivals: crate::trace::arrivals::Arrivals::parse(&f.run.arrivals)?,
     };
     let rows: Vec<(u32, u32)> = trace
         .clone()
@@ -778,7 +800,8 @@ pub fn fidelity(f: &FidelityArgs) -> Result<Comparison> {
         &profile_path.display().to_string(),
         LoadMethod::PerLayerPinned,
     )?;
-    let sim = runner::execute_with(&f.run, trace.clone(), Some(Box::new(cost)))?;
+    let mut sim_clock = Simulated(&cost);
+    let sim = runner::run::run(&f.run.resolve()?, trace.clone(), Some(&mut sim_clock))?;
     sim.write(&f.out.join("sim"))?;
     let real = backend::run_on(&f.run, trace, &spec)?;
     real.write(&f.out.join("real"))?;

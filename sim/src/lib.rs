@@ -3,8 +3,8 @@
 //! `sim::engine`, `sim::trace`, ... name the same things in both crates.
 
 pub use sim_core::{
-    arrivals, cache, cost, engine, error, metrics, model, policy, predict, sched, spec, time,
-    trace, workload,
+    cache, cost, engine, error, metrics, model, predict, prefetch, registry, report, run, sched,
+    spec, time, trace, workload,
 };
 
 pub mod backend;
@@ -14,20 +14,14 @@ pub mod fidelity;
 pub mod runner;
 pub mod tools;
 
-/// `sim policies`: every registered scheduler and cache policy with its parameters and defaults.
+/// `sim policies`: every registered plug-in with its parameters and defaults.
 pub fn policies_text() -> String {
-    let mut o = String::from("schedulers (--scheduler NAME[k=v,...]):\n");
-    let params = |ps: &[(&str, &str)]| {
-        ps.iter()
-            .map(|(k, d)| format!("      {k} = {d}\n"))
-            .collect::<String>()
-    };
-    for e in sched::REGISTRY {
-        o += &format!("  {:<12}{}\n{}", e.name, e.about, params(e.params));
-    }
-    o += "cache policies (--cache NAME[k=v,...]):\n";
-    for e in cache::REGISTRY {
-        o += &format!("  {:<12}{}\n{}", e.name, e.about, params(e.params));
-    }
-    o
+    format!(
+        "schedulers (--scheduler NAME[k=v,...]):\n{}cache policies (--cache NAME[k=v,...]):\n{}\
+         prefetchers (--prefetch NAME[k=v,...]):\n{}output-length predictors (--predictor NAME[k=v,...]):\n{}",
+        sched::REGISTRY.help(),
+        cache::REGISTRY.help(),
+        prefetch::REGISTRY.help(),
+        predict::REGISTRY.help()
+    )
 }

@@ -1,22 +1,19 @@
-//! One simulation run from CLI-shaped options: the glue between trace, workload, cost model, policies,
-//! engine and metrics. `sim run`, the benchmark and the tests all go through `execute`.
+//! `sim run`'s options (`RunArgs`) and their resolution into the core's typed `RunConfig`. `sim run`, the
+//! benchmark and the tests all go through `execute`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
-use serde_json::{Map, Value, json};
+pub use sim_core::run::{self, Report, RunConfig};
 
-use crate::cost::{self, CostModel};
-use crate::engine::{Engine, EngineConfig, HistogramPrefetch, Reserve, RunOutput};
+use crate::cost;
+use crate::engine::{EngineConfig, Reserve};
 use crate::error::{Error, Result};
-use crate::metrics::{self, Slo};
+use crate::metrics::Slo;
 use crate::model::{GpuSpec, ModelSpec};
-use crate::policy::PolicyCtx;
-use crate::predict;
-use crate::spec::Spec;
-use crate::trace::{Trace, TraceOptions};
-use crate::workload::{AdapterOptions, Workload};
-use crate::{cache, sched};
+use crate::trace::arrivals::Arrivals;
+use crate::trace::{ReadSpec, Trace, TraceOptions};
+use crate::workload::{AdapterModel, AdapterOptions};
 
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
@@ -133,60 +130,6 @@ impl RunArgs {
     }
 }
 
-pub struct Report {
-    pub workload: Workload,
-    pub output: RunOutput,
-    pub summary: Map<String, Value>,
-}
-
-fn parse_reserve(s: &str) -> Result<Reserve> {
-    match s.split_once(':') {
-        None if s == "oracle" => Ok(Reserve::Oracle),
-        Some(("max", n)) => n
-            .parse()
-            .ok()
-            .filter(|&n: &u32| n > 0)
-            .map(Reserve::Max)
-            .ok_or_else(|| Error::msg(format!("--reserve max:N needs a positive N, got '{n}'"))),
-        _ => Err(Error::msg(format!(
-            "--reserve must be 'oracle' or 'max:N', got '{s}'"
-        ))),
-    }
-}
-
-fn parse_prefetch(text: &str) -> Result<(u32, Option<HistogramPrefetch>)> {
-    let mut spec = Spec::parse(text)?;
-    let window = spec.get("window", 16u32)?;
-    let out = match spec.name.as_str() {
-        "none" => (0, None),
-        "queued" => (window, None),
-        "histogram" => {
-            let horizon_s: f64 = spec.get("horizon_s", 5.0)?;
-            let threshold: f64 = spec.get("threshold", 0.5)?;
-            let max = spec.get("max", 4u32)?;
-            let horizon_ok = horizon_s.is_finite() && horizon_s > 0.0;
-            if !horizon_ok || !(0.0..=1.0).contains(&threshold) {
-                return Err(Error::msg(
-                    "--prefetch histogram: need horizon_s > 0 and 0 <= threshold <= 1",
-                ));
-            }
-            let h = HistogramPrefetch {
-                horizon_ns: (horizon_s * 1e9) as u64,
-                threshold,
-                max,
-            };
-            (window, Some(h))
-        }
-        other => {
-            return Err(Error::msg(format!(
-                "unknown prefetch '{other}'; valid: none, queued[window=N], histogram[...]"
-            )));
-        }
-    };
-    spec.finish(&["window", "horizon_s", "threshold", "max"])?;
-    Ok(out)
-}
-
 /// Slots of the unified pool: GPU memory x utilisation - weights, in KV slots.
 pub fn pool_slots(args: &RunArgs, model: &ModelSpec, gpu: &GpuSpec) -> Result<u64> {
     if let Some(n) = args.pool_tokens {
@@ -224,231 +167,68 @@ pub fn pool_slots(args: &RunArgs, model: &ModelSpec, gpu: &GpuSpec) -> Result<u6
     Ok((pool / model.kv_slot_bytes() as f64) as u64)
 }
 
+impl RunArgs {
+    /// Resolves the options into the typed configuration the core runs (every value checked once, here).
+    pub fn resolve(&self) -> Result<RunConfig> {
+        let model = ModelSpec::by_name(&self.model)?;
+        let gpu = GpuSpec::by_name(&self.gpu)?;
+        let transform = TraceOptions {
+            max_requests: self.max_requests,
+            length_scale: self.length_scale,
+            poisson_rate: self.rate,
+            arrivals: Arrivals::parse(&self.arrivals)?,
+        };
+        let adapters = AdapterOptions {
+            count: self.adapters,
+            ranks: self.ranks.clone(),
+            popularity_alpha: self.popularity,
+            model: AdapterModel::parse(&self.adapter_model)?,
+        };
+        let cost = cost::build(self.cost.as_deref(), self.profile.as_deref(), model, gpu)?;
+        let mut engine = EngineConfig::new(pool_slots(self, model, gpu)?);
+        engine.max_wait_tokens = self.max_wait_tokens;
+        engine.max_batch = self.max_batch.max(1);
+        engine.max_prefill_tokens = self.max_prefill_tokens;
+        engine.reserve = Reserve::parse(&self.reserve)?;
+        for (name, v) in [("--ttft-slo", self.ttft_slo), ("--tbt-slo", self.tbt_slo)] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(Error::msg(format!(
+                    "{name} must be a positive number of seconds, got {v}"
+                )));
+            }
+        }
+        let cfg = RunConfig {
+            trace: self.trace.clone(),
+            trace_format: ReadSpec::parse(&self.trace_format)?,
+            transform,
+            seed: self.seed,
+            model,
+            gpu,
+            adapters,
+            cost,
+            engine,
+            scheduler: self.scheduler.clone(),
+            cache: self.cache.clone(),
+            prefetch: self.prefetch.clone(),
+            predictor: self.predictor.clone(),
+            slo: Slo {
+                ttft_ns: (self.ttft_slo * 1e9).round() as u64,
+                tbt_ns: (self.tbt_slo * 1e9).round() as u64,
+            },
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
 /// Loads the trace and runs the simulation.
 pub fn execute(args: &RunArgs) -> Result<Report> {
-    let mut spec = crate::trace::ReadSpec::parse(&args.trace_format)?;
-    spec.limit = args.max_requests;
-    let trace = Trace::load_with(args.trace.as_deref(), &spec)?;
-    execute_on(args, trace)
+    let cfg = args.resolve()?;
+    let trace = cfg.load_trace()?;
+    run::run(&cfg, trace, None)
 }
 
 /// Runs the simulation on an already loaded trace (before `args`' trace options are applied).
 pub fn execute_on(args: &RunArgs, trace: Trace) -> Result<Report> {
-    execute_with(args, trace, None)
-}
-
-/// Like `execute_on`, with `backend` (e.g. a real-execution backend) instead of the cost model that
-/// `args` name; everything else (trace, workload, policies, engine, metrics) is the same code.
-pub fn execute_with(
-    args: &RunArgs,
-    trace: Trace,
-    backend: Option<Box<dyn CostModel>>,
-) -> Result<Report> {
-    let model = ModelSpec::by_name(&args.model)?;
-    let gpu = GpuSpec::by_name(&args.gpu)?;
-    let topts = TraceOptions {
-        max_requests: args.max_requests,
-        length_scale: args.length_scale,
-        poisson_rate: args.rate,
-        arrivals: crate::arrivals::Arrivals::parse(&args.arrivals)?,
-    };
-    let trace = trace.transform(&topts, args.seed)?;
-    let aopts = AdapterOptions {
-        count: args.adapters,
-        ranks: args.ranks.clone(),
-        popularity_alpha: args.popularity,
-        model: crate::workload::AdapterModel::parse(&args.adapter_model)?,
-    };
-    let workload = Workload::build(&trace, model, &aopts, args.seed)?;
-    let cost = match backend {
-        Some(b) => b,
-        None => cost::build(args.cost.as_deref(), args.profile.as_deref(), model, gpu)?,
-    };
-    let mut cfg = EngineConfig::new(pool_slots(args, model, gpu)?);
-    cfg.max_wait_tokens = args.max_wait_tokens;
-    cfg.max_batch = args.max_batch.max(1);
-    cfg.max_prefill_tokens = args.max_prefill_tokens;
-    cfg.reserve = parse_reserve(&args.reserve)?;
-    let (window, histogram) = parse_prefetch(&args.prefetch)?;
-    cfg.prefetch_window = window;
-    cfg.prefetch_histogram = histogram;
-    for (name, v) in [("--ttft-slo", args.ttft_slo), ("--tbt-slo", args.tbt_slo)] {
-        if !(v > 0.0 && v.is_finite()) {
-            return Err(Error::msg(format!(
-                "{name} must be a positive number of seconds, got {v}"
-            )));
-        }
-    }
-    let slo = Slo {
-        ttft_ns: (args.ttft_slo * 1e9).round() as u64,
-        tbt_ns: (args.tbt_slo * 1e9).round() as u64,
-    };
-    let (predictor, predicted) = predict::predict(&args.predictor, &workload, args.seed)?;
-    let ctx = PolicyCtx::new(&workload, &predicted, cfg.pool_slots, slo, cost.as_ref());
-    let scheduler = sched::build(&args.scheduler, &ctx)?;
-    let cache = cache::build(&args.cache, &ctx)?;
-    let output = Engine::new(&workload, cfg.clone(), cost.as_ref(), scheduler, cache).run()?;
-    let mut summary = metrics::summarize(&ctx, &output, model.kv_slot_bytes());
-    for (k, v) in [
-        ("trace", json!(trace.source)),
-        ("model", json!(model.name)),
-        ("gpu", json!(gpu.name)),
-        ("cost_model", json!(cost.describe())),
-        ("seed", json!(args.seed)),
-        ("predictor", json!(predictor)),
-        ("adapters", json!(args.adapters)),
-        ("popularity_alpha", json!(args.popularity)),
-        (
-            "adapter_model",
-            json!(aopts.model.describe(args.popularity)),
-        ),
-        ("arrivals", json!(topts.arrivals.describe())),
-        ("length_scale", json!(args.length_scale)),
-        ("rate_rps", args.rate.map_or(Value::Null, |r| json!(r))),
-        ("reserve", json!(args.reserve)),
-        ("max_wait_tokens", json!(cfg.max_wait_tokens)),
-        ("prefetch", json!(args.prefetch)),
-        (
-            "aborted",
-            output.aborted.as_ref().map_or(Value::Null, |e| json!(e)),
-        ),
-    ] {
-        summary.insert(k.into(), v);
-    }
-    Ok(Report {
-        workload,
-        output,
-        summary,
-    })
-}
-
-impl Report {
-    /// Writes `summary.json` and `requests.csv` into `dir` (created if missing).
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        let io = |e: std::io::Error| Error::internal(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let json = serde_json::to_string_pretty(&self.summary).expect("summary serialises") + "\n";
-        std::fs::write(dir.join("summary.json"), json).map_err(io)?;
-        let f = std::fs::File::create(dir.join("requests.csv")).map_err(io)?;
-        let mut f = std::io::BufWriter::new(f);
-        metrics::write_requests_csv(&mut f, &self.workload, &self.output).map_err(io)?;
-        std::io::Write::flush(&mut f).map_err(io)?;
-        let f = std::fs::File::create(dir.join("adapters.csv")).map_err(io)?;
-        let mut f = std::io::BufWriter::new(f);
-        metrics::write_adapters_csv(&mut f, &self.workload, &self.output).map_err(io)?;
-        std::io::Write::flush(&mut f).map_err(io)?;
-        Ok(())
-    }
-
-    /// What `sim run` and `sim real` do with a report: write `out` (also when a backend stopped the run, so
-    /// each request's state at the failure is kept), then fail with exit code 1 if the run stopped early,
-    /// else print the summary (a table, or JSON).
-    pub fn finish(&self, out: Option<&Path>, json: bool) -> Result<()> {
-        if let Some(dir) = out {
-            self.write(dir)?;
-        }
-        if let Some(why) = &self.output.aborted {
-            return Err(Error::internal(format!("the run stopped early: {why}")));
-        }
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&self.summary).expect("summary serialises")
-            );
-        } else {
-            print!("{}", self.table());
-        }
-        Ok(())
-    }
-
-    /// The human-readable summary `sim run` prints.
-    pub fn table(&self) -> String {
-        let s = &self.summary;
-        let f = |k: &str| s.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
-        let t = |k: &str| {
-            s.get(k)
-                .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
-                .unwrap_or_default()
-        };
-        let ms = |k: &str| format!("{:>10.1}", f(k) * 1e3);
-        let row = |name: &str, p: &str| {
-            format!(
-                "  {name:<14}{}{}{}{}{}\n",
-                ms(&format!("{p}_mean_s")),
-                ms(&format!("{p}_p50_s")),
-                ms(&format!("{p}_p90_s")),
-                ms(&format!("{p}_p99_s")),
-                ms(&format!("{p}_max_s"))
-            )
-        };
-        let mut o = String::new();
-        o += &format!("trace       {}\n", t("trace"));
-        o += &format!(
-            "setup       {} on {}, {} adapters, pool {} slots ({:.1} GiB)\n",
-            t("model"),
-            t("gpu"),
-            t("adapters"),
-            t("pool_slots"),
-            f("pool_gib")
-        );
-        o += &format!(
-            "policies    scheduler {}, cache {}\n",
-            t("scheduler"),
-            t("cache_policy")
-        );
-        o += &format!("cost model  {}\n", t("cost_model"));
-        o += &format!(
-            "requests    {} total, {} finished, {} rejected; offered {:.2} req/s\n\n",
-            t("requests_total"),
-            t("requests_finished"),
-            t("requests_rejected"),
-            f("offered_rps")
-        );
-        o += &format!(
-            "  {:<14}{:>10}{:>10}{:>10}{:>10}{:>10}\n",
-            "latency (ms)", "mean", "p50", "p90", "p99", "max"
-        );
-        o += &row("TTFT", "ttft");
-        o += &row("TBT (mean/req)", "tbt");
-        o += &row("E2E", "e2e");
-        o += &row("queueing", "queue");
-        o += &row("load wait", "load_wait");
-        o += &format!(
-            "\nthroughput  {:.3} req/s, {:.1} output tokens/s over {:.1} s\n",
-            f("throughput_rps"),
-            f("throughput_output_tps"),
-            f("duration_s")
-        );
-        o += &format!(
-            "SLO         TTFT <= {} s: {:.1}%   TBT <= {} s: {:.1}%   both: {:.1}%\n",
-            f("slo_ttft_s"),
-            100.0 * f("slo_ttft_attainment"),
-            f("slo_tbt_s"),
-            100.0 * f("slo_tbt_attainment"),
-            100.0 * f("slo_attainment")
-        );
-        o += &format!(
-            "adapters    {} loads ({:.2} GB over PCIe), hit rate {:.1}%, {} evictions, GPU stalled {:.2} s on loads\n",
-            t("adapter_loads"),
-            f("pcie_bytes") / 1e9,
-            100.0 * f("adapter_hit_rate"),
-            t("adapter_evictions"),
-            f("load_stall_s")
-        );
-        o += &format!(
-            "memory      KV peak {:.2} GiB / mean {:.2} GiB; adapters peak {:.2} GiB / mean {:.2} GiB\n",
-            f("mem_kv_peak_gib"),
-            f("mem_kv_mean_gib"),
-            f("mem_adapters_peak_gib"),
-            f("mem_adapters_mean_gib")
-        );
-        o += &format!(
-            "engine      {} prefill + {} decode iterations, GPU busy {:.1}% of {:.1} simulated s\n",
-            t("iterations_prefill"),
-            t("iterations_decode"),
-            100.0 * f("gpu_busy_fraction"),
-            f("simulated_s")
-        );
-        o
-    }
+    run::run(&args.resolve()?, trace, None)
 }

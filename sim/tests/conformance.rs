@@ -4,15 +4,15 @@
 
 mod common;
 
-use common::{Linear, MS, adapters, random_case, req, run_with};
+use common::{Linear, MS, adapters, random_case, req, run_prefetch, run_with};
 use sim::engine::{EngineConfig, Outcome};
 use sim::workload::Workload;
 use sim::{cache, sched};
 
 fn pairs() -> Vec<(&'static str, &'static str)> {
     let mut v = Vec::new();
-    for s in sched::REGISTRY {
-        for c in cache::REGISTRY {
+    for s in sched::REGISTRY.entries {
+        for c in cache::REGISTRY.entries {
             v.push((s.name, c.name));
         }
     }
@@ -24,7 +24,7 @@ fn no_request_is_lost_and_memory_stays_within_the_pool() {
     for seed in 0..40 {
         let case = random_case(1000 + seed);
         for (s, c) in pairs() {
-            let out = run_with(&case.w, case.cfg.clone(), &Linear, s, c);
+            let out = run_prefetch(&case.w, case.cfg.clone(), &Linear, s, c, &case.prefetch);
             assert!(
                 out.stats.peak_total_slots <= case.cfg.pool_slots,
                 "{s} + {c}, seed {seed}"
@@ -49,8 +49,8 @@ fn runs_are_deterministic() {
     for seed in 0..10 {
         let case = random_case(2000 + seed);
         for (s, c) in pairs() {
-            let a = run_with(&case.w, case.cfg.clone(), &Linear, s, c);
-            let b = run_with(&case.w, case.cfg.clone(), &Linear, s, c);
+            let a = run_prefetch(&case.w, case.cfg.clone(), &Linear, s, c, &case.prefetch);
+            let b = run_prefetch(&case.w, case.cfg.clone(), &Linear, s, c, &case.prefetch);
             assert!(
                 a.records == b.records && a.stats == b.stats,
                 "{s} + {c}, seed {seed}"

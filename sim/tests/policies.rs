@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Const, MS, adapters, req, run_predicted, run_with};
+use common::{Const, MS, adapters, req, run_predicted, run_prefetch, run_with};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use sim::engine::{EngineConfig, Outcome};
@@ -12,12 +12,11 @@ use sim::workload::{Adapter, NO_ADAPTER, Request, Workload};
 fn sequential(pool: u64) -> EngineConfig {
     let mut cfg = EngineConfig::new(pool);
     cfg.max_batch = 1;
-    cfg.prefetch_window = 0;
     cfg
 }
 
 fn hits(w: &Workload, cfg: EngineConfig, cache: &str) -> Vec<bool> {
-    let out = run_with(w, cfg, &Const, "fifo", cache);
+    let out = run_prefetch(w, cfg, &Const, "fifo", cache, "none");
     out.records.iter().map(|r| r.adapter_hit).collect()
 }
 

@@ -3,17 +3,17 @@
 
 mod common;
 
-use common::{Case, Linear, random_case, run_with};
+use common::{Case, Linear, random_case, run_prefetch};
 use sim::engine::Outcome;
 use sim::runner::{self, RunArgs};
 
 #[test]
 fn every_request_ends_exactly_once_and_memory_stays_within_the_pool() {
     for seed in 0..400 {
-        let Case { w, cfg } = random_case(seed);
+        let Case { w, cfg, prefetch } = random_case(seed);
         for (sched_spec, cache_spec) in [("fifo", "none")] {
             // The engine also asserts the memory bound after every allocation.
-            let out = run_with(&w, cfg.clone(), &Linear, sched_spec, cache_spec);
+            let out = run_prefetch(&w, cfg.clone(), &Linear, sched_spec, cache_spec, &prefetch);
             assert!(out.stats.peak_total_slots <= cfg.pool_slots, "seed {seed}");
             assert_eq!(out.records.len(), w.requests.len());
             for (r, rec) in w.requests.iter().zip(&out.records) {

@@ -3,47 +3,13 @@
 //! simulator's schema; a backend failure stops the run cleanly. No assertion depends on timings.
 
 use std::path::PathBuf;
-use std::rc::Rc;
 
 use sim::backend::cpu::{CpuBackend, TinyConfig};
-use sim::cost::{BatchShape, CostModel, Seq};
-use sim::engine::Outcome;
-use sim::error::Result;
+use sim::engine::{Outcome, Timed};
 use sim::model::ModelSpec;
 use sim::runner::{self, Report, RunArgs};
-use sim::time::Nanos;
 use sim::trace::Trace;
 use sim::{cache, sched};
-
-/// Shares a backend with the test so its state can be inspected after the run.
-struct Shared(Rc<CpuBackend>);
-
-impl CostModel for Shared {
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
-    fn iteration(&self, s: &BatchShape) -> Nanos {
-        self.0.iteration(s)
-    }
-    fn adapter_load(&self, bytes: u64) -> Nanos {
-        self.0.adapter_load(bytes)
-    }
-    fn wants_sequences(&self) -> bool {
-        self.0.wants_sequences()
-    }
-    fn run_iteration(&self, s: &BatchShape, seqs: &[Seq]) -> Result<Nanos> {
-        self.0.run_iteration(s, seqs)
-    }
-    fn load(&self, adapter: u32, bytes: u64) -> Result<Nanos> {
-        self.0.load(adapter, bytes)
-    }
-    fn release(&self, request: u32) {
-        self.0.release(request)
-    }
-    fn evict(&self, adapter: u32) {
-        self.0.evict(adapter)
-    }
-}
 
 /// 24 requests of the embedded trace, lengths x 0.02 (prompts of a few to ~100 tokens), arriving at 40 req/s
 /// into a pool small enough that requests queue and adapters are evicted.
@@ -62,17 +28,20 @@ fn trace(a: &RunArgs) -> Trace {
     sim::backend::load_trace(a).unwrap()
 }
 
-fn real(a: &RunArgs, backend: Rc<CpuBackend>) -> Report {
-    runner::execute_with(a, trace(a), Some(Box::new(Shared(backend)))).unwrap()
+/// Runs `a` for real on `backend`; hands the backend back so its state can be inspected after the run.
+fn real(a: &RunArgs, backend: CpuBackend) -> (Report, CpuBackend) {
+    let mut clock = Timed(backend);
+    let r = runner::run::run(&a.resolve().unwrap(), trace(a), Some(&mut clock)).unwrap();
+    (r, clock.0)
 }
 
-fn backend(a: &RunArgs, cfg: TinyConfig) -> Rc<CpuBackend> {
-    Rc::new(CpuBackend::new(
+fn backend(a: &RunArgs, cfg: TinyConfig) -> CpuBackend {
+    CpuBackend::new(
         cfg,
         a.pool_tokens.unwrap(),
         a.max_batch,
         ModelSpec::by_name(&a.model).unwrap(),
-    ))
+    )
 }
 
 /// Every request finished or rejected, the backend holds no sequence and no KV page afterwards, and it ran
@@ -120,13 +89,13 @@ fn every_scheduler_and_cache_policy_pair_runs_for_real() {
         ..TinyConfig::default()
     };
     let mut runs = 0;
-    for s in sched::REGISTRY {
-        for c in cache::REGISTRY {
+    for s in sched::REGISTRY.entries {
+        for c in cache::REGISTRY.entries {
             let mut a = args();
             a.scheduler = s.name.into();
             a.cache = c.name.into();
             let b = backend(&a, tiny.clone());
-            let r = real(&a, b.clone());
+            let (r, b) = real(&a, b);
             check_accounting(&r, &b, &format!("{} x {}", s.name, c.name));
             runs += 1;
         }
@@ -144,7 +113,7 @@ fn tmp(name: &str) -> PathBuf {
 fn real_outputs_have_the_simulators_schema() {
     let a = args();
     let b = backend(&a, TinyConfig::default());
-    let r = real(&a, b.clone());
+    let (r, b) = real(&a, b);
     check_accounting(&r, &b, "default");
     let s = runner::execute_on(&a, trace(&a)).unwrap();
     let keys = |r: &Report| r.summary.keys().cloned().collect::<Vec<_>>();
@@ -174,13 +143,13 @@ fn a_backend_failure_stops_the_run_with_every_request_recorded() {
     let a = args();
     // The backend's KV pool holds 2 pages of 16 tokens while the engine thinks it has 2500 slots: the first
     // prefill that needs more pages fails, like a CUDA out-of-memory error.
-    let b = Rc::new(CpuBackend::new(
+    let b = CpuBackend::new(
         TinyConfig::default(),
         16,
         1,
         ModelSpec::by_name("llama-7b").unwrap(),
-    ));
-    let r = real(&a, b);
+    );
+    let (r, _) = real(&a, b);
     let why = r.output.aborted.as_deref().expect("the run must stop");
     assert!(why.contains("out of KV pages"), "{why}");
     assert_eq!(r.output.records.len(), 24);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Const, MS, req, run_with};
+use common::{Const, MS, req, run_prefetch, run_with};
 use sim::engine::{EngineConfig, Outcome, RequestRecord, RunOutput};
 use sim::time::Nanos;
 use sim::workload::{Adapter, NO_ADAPTER, Workload};
@@ -148,8 +148,7 @@ fn next_batch_prefetch_hides_the_next_requests_load() {
     assert_eq!(times(&out.records[1]), (140, 240, 250, 0));
     assert!(out.records[1].adapter_hit);
     // Without prefetch B loads after A: 140-170, prefill to 270.
-    cfg.prefetch_window = 0;
-    let out = run(&w, cfg, "none");
+    let out = run_prefetch(&w, cfg, &Const, "fifo", "none", "none");
     assert_eq!(times(&out.records[1]), (140, 270, 280, 30));
 }
 

@@ -459,7 +459,7 @@ fn tenants_can_bring_their_own_bursty_arrivals() {
             .filter(|r| r.adapter == a)
             .map(|r| TraceRow::new(r.arrival, 1, 1))
             .collect();
-        sim::arrivals::gap_stats(&rows).1
+        sim::trace::arrivals::gap_stats(&rows).1
     };
     println!(
         "rate {rate:.3}, share {share0:.4}, cv {:.3} / {:.3}",

@@ -8,15 +8,17 @@
 //! name in a `registry`) -> `cost` (how long an iteration or a load takes) -> `metrics` (records, summary)
 //! -> `run` (one run from a typed `config`, and its outputs).
 
-pub mod arrivals;
 pub mod cache;
 pub mod cost;
 pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod model;
-pub mod policy;
 pub mod predict;
+pub mod prefetch;
+pub mod registry;
+pub mod report;
+pub mod run;
 pub mod sched;
 pub mod spec;
 pub mod time;

@@ -6,8 +6,7 @@ use std::io::Write;
 use serde_json::{Map, Value, json};
 
 use crate::engine::{Outcome, RunOutput};
-use crate::policy::PolicyCtx;
-use crate::time::Nanos;
+use crate::time::{Nanos, secs};
 use crate::workload::Workload;
 
 /// Latency objectives: the paper's P99 TTFT <= 5 s and TBT <= 150 ms.
@@ -81,22 +80,47 @@ impl Dist {
 }
 
 /// JSON has no NaN: an undefined statistic (no finished request) is null.
-fn num(v: f64) -> Value {
+pub fn num(v: f64) -> Value {
     if v.is_finite() { json!(v) } else { Value::Null }
 }
 
-fn secs(ns: Nanos) -> f64 {
-    ns as f64 / 1e9
+/// What a run's summary is computed from.
+pub struct RunView<'a> {
+    pub workload: &'a Workload,
+    /// Per request, the output length the schedulers were told.
+    pub predicted: &'a [u32],
+    pub out: &'a RunOutput,
+    pub slo: Slo,
+    /// Bytes of one pool slot (for GiB figures).
+    pub slot_bytes: u64,
+    /// Indices of the finished requests.
+    pub finished: &'a [usize],
+}
+
+impl RunView<'_> {
+    /// Queueing delay of request `i`, seconds.
+    pub fn queue_s(&self, i: usize) -> f64 {
+        secs(self.out.records[i].admitted - self.workload.requests[i].arrival)
+    }
+}
+
+/// Extra summary keys from outside the core summary (e.g. a policy's own breakdowns): the composition root
+/// passes them to `summarize`, so this module imports no policy.
+pub type SummaryHook = fn(&RunView<'_>, &mut Map<String, Value>);
+
+/// The indices of `out`'s finished requests.
+pub fn finished(out: &RunOutput) -> Vec<usize> {
+    (0..out.records.len())
+        .filter(|&i| out.records[i].outcome == Outcome::Finished)
+        .collect()
 }
 
 /// The run's metrics as flat keys (summary.json), keyed so that a table of runs needs no nesting.
-pub fn summarize(ctx: &PolicyCtx, out: &RunOutput, slot_bytes: u64) -> Map<String, Value> {
-    let (w, slo) = (ctx.workload, &ctx.slo);
+pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Map<String, Value> {
+    let (w, slo, out, slot_bytes) = (v.workload, &v.slo, v.out, v.slot_bytes);
     let mut m = Map::new();
     let recs = &out.records;
-    let fin: Vec<usize> = (0..recs.len())
-        .filter(|&i| recs[i].outcome == Outcome::Finished)
-        .collect();
+    let fin = v.finished;
     let rejected = recs
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Rejected(_)))
@@ -211,19 +235,18 @@ pub fn summarize(ctx: &PolicyCtx, out: &RunOutput, slot_bytes: u64) -> Map<Strin
     );
     m.insert("mem_total_peak_slots".into(), json!(s.peak_total_slots));
     m.insert("squashes".into(), json!(s.squashes));
-    breakdowns(&mut m, ctx, out, &fin);
-    m.insert("scheduler".into(), json!(out.scheduler));
-    m.insert("cache_policy".into(), json!(out.cache));
+    breakdowns(&mut m, v);
+    for hook in hooks {
+        hook(v, &mut m);
+    }
     m
 }
 
-/// Queueing delay per adapter rank and per WRS class (quartiles of Chameleon's weighted request size), and
-/// fairness across adapters: each adapter's P99 TTFT, the worst and median of those, and Jain's index over
-/// them (1 = every adapter sees the same tail).
-fn breakdowns(m: &mut Map<String, Value>, ctx: &PolicyCtx, out: &RunOutput, fin: &[usize]) {
-    let w = ctx.workload;
-    let recs = &out.records;
-    let queue = |i: usize| secs(recs[i].admitted - w.requests[i].arrival);
+/// Queueing delay per adapter rank, and fairness across adapters: each adapter's P99 TTFT, the worst and
+/// median of those, and Jain's index over them (1 = every adapter sees the same tail).
+fn breakdowns(m: &mut Map<String, Value>, v: &RunView<'_>) {
+    let (w, out, fin) = (v.workload, v.out, v.finished);
+    let queue = |i: usize| v.queue_s(i);
     let mut ranks: Vec<u32> = w.adapters.iter().map(|a| a.rank).collect();
     ranks.sort_unstable();
     ranks.dedup();
@@ -239,21 +262,6 @@ fn breakdowns(m: &mut Map<String, Value>, ctx: &PolicyCtx, out: &RunOutput, fin:
         let d = Dist::of(&mut q);
         m.insert(format!("queue_mean_rank{r}_s"), num(d.mean));
         m.insert(format!("queue_p99_rank{r}_s"), num(d.p99));
-    }
-    for c in 0..4 {
-        let (lo, hi) = (c as f64 / 4.0, (c + 1) as f64 / 4.0);
-        let mut q: Vec<f64> = fin
-            .iter()
-            .filter(|&&i| {
-                let x = ctx.wrs(&w.requests[i]);
-                x >= lo && (x < hi || c == 3)
-            })
-            .map(|&i| queue(i))
-            .collect();
-        m.insert(format!("wrs_class{}_requests", c + 1), json!(q.len()));
-        let d = Dist::of(&mut q);
-        m.insert(format!("queue_mean_wrs{}_s", c + 1), num(d.mean));
-        m.insert(format!("queue_p99_wrs{}_s", c + 1), num(d.p99));
     }
     let mut p99: Vec<f64> = per_adapter_ttft(w, out, fin)
         .into_iter()

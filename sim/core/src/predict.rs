@@ -1,4 +1,5 @@
 //! Output-length predictors. Schedulers see predictions, never true lengths (except through `oracle`).
+//! One entry per predictor in `REGISTRY`, like the policies.
 //!
 //! - `oracle`: the true output length.
 //! - `noisy[accuracy=0.8]`: with probability `accuracy` the true length; otherwise the output length of a
@@ -8,52 +9,92 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::error::{Error, Result};
-use crate::spec::Spec;
+use crate::error::Result;
+use crate::registry::{Entry, Kind, Param, Params, Props, Registry};
 use crate::workload::Workload;
 
-pub const PREDICTORS: &[(&str, &str)] = &[
-    ("oracle", "the true output length"),
-    (
-        "noisy[accuracy=0.8]",
-        "true length with probability accuracy, else a random trace length",
-    ),
-];
+/// Predicts every request's output length, indexed by request id.
+pub trait Predictor {
+    fn predict(&mut self, w: &Workload) -> Vec<u32>;
+}
 
-/// Predicted output length of every request, indexed by request id; seeded.
-pub fn predict(spec: &str, w: &Workload, seed: u64) -> Result<(String, Vec<u32>)> {
-    let mut spec = Spec::parse(spec)?;
-    let outs: Vec<u32> = w.requests.iter().map(|r| r.output).collect();
-    match spec.name.as_str() {
-        "oracle" => {
-            spec.finish(&[])?;
-            Ok(("oracle".into(), outs))
-        }
-        "noisy" => {
-            let acc: f64 = spec.get("accuracy", 0.8)?;
-            spec.finish(&["accuracy"])?;
-            if !(0.0..=1.0).contains(&acc) {
-                return Err(Error::msg(format!(
-                    "noisy: accuracy must be in [0, 1], got {acc}"
-                )));
-            }
-            let mut rng = StdRng::seed_from_u64(seed ^ 0x9E37_79B9_0000_0003);
-            let pred = outs
-                .iter()
-                .map(|&o| {
-                    if rng.random::<f64>() < acc {
-                        o
-                    } else {
-                        outs[rng.random_range(0..outs.len())]
-                    }
-                })
-                .collect();
-            Ok((format!("noisy[accuracy={acc}]"), pred))
-        }
-        other => Err(Error::msg(format!(
-            "unknown predictor '{other}'; valid: oracle, noisy[accuracy=A]"
-        ))),
+/// What a predictor is built with.
+pub struct PredictCtx {
+    pub seed: u64,
+}
+
+pub struct Predictors;
+
+impl Kind for Predictors {
+    type Made = dyn Predictor;
+    type Ctx<'a> = PredictCtx;
+    const NAME: &'static str = "predictor";
+}
+
+/// Every predictor `--predictor` accepts.
+pub const REGISTRY: Registry<Predictors> = Registry {
+    entries: &[
+        Entry {
+            name: "oracle",
+            about: "the true output length",
+            params: &[],
+            props: Props::DEFAULT,
+            build: |_, _| Ok(Box::new(Oracle)),
+        },
+        Entry {
+            name: "noisy",
+            about: "the true length with probability `accuracy`, else a random trace length",
+            params: &[Param::new("accuracy", "0.8", "chance of the true length")],
+            props: Props::DEFAULT,
+            build: build_noisy,
+        },
+    ],
+};
+
+struct Oracle;
+
+impl Predictor for Oracle {
+    fn predict(&mut self, w: &Workload) -> Vec<u32> {
+        w.requests.iter().map(|r| r.output).collect()
     }
+}
+
+fn build_noisy(p: &mut Params, ctx: &PredictCtx) -> Result<Box<dyn Predictor>> {
+    let accuracy: f64 = p.get("accuracy")?;
+    if !(0.0..=1.0).contains(&accuracy) {
+        return Err(p.bad(format!("accuracy must be in [0, 1], got {accuracy}")));
+    }
+    Ok(Box::new(Noisy {
+        accuracy,
+        seed: ctx.seed,
+    }))
+}
+
+struct Noisy {
+    accuracy: f64,
+    seed: u64,
+}
+
+impl Predictor for Noisy {
+    fn predict(&mut self, w: &Workload) -> Vec<u32> {
+        let outs: Vec<u32> = w.requests.iter().map(|r| r.output).collect();
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x9E37_79B9_0000_0003);
+        outs.iter()
+            .map(|&o| {
+                if rng.random::<f64>() < self.accuracy {
+                    o
+                } else {
+                    outs[rng.random_range(0..outs.len())]
+                }
+            })
+            .collect()
+    }
+}
+
+/// Predicted output length of every request, indexed by request id, and the predictor's full spec; seeded.
+pub fn predict(spec: &str, w: &Workload, seed: u64) -> Result<(String, Vec<u32>)> {
+    let mut b = REGISTRY.build(spec, &PredictCtx { seed })?;
+    Ok((b.spec, b.made.predict(w)))
 }
 
 #[cfg(test)]

@@ -8,26 +8,25 @@
 //!   list of fixed-size pages from a shared free list. The pool holds at most the engine's pool (in token
 //!   slots, rounded up to pages) plus one page per sequence of slack for partly filled last pages; past that a
 //!   forward pass fails with "out of KV pages", which stops the run cleanly like a CUDA out-of-memory error.
-//! - Adapters: each adapter's weights are generated once in "host" memory (outside any timed region) and
-//!   copied into the "device" adapter store (one f32 pool, first-fit allocation) on `load`; `evict` frees
+//! - Adapters: each adapter's weights are generated in "host" memory before the run (`prepare`, outside any
+//!   timing) and copied into the "device" adapter store (one f32 pool, first-fit allocation) on `load`; `evict` frees
 //!   them. The engine's memory accounting (KV slots + adapter slots in one pool) decides what is resident; the
 //!   backend checks that every adapter a batch uses is in its store.
 //! - Every iteration (prefill or decode) runs one batched forward pass over all its sequences, then greedy
-//!   argmax picks each sequence's next token; its wall time (std::time::Instant) is the iteration's duration.
+//!   argmax picks each sequence's next token; `engine::Timed` makes its wall time the iteration's duration.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Instant;
 
 use kernels::reference::{self as kref, AdapterSlot, AttnShape, Paging};
 
-use super::{Dims, Estimator, LoadLedger};
-use crate::cost::{BatchShape, CostModel, Seq};
+use super::{Dims, Estimator};
+use crate::cost::{BatchShape, CostModel};
+use crate::engine::{Executor, Seq};
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
 use crate::spec::Spec;
-use crate::time::Nanos;
-use crate::workload::NO_ADAPTER;
+use crate::workload::{Adapter, NO_ADAPTER};
 
 /// Shape of the tiny decoder. `head_dim = hidden / heads` must be a multiple of 32 (the attention kernels'
 /// warp layout, kept on the CPU so both backends accept the same shapes).
@@ -756,19 +755,14 @@ struct HostAdapter {
     weights: Vec<f32>,
 }
 
-struct State {
-    model: TinyModel,
-    /// "Host memory": every adapter's weights, generated on first use outside the timed region.
-    host: HashMap<u32, HostAdapter>,
-    ledger: LoadLedger,
-    /// Counters, for tests and the description.
-    pub iterations: u64,
-    pub tokens_generated: u64,
-}
-
-/// The CPU backend, as the engine sees it (`CostModel` with interior mutability).
+/// The CPU backend: a tiny decoder that really runs, as an `Executor`.
 pub struct CpuBackend {
-    st: RefCell<State>,
+    model: TinyModel,
+    /// "Host memory": every adapter's weights, made by `prepare` before the run (outside any timing).
+    host: HashMap<u32, HostAdapter>,
+    /// Counters, for tests and the description.
+    iterations: u64,
+    tokens_generated: u64,
     /// The engine's model: converts the engine's adapter bytes into a rank.
     engine_model: &'static ModelSpec,
     describe: String,
@@ -800,13 +794,10 @@ impl CpuBackend {
         model.store = AdapterStore::with_capacity(most.min(1 << 26));
         let estimate = warm_up(&mut model, engine_model);
         CpuBackend {
-            st: RefCell::new(State {
-                model,
-                host: HashMap::new(),
-                ledger: LoadLedger::default(),
-                iterations: 0,
-                tokens_generated: 0,
-            }),
+            model,
+            host: HashMap::new(),
+            iterations: 0,
+            tokens_generated: 0,
             engine_model,
             describe,
             estimate,
@@ -818,23 +809,21 @@ impl CpuBackend {
     }
 
     pub fn config(&self) -> TinyConfig {
-        self.st.borrow().model.cfg.clone()
+        self.model.cfg.clone()
     }
 
     /// (KV pages in use, adapters resident, sequences held): what the backend holds now.
     pub fn occupancy(&self) -> (usize, usize, usize) {
-        let st = self.st.borrow();
         (
-            st.model.kv.pages_in_use(),
-            st.model.store.resident(),
-            st.model.seqs.len(),
+            self.model.kv.pages_in_use(),
+            self.model.store.resident(),
+            self.model.seqs.len(),
         )
     }
 
     /// (iterations run, tokens generated).
     pub fn counters(&self) -> (u64, u64) {
-        let st = self.st.borrow();
-        (st.iterations, st.tokens_generated)
+        (self.iterations, self.tokens_generated)
     }
 
     fn rank_of(&self, adapter: u32, bytes: u64) -> Result<u32> {
@@ -924,37 +913,40 @@ fn warm_up(m: &mut TinyModel, engine_model: &ModelSpec) -> Estimator {
     }
 }
 
-impl CostModel for CpuBackend {
+impl Executor for CpuBackend {
     fn describe(&self) -> String {
         self.describe.clone()
     }
 
-    /// An estimate for policies (see `backend::Estimator`); the clock uses `run_iteration`'s measured time.
-    fn iteration(&self, shape: &BatchShape) -> Nanos {
-        self.estimate.iteration(shape)
+    fn estimates(&self) -> &dyn CostModel {
+        &self.estimate
     }
 
-    fn adapter_load(&self, bytes: u64) -> Nanos {
-        self.estimate.adapter_load(bytes)
+    fn prepare(&mut self, adapters: &[Adapter]) -> Result<()> {
+        let cfg = self.model.cfg.clone();
+        for a in adapters {
+            self.host.insert(
+                a.id,
+                HostAdapter {
+                    rank: a.rank,
+                    weights: adapter_weights(&cfg, a.id, a.rank),
+                },
+            );
+        }
+        Ok(())
     }
 
-    fn wants_sequences(&self) -> bool {
-        true
-    }
-
-    fn run_iteration(&self, _shape: &BatchShape, seqs: &[Seq]) -> Result<Nanos> {
-        let mut st = self.st.borrow_mut();
-        let start = Instant::now();
-        let cfg = st.model.cfg.clone();
-        let mut steps = Vec::with_capacity(seqs.len());
+    fn run_iteration(&mut self, seqs: &mut dyn Iterator<Item = Seq>) -> Result<()> {
+        let cfg = self.model.cfg.clone();
+        let mut steps = Vec::new();
         for s in seqs {
             let adapter = (s.adapter != NO_ADAPTER).then_some(s.adapter);
             let tokens = if s.context == 0 {
                 // A prefill; a request squashed and re-admitted starts over.
-                st.model.release(s.request);
+                self.model.release(s.request);
                 prompt(&cfg, s.request, s.new_tokens as usize)
             } else {
-                let next = st.model.next_token(s.request).ok_or_else(|| {
+                let next = self.model.next_token(s.request).ok_or_else(|| {
                     Error::internal(format!(
                         "cpu backend: request {} decodes before its prefill",
                         s.request
@@ -968,51 +960,39 @@ impl CostModel for CpuBackend {
                 adapter,
             });
         }
-        let out = st.model.forward(&steps)?;
-        let ns = start.elapsed().as_nanos() as Nanos;
-        st.iterations += 1;
-        st.tokens_generated += out.next.len() as u64;
-        Ok(ns.max(1))
+        let out = self.model.forward(&steps)?;
+        self.iterations += 1;
+        self.tokens_generated += out.next.len() as u64;
+        Ok(())
     }
 
-    fn load(&self, adapter: u32, bytes: u64) -> Result<Nanos> {
+    fn load(&mut self, adapter: u32, bytes: u64) -> Result<()> {
         let rank = self.rank_of(adapter, bytes)?;
-        let mut st = self.st.borrow_mut();
-        let st = &mut *st;
-        let cfg = st.model.cfg.clone();
-        let host = st.host.entry(adapter).or_insert_with(|| HostAdapter {
-            rank,
-            weights: adapter_weights(&cfg, adapter, rank),
-        });
+        let host = self.host.get(&adapter).ok_or_else(|| {
+            Error::internal(format!("cpu backend: adapter {adapter} was never prepared"))
+        })?;
         if host.rank != rank {
             return Err(Error::internal(format!(
-                "cpu backend: adapter {adapter} loaded with rank {rank}, earlier {}",
+                "cpu backend: adapter {adapter} loaded with rank {rank}, prepared with {}",
                 host.rank
             )));
         }
-        st.ledger
-            .on_load(adapter, st.model.store.is_resident(adapter));
-        // The timed part: the synchronous copy host -> "device" store.
-        let start = Instant::now();
-        st.model.load_adapter(adapter, rank, &host.weights)?;
-        Ok((start.elapsed().as_nanos() as Nanos).max(1))
+        self.model.load_adapter(adapter, rank, &host.weights)
     }
 
-    fn release(&self, request: u32) {
-        self.st.borrow_mut().model.release(request);
+    fn release(&mut self, request: u32) {
+        self.model.release(request);
     }
 
-    fn evict(&self, adapter: u32) {
-        let mut st = self.st.borrow_mut();
-        if st.ledger.on_evict(adapter) {
-            st.model.evict_adapter(adapter);
-        }
+    fn evict(&mut self, adapter: u32) {
+        self.model.evict_adapter(adapter);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{Clock, Timed};
 
     fn cfg() -> TinyConfig {
         TinyConfig {
@@ -1279,9 +1259,9 @@ mod tests {
     #[test]
     fn the_backend_follows_the_engines_calls() {
         let m = ModelSpec::by_name("llama-7b").unwrap();
-        let b = CpuBackend::new(cfg(), 1000, 8, m);
+        let mut b = Timed(CpuBackend::new(cfg(), 1000, 8, m));
         assert_eq!(
-            b.occupancy(),
+            b.0.occupancy(),
             (0, 0, 0),
             "the warm-up leaves nothing behind"
         );
@@ -1293,34 +1273,40 @@ mod tests {
             rank,
         };
         let shape = BatchShape::default();
+        let ad = |id, rank| Adapter {
+            id,
+            rank,
+            bytes: m.adapter_bytes(rank),
+            slots: m.adapter_slots(rank),
+        };
+        b.prepare(&[ad(5, 16), ad(6, 8)]).unwrap();
+        let run = |b: &mut Timed<CpuBackend>, seqs: &[Seq]| {
+            b.iteration(&shape, &mut seqs.iter().copied())
+        };
         // Adapter bytes of the engine's model give the rank.
         assert!(b.load(5, m.adapter_bytes(16)).unwrap() > 0);
         assert!(b.load(6, 12345).is_err());
         let pre = [seq(1, 6, 0, 5, 16), seq(2, 3, 0, NO_ADAPTER, 0)];
-        assert!(b.run_iteration(&shape, &pre).unwrap() > 0);
+        assert!(run(&mut b, &pre).unwrap() > 0);
         let dec = [seq(1, 1, 7, 5, 16), seq(2, 1, 4, NO_ADAPTER, 0)];
-        b.run_iteration(&shape, &dec).unwrap();
-        assert_eq!(b.occupancy(), (3, 1, 2));
+        run(&mut b, &dec).unwrap();
+        assert_eq!(b.0.occupancy(), (3, 1, 2));
         // A squashed request prefilled again starts over: its old pages are freed, not leaked.
         b.release(2);
-        b.run_iteration(&shape, &[seq(2, 3, 0, NO_ADAPTER, 0)])
-            .unwrap();
-        b.run_iteration(&shape, &[seq(1, 6, 0, 5, 16)]).unwrap();
-        assert_eq!(b.occupancy(), (3, 1, 2));
-        let e = b
-            .run_iteration(&shape, &[seq(9, 1, 5, NO_ADAPTER, 0)])
-            .unwrap_err();
+        run(&mut b, &[seq(2, 3, 0, NO_ADAPTER, 0)]).unwrap();
+        run(&mut b, &[seq(1, 6, 0, 5, 16)]).unwrap();
+        assert_eq!(b.0.occupancy(), (3, 1, 2));
+        let e = run(&mut b, &[seq(9, 1, 5, NO_ADAPTER, 0)]).unwrap_err();
         assert!(e.to_string().contains("before its prefill"), "{e}");
-        // Evicted and reloaded in one engine event: the late eviction does not drop the new copy.
-        b.load(5, m.adapter_bytes(16)).unwrap();
+        // A resident adapter serves decode steps; once evicted it can no longer be used (the engine reports
+        // evictions in order, before any load).
+        run(&mut b, &[seq(1, 1, 7, 5, 16)]).unwrap();
         b.evict(5);
-        b.run_iteration(&shape, &[seq(1, 1, 7, 5, 16)]).unwrap();
-        b.evict(5);
-        assert!(b.run_iteration(&shape, &[seq(1, 1, 8, 5, 16)]).is_err());
+        assert!(run(&mut b, &[seq(1, 1, 8, 5, 16)]).is_err());
         b.release(1);
         b.release(2);
-        assert_eq!(b.occupancy(), (0, 0, 0));
-        assert_eq!(b.counters(), (5, 7));
+        assert_eq!(b.0.occupancy(), (0, 0, 0));
+        assert_eq!(b.0.counters(), (5, 7));
     }
 
     #[test]

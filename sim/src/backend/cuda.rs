@@ -9,7 +9,7 @@
 //! mixed ranks in one launch), RoPE, K/V written into the paged cache, packed causal attention (prefill) or
 //! paged attention (decode), o GEMM + LoRA, residual, RMSNorm, gate/up GEMM, SiLU-mul, down GEMM, residual;
 //! the LM head on each sequence's last token; logits copied back and the greedy argmax taken on the host. The
-//! iteration's duration is the wall time from the first upload to the logits on the host.
+//! iteration's duration (`engine::Timed`) is the wall time from the first upload to the logits on the host.
 //!
 //! Memory: the weights, a paged KV cache of the engine's pool (`--pool-tokens` or the memory arithmetic,
 //! rounded up to pages, plus one page per batch slot of slack), an adapter region (`adapter_gib`, default a
@@ -18,13 +18,12 @@
 //! read contiguous `[rank, hidden]` A and B, not scattered pages); the engine's accounting still treats them
 //! as one pool, so a run whose resident adapters exceed the region stops with "adapter region full".
 //!
-//! Adapters: each adapter's weights live in pinned host memory (generated on first use, outside the timed
-//! region); `load` copies them layer by layer (8 x layers copies, S-LoRA's way) on a second stream and
-//! returns the copy's duration measured by CUDA events. The engine overlaps that duration with compute in its
-//! model of the copy stream; on the GPU the copy is waited for before the next iteration uses the adapter.
+//! Adapters: every adapter's weights are put in pinned host memory before the run (`prepare`, outside any
+//! timing); `load` copies them layer by layer (8 x layers copies, S-LoRA's way) on a second stream and waits
+//! for the copy, so `engine::Timed` measures it. The engine overlaps that duration with compute in its model
+//! of the copy stream; on the GPU the copy is waited for before the next iteration uses the adapter.
 //! Any CUDA error (out of memory, a failed launch) is returned to the engine, which stops the run cleanly.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,13 +34,13 @@ use kernels::dtype::DType;
 use kernels::gpu::{DeviceLora, DevicePaging, DeviceSeqs, DeviceSlots, Gemm, Kernels};
 use kernels::reference::{AdapterSlot, AttnShape, Paging};
 
-use super::{Dims, Estimator, LoadLedger};
-use crate::cost::{BatchShape, CostModel, Seq};
+use super::{Dims, Estimator};
+use crate::cost::{BatchShape, CostModel};
+use crate::engine::{Executor, Seq};
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
 use crate::spec::Spec;
-use crate::time::Nanos;
-use crate::workload::NO_ADAPTER;
+use crate::workload::{Adapter, NO_ADAPTER};
 
 pub const PARAMS: &[&str] = &["device", "dtype", "page", "adapter_gib", "seed"];
 
@@ -163,7 +162,6 @@ struct Gpu {
     free_ranges: Vec<(usize, usize)>,
     resident: HashMap<u32, Resident>,
     host: HashMap<u32, PinnedHostSlice<u16>>,
-    ledger: LoadLedger,
     seqs: HashMap<u32, SeqState>,
     bufs: Bufs,
     seed: u32,
@@ -171,7 +169,9 @@ struct Gpu {
 
 /// The CUDA backend as the engine sees it.
 pub struct CudaBackend {
-    g: RefCell<Gpu>,
+    g: Gpu,
+    /// Reused buffer: the sequences of the iteration being run.
+    batch: Vec<Seq>,
     describe: String,
     estimate: Estimator,
 }
@@ -294,7 +294,6 @@ impl CudaBackend {
             free_ranges: vec![(0, region)],
             resident: HashMap::new(),
             host: HashMap::new(),
-            ledger: LoadLedger::default(),
             seqs: HashMap::new(),
             bufs,
             seed: c.seed,
@@ -314,7 +313,8 @@ impl CudaBackend {
             adapter_bytes / GIB
         );
         let mut backend = CudaBackend {
-            g: RefCell::new(g),
+            g,
+            batch: Vec::new(),
             describe,
             estimate: Estimator {
                 dims: Dims {
@@ -351,7 +351,7 @@ impl CudaBackend {
                     rank: 0,
                 })
                 .collect();
-            self.run_iteration(&BatchShape::default(), &pre)?;
+            self.g.forward(&pre)?;
             for step in 0..4 {
                 let dec: Vec<Seq> = ids
                     .iter()
@@ -363,10 +363,10 @@ impl CudaBackend {
                         rank: 0,
                     })
                     .collect();
-                self.run_iteration(&BatchShape::default(), &dec)?;
+                self.g.forward(&dec)?;
             }
             best = best.min(t.elapsed().as_nanos() as f64);
-            ids.iter().for_each(|&r| self.release(r));
+            ids.iter().for_each(|&r| self.g.release(r));
         }
         let k = ids.len() as u64;
         let d = self.estimate.dims;
@@ -383,11 +383,13 @@ impl CudaBackend {
             });
         self.estimate.ns_per_flop = best / flops;
         let a = u32::MAX - 3;
-        let bytes = self.g.borrow().m.adapter_bytes(16);
-        let t = self.load(a, bytes)?;
-        self.evict(a);
-        self.estimate.ns_per_byte = t as f64 / bytes as f64;
-        let mut g = self.g.borrow_mut();
+        let g = &mut self.g;
+        let bytes = g.m.adapter_bytes(16);
+        g.host_adapter(a, 16)?;
+        let t = Instant::now();
+        g.load(a, 16)?;
+        self.estimate.ns_per_byte = t.elapsed().as_nanos() as f64 / bytes as f64;
+        g.evict(a);
         g.host.remove(&a);
         g.seqs.clear();
         Ok(())
@@ -428,16 +430,32 @@ impl Gpu {
     }
 
     fn evict(&mut self, adapter: u32) {
-        if !self.ledger.on_evict(adapter) {
-            return;
-        }
         if let Some(r) = self.resident.remove(&adapter) {
             self.free_range(r.off, r.len);
         }
     }
 
-    /// Copies an adapter host -> device on the copy stream, 8 x layers copies; returns the copy's time.
-    fn load(&mut self, adapter: u32, rank: u32) -> Result<Nanos> {
+    /// Puts an adapter's weights in pinned host memory (before the run: S-LoRA holds every adapter there).
+    fn host_adapter(&mut self, adapter: u32, rank: u32) -> Result<()> {
+        if self.host.contains_key(&adapter) {
+            return Ok(());
+        }
+        let n = 4 * self.m.layers as usize * 2 * rank as usize * self.m.hidden as usize;
+        // SAFETY: page-locked allocation, written right below before any read.
+        let mut p = unsafe { self.ctx.alloc_pinned_with_flags::<u16>(n, 0) }
+            .map_err(cuda("pinned host memory"))?;
+        let vals =
+            kernels::reference::pseudo_random(n, ((self.seed as u64) << 32) ^ adapter as u64);
+        let dst = p.as_mut_slice().map_err(cuda("pinned host memory"))?;
+        for (d, v) in dst.iter_mut().zip(vals) {
+            *d = self.dtype.to_bits(0.02 * v);
+        }
+        self.host.insert(adapter, p);
+        Ok(())
+    }
+
+    /// Copies an adapter host -> device on the copy stream, 8 x layers copies, and waits for it.
+    fn load(&mut self, adapter: u32, rank: u32) -> Result<()> {
         let h = self.m.hidden as usize;
         let r = rank as usize;
         if r == 0 || r > self.max_rank {
@@ -446,24 +464,14 @@ impl Gpu {
                 self.max_rank
             )));
         }
-        let held = self.resident.contains_key(&adapter);
-        self.ledger.on_load(adapter, held);
         if let Some(old) = self.resident.remove(&adapter) {
             self.free_range(old.off, old.len);
         }
         let per = 2 * r * h;
-        let n = 4 * self.m.layers as usize * per;
         if !self.host.contains_key(&adapter) {
-            // SAFETY: page-locked allocation, written right below before any read.
-            let mut p = unsafe { self.ctx.alloc_pinned_with_flags::<u16>(n, 0) }
-                .map_err(cuda("pinned host memory"))?;
-            let vals =
-                kernels::reference::pseudo_random(n, ((self.seed as u64) << 32) ^ adapter as u64);
-            let dst = p.as_mut_slice().map_err(cuda("pinned host memory"))?;
-            for (d, v) in dst.iter_mut().zip(vals) {
-                *d = self.dtype.to_bits(0.02 * v);
-            }
-            self.host.insert(adapter, p);
+            return Err(Error::internal(format!(
+                "cuda backend: adapter {adapter} is not in host memory (prepare it first)"
+            )));
         }
         let off = self.alloc_range(per).ok_or_else(|| {
             Error::internal(format!(
@@ -494,7 +502,6 @@ impl Gpu {
         }
         end.record(&self.copy).map_err(cuda("event record"))?;
         end.synchronize().map_err(cuda("adapter copy"))?;
-        let ms = start.elapsed_ms(&end).map_err(cuda("event time"))?;
         self.resident.insert(
             adapter,
             Resident {
@@ -504,7 +511,7 @@ impl Gpu {
                 ready: end,
             },
         );
-        Ok(((ms as f64 * 1e6) as Nanos).max(1))
+        Ok(())
     }
 
     /// One batched forward pass over `seqs` (all prefills or all decodes); returns each sequence's next token.
@@ -909,50 +916,51 @@ impl Gpu {
     }
 }
 
-impl CostModel for CudaBackend {
+impl Executor for CudaBackend {
     fn describe(&self) -> String {
         self.describe.clone()
     }
 
-    /// An estimate for policies (see `backend::Estimator`); the clock uses `run_iteration`'s measured time.
-    fn iteration(&self, shape: &BatchShape) -> Nanos {
-        self.estimate.iteration(shape)
+    fn estimates(&self) -> &dyn CostModel {
+        &self.estimate
     }
 
-    fn adapter_load(&self, bytes: u64) -> Nanos {
-        self.estimate.adapter_load(bytes)
-    }
-
-    fn wants_sequences(&self) -> bool {
-        true
-    }
-
-    fn run_iteration(&self, _shape: &BatchShape, seqs: &[Seq]) -> Result<Nanos> {
-        if seqs.is_empty() {
-            return Ok(1);
+    fn prepare(&mut self, adapters: &[Adapter]) -> Result<()> {
+        for a in adapters {
+            self.g.host_adapter(a.id, a.rank)?;
         }
-        let start = Instant::now();
-        self.g.borrow_mut().forward(seqs)?;
-        Ok((start.elapsed().as_nanos() as Nanos).max(1))
+        Ok(())
     }
 
-    fn load(&self, adapter: u32, bytes: u64) -> Result<Nanos> {
-        let mut g = self.g.borrow_mut();
-        let per_rank = g.m.adapter_bytes(1);
+    fn run_iteration(&mut self, seqs: &mut dyn Iterator<Item = Seq>) -> Result<()> {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        batch.extend(seqs);
+        let out = if batch.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.g.forward(&batch)
+        };
+        self.batch = batch;
+        out.map(|_| ())
+    }
+
+    fn load(&mut self, adapter: u32, bytes: u64) -> Result<()> {
+        let per_rank = self.g.m.adapter_bytes(1);
         if bytes == 0 || !bytes.is_multiple_of(per_rank) {
             return Err(Error::internal(format!(
                 "cuda backend: adapter {adapter}: {bytes} bytes is not a whole rank of {}",
-                g.m.name
+                self.g.m.name
             )));
         }
-        g.load(adapter, (bytes / per_rank) as u32)
+        self.g.load(adapter, (bytes / per_rank) as u32)
     }
 
-    fn release(&self, request: u32) {
-        self.g.borrow_mut().release(request);
+    fn release(&mut self, request: u32) {
+        self.g.release(request);
     }
 
-    fn evict(&self, adapter: u32) {
-        self.g.borrow_mut().evict(adapter);
+    fn evict(&mut self, adapter: u32) {
+        self.g.evict(adapter);
     }
 }

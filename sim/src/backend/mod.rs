@@ -1,8 +1,7 @@
 //! Real-execution backends (`sim real`, `sim fidelity`): the engine's scheduling, admission, memory and
-//! adapter-cache logic drive a model that runs for real instead of a cost model. A backend implements
-//! `cost::CostModel` with interior mutability: the engine hands it each iteration's sequences
-//! (`run_iteration`), adapter copies (`load`), finished or squashed requests (`release`) and evictions
-//! (`evict`), and advances its clock by the wall-clock durations the backend measures. See
+//! adapter-cache logic drive a model that runs for real instead of a cost model. A backend is an
+//! `engine::Executor`: the engine hands it each iteration's sequences, adapter copies, finished or squashed
+//! requests and evictions, in order, and `engine::Timed` advances the clock by the wall-clock durations. See
 //! docs/real-execution.md for what that clock means.
 //!
 //! `--backend SPEC`:
@@ -14,9 +13,8 @@
 pub mod cpu;
 pub mod cuda;
 
-use std::collections::HashMap;
-
 use crate::cost::{BatchShape, CostModel};
+use crate::engine::{Executor, Timed};
 use crate::error::{Error, Result};
 use crate::model::{GpuSpec, ModelSpec};
 use crate::runner::{self, Report, RunArgs};
@@ -55,7 +53,7 @@ impl BackendSpec {
 
 /// Builds the backend for a run with `args`: its KV pool holds the engine's pool (`--pool-tokens` or the
 /// memory arithmetic of `--model` on `--gpu`).
-pub fn build(spec: &BackendSpec, args: &RunArgs) -> Result<Box<dyn CostModel>> {
+pub fn build(spec: &BackendSpec, args: &RunArgs) -> Result<Box<dyn Executor>> {
     let model = ModelSpec::by_name(&args.model)?;
     let gpu = GpuSpec::by_name(&args.gpu)?;
     let pool = runner::pool_slots(args, model, gpu)?;
@@ -123,33 +121,15 @@ impl Estimator {
     }
 }
 
-/// Pairs the engine's loads and evictions of each adapter. The engine tells the backend about evictions at
-/// the end of the event that caused them, after any load in the same event, so an adapter evicted and loaded
-/// again in one event arrives as `load` (while the backend still holds it), then `evict`. That eviction
-/// belongs to the earlier copy and must not drop the new one: a load of an adapter the backend still holds
-/// means one eviction is owed.
-#[derive(Debug, Default)]
-pub struct LoadLedger {
-    owed: HashMap<u32, u32>,
-}
-
-impl LoadLedger {
-    /// On `load(adapter)`; `held` says whether the backend still holds a copy.
-    pub fn on_load(&mut self, adapter: u32, held: bool) {
-        if held {
-            *self.owed.entry(adapter).or_insert(0) += 1;
-        }
+impl CostModel for Estimator {
+    fn describe(&self) -> String {
+        "estimates from a timed warm-up of the backend".into()
     }
-
-    /// On `evict(adapter)`: whether to drop the backend's copy (false: the eviction of an earlier copy).
-    pub fn on_evict(&mut self, adapter: u32) -> bool {
-        match self.owed.get_mut(&adapter) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                false
-            }
-            _ => true,
-        }
+    fn iteration(&self, s: &BatchShape) -> Nanos {
+        Estimator::iteration(self, s)
+    }
+    fn adapter_load(&self, bytes: u64) -> Nanos {
+        Estimator::adapter_load(self, bytes)
     }
 }
 
@@ -170,23 +150,13 @@ pub fn run(args: &RunArgs, backend: &str) -> Result<Report> {
 /// Like [`run`] on an already loaded trace.
 pub fn run_on(args: &RunArgs, trace: Trace, spec: &BackendSpec) -> Result<Report> {
     // The summary keeps exactly the simulator's keys; `cost_model` names the backend and its clock.
-    runner::execute_with(args, trace, Some(build(spec, args)?))
+    let mut clock = Timed(build(spec, args)?);
+    runner::run::run(&args.resolve()?, trace, Some(&mut clock))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_ledger_ignores_the_late_eviction_of_an_earlier_copy() {
-        let mut l = LoadLedger::default();
-        l.on_load(4, false);
-        assert!(l.on_evict(4));
-        // Evicted and reloaded in one event: load arrives first, then the old copy's eviction.
-        l.on_load(4, true);
-        assert!(!l.on_evict(4));
-        assert!(l.on_evict(4));
-    }
 
     #[test]
     fn backend_specs_parse_or_explain() {

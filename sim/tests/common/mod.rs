@@ -4,12 +4,12 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use sim::cost::{BatchShape, CostModel};
-use sim::engine::{Engine, EngineConfig, HistogramPrefetch, Reserve, RunOutput};
+use sim::engine::api::PolicyCtx;
+use sim::engine::{Engine, EngineConfig, Policies, Reserve, RunOutput, Simulated};
 use sim::metrics::Slo;
-use sim::policy::PolicyCtx;
 use sim::time::Nanos;
 use sim::workload::{Adapter, NO_ADAPTER, Request, Workload};
-use sim::{cache, sched};
+use sim::{cache, prefetch, sched};
 
 pub const MS: Nanos = 1_000_000;
 
@@ -73,7 +73,10 @@ pub fn adapters(n: u32, slots: u64) -> Vec<Adapter> {
         .collect()
 }
 
-/// Runs `w` with the named policies (oracle predictions).
+/// The engine's default prefetch: the adapters of the next 16 waiting requests.
+pub const PREFETCH: &str = "queued";
+
+/// Runs `w` with the named policies (oracle predictions, the default prefetch).
 pub fn run_with(
     w: &Workload,
     cfg: EngineConfig,
@@ -81,8 +84,26 @@ pub fn run_with(
     sched_spec: &str,
     cache_spec: &str,
 ) -> RunOutput {
+    run_prefetch(w, cfg, cost, sched_spec, cache_spec, PREFETCH)
+}
+
+/// Runs `w` with the named policies and prefetcher (oracle predictions).
+pub fn run_prefetch(
+    w: &Workload,
+    cfg: EngineConfig,
+    cost: &dyn CostModel,
+    sched_spec: &str,
+    cache_spec: &str,
+    prefetch_spec: &str,
+) -> RunOutput {
     let predicted: Vec<u32> = w.requests.iter().map(|r| r.output).collect();
-    run_predicted(w, cfg, cost, sched_spec, cache_spec, &predicted)
+    run_full(
+        w,
+        cfg,
+        cost,
+        (sched_spec, cache_spec, prefetch_spec),
+        &predicted,
+    )
 }
 
 /// Runs `w` with the named policies, the schedulers seeing `predicted` output lengths.
@@ -94,17 +115,34 @@ pub fn run_predicted(
     cache_spec: &str,
     predicted: &[u32],
 ) -> RunOutput {
+    run_full(w, cfg, cost, (sched_spec, cache_spec, PREFETCH), predicted)
+}
+
+/// Runs `w` with (scheduler, cache, prefetch) specs and `predicted` output lengths.
+pub fn run_full(
+    w: &Workload,
+    cfg: EngineConfig,
+    cost: &dyn CostModel,
+    (sched_spec, cache_spec, prefetch_spec): (&str, &str, &str),
+    predicted: &[u32],
+) -> RunOutput {
     let ctx = PolicyCtx::new(w, predicted, cfg.pool_slots, Slo::default(), cost);
-    let s = sched::build(sched_spec, &ctx).unwrap();
-    let c = cache::build(cache_spec, &ctx).unwrap();
-    Engine::new(w, cfg, cost, s, c)
+    let policies = Policies {
+        scheduler: sched::REGISTRY.build(sched_spec, &ctx).unwrap().made,
+        cache: cache::REGISTRY.build(cache_spec, &ctx).unwrap().made,
+        prefetch: prefetch::REGISTRY.build(prefetch_spec, &ctx).unwrap().made,
+    };
+    let mut clock = Simulated(cost);
+    Engine::new(w, cfg, &mut clock, policies)
         .run()
-        .unwrap_or_else(|e| panic!("{sched_spec} + {cache_spec}: {e}"))
+        .unwrap_or_else(|e| panic!("{sched_spec} + {cache_spec} + {prefetch_spec}: {e}"))
 }
 
 pub struct Case {
     pub w: Workload,
     pub cfg: EngineConfig,
+    /// The prefetcher spec.
+    pub prefetch: String,
 }
 
 /// A small random workload and engine configuration: bursty arrivals, mixed lengths and adapter sizes,
@@ -149,13 +187,16 @@ pub fn random_case(seed: u64) -> Case {
     cfg.max_batch = rng.random_range(1..10);
     cfg.max_wait_tokens = rng.random_range(0..12);
     cfg.max_prefill_tokens = rng.random_range(100..1000);
-    cfg.prefetch_window = rng.random_range(0..4);
+    let window: u32 = rng.random_range(0..4);
+    let mut prefetch = format!("queued[window={window}]");
     if rng.random_range(0..3) == 0 {
-        cfg.prefetch_histogram = Some(HistogramPrefetch {
-            horizon_ns: rng.random_range(1..200) * MS,
-            threshold: rng.random_range(0..10) as f64 / 10.0,
-            max: rng.random_range(0..4),
-        });
+        let horizon_ms: u64 = rng.random_range(1..200);
+        let threshold = rng.random_range(0..10) as f64 / 10.0;
+        let max: u32 = rng.random_range(0..4);
+        prefetch = format!(
+            "histogram[window={window},horizon_s={},threshold={threshold},max={max}]",
+            horizon_ms as f64 / 1e3
+        );
     }
     if rng.random_range(0..2) == 0 {
         cfg.reserve = Reserve::Max(rng.random_range(1..150));
@@ -163,5 +204,6 @@ pub fn random_case(seed: u64) -> Case {
     Case {
         w: Workload { adapters, requests },
         cfg,
+        prefetch,
     }
 }

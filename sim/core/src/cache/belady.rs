@@ -5,23 +5,26 @@
 //!
 //! "Next use" of an adapter = arrival time of its earliest request not yet admitted (now, if one is queued).
 
-use super::{CachePolicy, CacheView, Entry};
+use crate::engine::api::{CachePolicy, CacheView, Caches, PolicyCtx};
 use crate::error::Result;
-use crate::policy::PolicyCtx;
-use crate::spec::Spec;
+use crate::registry::{Entry, Param, Params, Props};
 use crate::time::Nanos;
 use crate::workload::Request;
 
-pub const ENTRY: Entry = Entry {
+pub const ENTRY: Entry<Caches> = Entry {
     name: "belady",
     about: "offline optimum: evict the adapter needed furthest in the future (knows the trace)",
-    params: &[("size_aware", "false")],
+    params: &[Param::new(
+        "size_aware",
+        "false",
+        "evict the largest (time to next use x size)",
+    )],
+    props: Props::DEFAULT,
     build,
 };
 
-fn build(mut spec: Spec, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
-    let size_aware = spec.get("size_aware", false)?;
-    spec.finish(&["size_aware"])?;
+fn build(p: &mut Params, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
+    let size_aware = p.get("size_aware")?;
     let w = ctx.workload;
     let mut uses: Vec<Vec<(Nanos, u32)>> = vec![Vec::new(); w.adapters.len()];
     for r in &w.requests {
@@ -58,10 +61,6 @@ impl Belady {
 }
 
 impl CachePolicy for Belady {
-    fn describe(&self) -> String {
-        format!("belady[size_aware={}]", self.size_aware)
-    }
-
     fn on_admit(&mut self, req: &Request, _now: Nanos) {
         self.admitted[req.id as usize] = true;
     }

@@ -12,74 +12,72 @@
 
 use std::collections::VecDeque;
 
-use super::{CachePolicy, CacheView, Entry};
+use crate::engine::api::{CachePolicy, CacheView, Caches, PolicyCtx};
 use crate::error::{Error, Result};
-use crate::policy::PolicyCtx;
-use crate::spec::Spec;
+use crate::registry::{Entry, Param, Params, Props};
 use crate::time::Nanos;
 use crate::workload::Request;
 
-const PARAMS: &[(&str, &str)] = &[
-    ("freq", "0.45"),
-    ("recency", "0.10"),
-    ("size", "0.45"),
-    ("window_s", "300"),
-    ("protect_queued", "true"),
+const PARAMS: &[Param] = &[
+    Param::new("freq", "0.45", "weight of request frequency"),
+    Param::new("recency", "0.10", "weight of recency of use"),
+    Param::new("size", "0.45", "weight of adapter size"),
+    Param::new(
+        "window_s",
+        "300",
+        "seconds of arrivals clustered (mlq) / counted (cache)",
+    ),
+    Param::new(
+        "protect_queued",
+        "true",
+        "evict adapters of queued requests last",
+    ),
 ];
 
-pub const ENTRY: Entry = Entry {
+pub const ENTRY: Entry<Caches> = Entry {
     name: "chameleon",
     about: "idle-memory cache; evict lowest freq*F + recency*R + size*S, adapters of queued requests last",
     params: PARAMS,
+    props: Props::DEFAULT,
     build: build_chameleon,
 };
 
-pub const FAIRSHARE: Entry = Entry {
+pub const FAIRSHARE: Entry<Caches> = Entry {
     name: "fairshare",
     about: "chameleon with equal weights (1/3 each)",
-    params: &[("window_s", "300"), ("protect_queued", "true")],
+    params: &[
+        Param::new(
+            "window_s",
+            "300",
+            "seconds of arrivals clustered (mlq) / counted (cache)",
+        ),
+        Param::new(
+            "protect_queued",
+            "true",
+            "evict adapters of queued requests last",
+        ),
+    ],
+    props: Props::DEFAULT,
     build: build_fairshare,
 };
 
-fn build_chameleon(spec: Spec, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
-    build(
-        spec,
-        ctx,
-        "chameleon",
-        [0.45, 0.10, 0.45],
-        &["freq", "recency", "size", "window_s", "protect_queued"],
-    )
+fn build_chameleon(p: &mut Params, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
+    let weights = [p.get("freq")?, p.get("recency")?, p.get("size")?];
+    build(p, ctx, "chameleon", weights)
 }
 
-fn build_fairshare(spec: Spec, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
-    build(
-        spec,
-        ctx,
-        "fairshare",
-        [1.0 / 3.0; 3],
-        &["window_s", "protect_queued"],
-    )
+fn build_fairshare(p: &mut Params, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
+    build(p, ctx, "fairshare", [1.0 / 3.0; 3])
 }
 
 fn build(
-    mut spec: Spec,
+    p: &mut Params,
     ctx: &PolicyCtx,
     name: &'static str,
-    w: [f64; 3],
-    known: &[&str],
+    weights: [f64; 3],
 ) -> Result<Box<dyn CachePolicy>> {
-    let weights = if name == "chameleon" {
-        [
-            spec.get("freq", w[0])?,
-            spec.get("recency", w[1])?,
-            spec.get("size", w[2])?,
-        ]
-    } else {
-        w
-    };
-    let window_s: f64 = spec.get("window_s", 300.0)?;
-    let protect_queued = spec.get("protect_queued", true)?;
-    spec.finish(known)?;
+    let window_s: f64 = p.get("window_s")?;
+    let protect_queued = p.get("protect_queued")?;
     if weights.iter().any(|&x| !(x >= 0.0 && x.is_finite())) || window_s.is_nan() || window_s <= 0.0
     {
         return Err(Error::msg(format!(
@@ -88,7 +86,6 @@ fn build(
     }
     let n = ctx.workload.adapters.len();
     Ok(Box::new(Chameleon {
-        name,
         weights,
         window_ns: (window_s * 1e9) as Nanos,
         protect_queued,
@@ -100,7 +97,6 @@ fn build(
 }
 
 pub struct Chameleon {
-    name: &'static str,
     weights: [f64; 3],
     window_ns: Nanos,
     protect_queued: bool,
@@ -122,21 +118,6 @@ impl Chameleon {
 }
 
 impl CachePolicy for Chameleon {
-    fn describe(&self) -> String {
-        let [f, r, s] = self.weights;
-        let w = if self.name == "chameleon" {
-            format!("freq={f},recency={r},size={s},")
-        } else {
-            String::new()
-        };
-        format!(
-            "{}[{w}window_s={},protect_queued={}]",
-            self.name,
-            self.window_ns as f64 / 1e9,
-            self.protect_queued
-        )
-    }
-
     fn on_arrival(&mut self, req: &Request, now: Nanos) {
         self.arrivals[req.adapter as usize].push_back(now);
         // Keep the deque bounded even for adapters that are never evicted.

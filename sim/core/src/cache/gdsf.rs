@@ -1,22 +1,21 @@
 //! Greedy-Dual-Size-Frequency: priority = L + uses x load cost / size, where L rises to each victim's
 //! priority (aging). Favours adapters that are often used and expensive to reload per slot they occupy.
 
-use super::{CachePolicy, CacheView, Entry};
+use crate::engine::api::{CachePolicy, CacheView, Caches, PolicyCtx};
 use crate::error::Result;
-use crate::policy::PolicyCtx;
-use crate::spec::Spec;
+use crate::registry::{Entry, Params, Props};
 use crate::time::Nanos;
 use crate::workload::Request;
 
-pub const ENTRY: Entry = Entry {
+pub const ENTRY: Entry<Caches> = Entry {
     name: "gdsf",
     about: "greedy-dual-size-frequency: evict lowest L + uses*load_time/size",
     params: &[],
+    props: Props::DEFAULT,
     build,
 };
 
-fn build(spec: Spec, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
-    spec.finish(&[])?;
+fn build(_p: &mut Params, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
     let n = ctx.workload.adapters.len();
     Ok(Box::new(Gdsf {
         value: ctx
@@ -40,10 +39,6 @@ pub struct Gdsf {
 }
 
 impl CachePolicy for Gdsf {
-    fn describe(&self) -> String {
-        "gdsf".into()
-    }
-
     fn on_admit(&mut self, req: &Request, _now: Nanos) {
         let a = req.adapter as usize;
         self.uses[a] += 1;

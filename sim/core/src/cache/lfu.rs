@@ -1,21 +1,20 @@
 //! Least frequently used: evict the idle adapter admitted the fewest times (ties: least recently used).
 
-use super::{CachePolicy, CacheView, Entry};
+use crate::engine::api::{CachePolicy, CacheView, Caches, PolicyCtx};
 use crate::error::Result;
-use crate::policy::PolicyCtx;
-use crate::spec::Spec;
+use crate::registry::{Entry, Params, Props};
 use crate::time::Nanos;
 use crate::workload::Request;
 
-pub const ENTRY: Entry = Entry {
+pub const ENTRY: Entry<Caches> = Entry {
     name: "lfu",
     about: "keep idle adapters; evict the least frequently used (all-time count)",
     params: &[],
+    props: Props::DEFAULT,
     build,
 };
 
-fn build(spec: Spec, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
-    spec.finish(&[])?;
+fn build(_p: &mut Params, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
     let n = ctx.workload.adapters.len();
     Ok(Box::new(Lfu {
         uses: vec![0; n],
@@ -31,10 +30,6 @@ pub struct Lfu {
 }
 
 impl CachePolicy for Lfu {
-    fn describe(&self) -> String {
-        "lfu".into()
-    }
-
     fn on_admit(&mut self, req: &Request, _now: Nanos) {
         self.tick += 1;
         self.uses[req.adapter as usize] += 1;

@@ -1,21 +1,20 @@
 //! Least recently used: evict the idle adapter whose last use (admission or load) is oldest.
 
-use super::{CachePolicy, CacheView, Entry};
+use crate::engine::api::{CachePolicy, CacheView, Caches, PolicyCtx};
 use crate::error::Result;
-use crate::policy::PolicyCtx;
-use crate::spec::Spec;
+use crate::registry::{Entry, Params, Props};
 use crate::time::Nanos;
 use crate::workload::Request;
 
-pub const ENTRY: Entry = Entry {
+pub const ENTRY: Entry<Caches> = Entry {
     name: "lru",
     about: "keep idle adapters; evict the least recently used",
     params: &[],
+    props: Props::DEFAULT,
     build,
 };
 
-fn build(spec: Spec, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
-    spec.finish(&[])?;
+fn build(_p: &mut Params, ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
     Ok(Box::new(Lru {
         last: vec![0; ctx.workload.adapters.len()],
         tick: 0,
@@ -36,10 +35,6 @@ impl Lru {
 }
 
 impl CachePolicy for Lru {
-    fn describe(&self) -> String {
-        "lru".into()
-    }
-
     fn on_admit(&mut self, req: &Request, _now: Nanos) {
         self.touch(req.adapter);
     }

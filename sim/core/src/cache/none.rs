@@ -1,30 +1,25 @@
 //! S-LoRA: no cache. An adapter is freed as soon as no running request uses it (unless prefetched for the
 //! next batch), so every later request for it loads it again.
 
-use super::{CachePolicy, CacheView, Entry};
+use crate::engine::api::{CachePolicy, CacheView, Caches, PolicyCtx};
 use crate::error::Result;
-use crate::policy::PolicyCtx;
-use crate::spec::Spec;
+use crate::registry::{Entry, Params, Props};
 
-pub const ENTRY: Entry = Entry {
+pub const ENTRY: Entry<Caches> = Entry {
     name: "none",
     about: "free adapters when unused (S-LoRA)",
     params: &[],
+    props: Props::DEFAULT,
     build,
 };
 
-fn build(spec: Spec, _ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
-    spec.finish(&[])?;
+fn build(_p: &mut Params, _ctx: &PolicyCtx) -> Result<Box<dyn CachePolicy>> {
     Ok(Box::new(NoCache))
 }
 
 pub struct NoCache;
 
 impl CachePolicy for NoCache {
-    fn describe(&self) -> String {
-        "none".into()
-    }
-
     fn keeps_idle(&self) -> bool {
         false
     }

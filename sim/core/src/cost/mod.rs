@@ -1,12 +1,14 @@
 //! Cost models: how long one iteration and one adapter load take.
 //!
 //! The engine describes an iteration by a handful of sums (no per-request data, no allocation), and asks a
-//! `CostModel` for its duration. Two implementations: `analytic` (a roofline from GPU datasheet figures) and
+//! `CostModel` for its duration (through its `Clock`, see `engine::clock`). Two implementations: `analytic` (a roofline from GPU datasheet figures) and
 //! `profile` (tables measured by `calibrate`, see docs/profile-schema.md).
 
 pub mod analytic;
 pub mod profile;
 pub mod transfer;
+
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::model::{GpuSpec, ModelSpec};
@@ -78,48 +80,15 @@ impl LoadMethod {
     }
 }
 
-/// One sequence of an iteration, for backends that execute batches for real.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Seq {
-    pub request: u32,
-    /// Tokens this iteration computes for it: its prompt in a prefill, 1 in a decode.
-    pub new_tokens: u32,
-    /// Tokens already in its KV cache.
-    pub context: u32,
-    /// `workload::NO_ADAPTER` for the base model.
-    pub adapter: u32,
-    pub rank: u32,
-}
-
-/// How long things take. A simulated model answers from the shape; a real backend (`sim real`) executes the
-/// iteration and answers with the measured time, using the hooks below (interior mutability: the engine
-/// holds a shared reference).
-pub trait CostModel {
+/// How long things take, estimated from an iteration's shape: a pure function of its inputs (the engine's
+/// `Clock` turns it into simulated time; real executors answer the same questions with estimates).
+pub trait CostModel: Send + Sync {
     /// One line saying which model this is and its key assumptions; printed in every output.
     fn describe(&self) -> String;
-    /// Duration of one iteration (never zero, so simulated time always advances). Policies also call this
-    /// (through `PolicyCtx`) for service-time estimates; a real backend answers those with estimates.
+    /// Duration of one iteration. Policies also call this (through `PolicyCtx`) for service-time estimates.
     fn iteration(&self, shape: &BatchShape) -> Nanos;
-    /// Duration of one adapter load of `bytes` over the host-device link, when the link is free (an estimate
-    /// for policies, like `iteration`).
+    /// Duration of one adapter load of `bytes` over the host-device link, when the link is free.
     fn adapter_load(&self, bytes: u64) -> Nanos;
-
-    /// Whether `run_iteration` needs the sequences (the engine skips building them otherwise).
-    fn wants_sequences(&self) -> bool {
-        false
-    }
-    /// Runs one iteration; an error (out of memory, a failed launch) stops the run cleanly.
-    fn run_iteration(&self, shape: &BatchShape, _seqs: &[Seq]) -> Result<Nanos> {
-        Ok(self.iteration(shape))
-    }
-    /// Loads `adapter` (`bytes` long); returns how long the copy takes.
-    fn load(&self, _adapter: u32, bytes: u64) -> Result<Nanos> {
-        Ok(self.adapter_load(bytes))
-    }
-    /// A request left the batch (finished or squashed): its KV cache can be freed.
-    fn release(&self, _request: u32) {}
-    /// An adapter was evicted from GPU memory.
-    fn evict(&self, _adapter: u32) {}
 }
 
 /// Builds the cost model: `--profile FILE` reads a measured profile (its spec may set `profile[load=METHOD]`),
@@ -129,7 +98,7 @@ pub fn build(
     profile: Option<&std::path::Path>,
     model: &ModelSpec,
     gpu: &GpuSpec,
-) -> Result<Box<dyn CostModel>> {
+) -> Result<Arc<dyn CostModel>> {
     let mut spec = Spec::parse(cost.unwrap_or(if profile.is_some() {
         "profile"
     } else {
@@ -142,14 +111,14 @@ pub fn build(
                 .unwrap_or_else(|| "per_layer_pinned".into());
             spec.finish(&["load"])?;
             let p = profile::CostProfile::read(path)?;
-            Ok(Box::new(profile::ProfileCost::new(
+            Ok(Arc::new(profile::ProfileCost::new(
                 p,
                 &path.display().to_string(),
                 LoadMethod::parse(&load)?,
             )?))
         }
         ("profile", None) => Err(Error::msg("cost model 'profile' needs --profile FILE")),
-        ("analytic", None) => Ok(Box::new(analytic::Analytic::from_spec(spec, model, gpu)?)),
+        ("analytic", None) => Ok(Arc::new(analytic::Analytic::from_spec(spec, model, gpu)?)),
         ("analytic", Some(_)) => Err(Error::msg(
             "--profile and --cost analytic exclude each other",
         )),

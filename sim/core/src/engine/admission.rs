@@ -6,9 +6,8 @@
 //! new requests, plus every adapter in use or loading, fits the pool. Idle cached adapters do not count:
 //! they are evicted when the memory is actually needed.
 
-use super::{Outcome, Residency, State};
-use crate::cache::CachePolicy;
-use crate::engine::EngineConfig;
+use super::api::{CachePolicy, Residency};
+use super::{Clock, EngineConfig, Outcome, State};
 use crate::time::Nanos;
 use crate::workload::{Request, Workload};
 
@@ -70,6 +69,7 @@ pub struct Admission<'a> {
     cfg: &'a EngineConfig,
     st: &'a mut State,
     cache: &'a mut dyn CachePolicy,
+    clock: &'a mut dyn Clock,
 }
 
 impl<'a> Admission<'a> {
@@ -78,8 +78,15 @@ impl<'a> Admission<'a> {
         cfg: &'a EngineConfig,
         st: &'a mut State,
         cache: &'a mut dyn CachePolicy,
+        clock: &'a mut dyn Clock,
     ) -> Admission<'a> {
-        Admission { w, cfg, st, cache }
+        Admission {
+            w,
+            cfg,
+            st,
+            cache,
+            clock,
+        }
     }
 
     pub fn now(&self) -> Nanos {
@@ -104,7 +111,7 @@ impl<'a> Admission<'a> {
 
     /// Requests admitted so far at this merge.
     pub fn admitted(&self) -> usize {
-        self.st.new_batch.len()
+        self.st.batch.admitted.len()
     }
 
     /// Slots the request's adapter would add to the pinned set (0 if already in use or loading).
@@ -119,16 +126,16 @@ impl<'a> Admission<'a> {
     pub fn fit(&self, id: u32) -> Fit {
         let r = &self.w.requests[id as usize];
         let st = &self.st;
-        if st.running.len() + st.new_batch.len() >= self.cfg.max_batch as usize {
+        if st.batch.running.len() + st.batch.admitted.len() >= self.cfg.max_batch as usize {
             return Fit::BatchFull;
         }
-        if st.new_tokens + r.input as u64 > self.cfg.max_prefill_tokens {
+        if st.batch.admitted_tokens + r.input as u64 > self.cfg.max_prefill_tokens {
             return Fit::PrefillTokens;
         }
         let kv = peak_with(
-            &st.reserve,
+            &st.mem.reserve,
             (r.input as u64 + 1, self.cfg.budget(r) as u64 - 1),
-        ) + st.pinned_slots();
+        ) + st.mem.pinned_slots();
         let extra = self.extra_adapter_slots(r);
         if kv + extra <= self.cfg.pool_slots {
             Fit::Yes
@@ -146,21 +153,21 @@ impl<'a> Admission<'a> {
     /// Whether `id` would fit if the running request `victim` were squashed first.
     pub fn fits_if_squashed(&self, id: u32, victim: u32) -> bool {
         let st = &self.st;
-        let Some(v) = st.running.iter().find(|r| r.id == victim) else {
+        let Some(v) = st.batch.running.iter().find(|r| r.id == victim) else {
             return false;
         };
         let r = &self.w.requests[id as usize];
-        if st.running.len() - 1 + st.new_batch.len() >= self.cfg.max_batch as usize
-            || st.new_tokens + r.input as u64 > self.cfg.max_prefill_tokens
+        if st.batch.running.len() - 1 + st.batch.admitted.len() >= self.cfg.max_batch as usize
+            || st.batch.admitted_tokens + r.input as u64 > self.cfg.max_prefill_tokens
         {
             return false;
         }
-        let mut held = st.reserve.clone();
+        let mut held = st.mem.reserve.clone();
         let gone = (v.ctx as u64, (v.budget - v.generated) as u64);
         if let Some(i) = held.iter().position(|&e| e == gone) {
             held.remove(i);
         }
-        let mut pinned = st.pinned_slots();
+        let mut pinned = st.mem.pinned_slots();
         let mut extra = self.extra_adapter_slots(r);
         if let Some(a) = st.adapters.get(v.adapter as usize)
             && a.refs == 1
@@ -177,19 +184,19 @@ impl<'a> Admission<'a> {
 
     /// Running requests as (id, tokens generated so far).
     pub fn running(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        self.st.running.iter().map(|r| (r.id, r.generated))
+        self.st.batch.running.iter().map(|r| (r.id, r.generated))
     }
 
     /// Stops a running request, frees its memory and drops its progress; it counts as waiting again and the
     /// scheduler must queue it again. False if `id` is not running.
     pub fn squash(&mut self, id: u32) -> bool {
-        let Some(i) = self.st.running.iter().position(|r| r.id == id) else {
+        let Some(i) = self.st.batch.running.iter().position(|r| r.id == id) else {
             return false;
         };
-        let r = self.st.running.swap_remove(i);
+        let r = self.st.batch.running.swap_remove(i);
         self.st.leave(&r);
-        self.st.kv_used -= r.ctx as u64;
-        self.st.unpin(r.adapter, self.cache);
+        self.st.mem.kv_used -= r.ctx as u64;
+        self.st.unpin(r.adapter, self.cache, self.clock);
         if let Some(a) = self.st.adapters.get_mut(r.adapter as usize) {
             a.queued += 1;
         }
@@ -198,20 +205,22 @@ impl<'a> Admission<'a> {
         rec.max_gap = 0;
         rec.squashes += 1;
         self.st.stats.squashes += 1;
-        self.st.squashed.push(id);
+        self.clock.release(id);
         // Its reservation goes too: rebuild from what is still admitted.
         let (st, cfg, w) = (&mut *self.st, self.cfg, self.w);
-        st.reserve.clear();
-        st.reserve.extend(
-            st.running
+        st.mem.reserve.clear();
+        st.mem.reserve.extend(
+            st.batch
+                .running
                 .iter()
                 .map(|r| (r.ctx as u64, (r.budget - r.generated) as u64)),
         );
-        st.reserve.extend(st.new_batch.iter().map(|&id| {
+        st.mem.reserve.extend(st.batch.admitted.iter().map(|&id| {
             let q = &w.requests[id as usize];
             (q.input as u64 + 1, cfg.budget(q) as u64 - 1)
         }));
-        st.reserve
+        st.mem
+            .reserve
             .sort_unstable_by_key(|&(_, rem)| std::cmp::Reverse(rem));
         true
     }
@@ -224,17 +233,17 @@ impl<'a> Admission<'a> {
         }
         let r = self.w.requests[id as usize];
         let cand = (r.input as u64 + 1, self.cfg.budget(&r) as u64 - 1);
-        insert(&mut self.st.reserve, cand);
-        self.st.new_tokens += r.input as u64;
-        self.st.new_batch.push(id);
+        insert(&mut self.st.mem.reserve, cand);
+        self.st.batch.admitted_tokens += r.input as u64;
+        self.st.batch.admitted.push(id);
         let now = self.st.now;
         let rec = &mut self.st.records[id as usize];
         rec.admitted = now;
         if let Some(a) = self.st.adapters.get_mut(r.adapter as usize) {
             rec.adapter_hit = a.residency == Residency::Resident;
             match (a.refs, a.residency) {
-                (0, Residency::Resident) => self.st.idle_slots -= a.slots,
-                (0, Residency::Host) => self.st.pending_pin += a.slots,
+                (0, Residency::Resident) => self.st.mem.idle_slots -= a.slots,
+                (0, Residency::Host) => self.st.mem.pending_pin += a.slots,
                 _ => {}
             }
             a.refs += 1;

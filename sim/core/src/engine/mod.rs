@@ -7,24 +7,24 @@
 //!   adapter in use must fit, so a running request never runs out of memory;
 //! - adapter loads on one copy stream (loads queue on the link) that overlaps compute; a prefill waits for
 //!   its requests' adapters, which stalls the GPU (load time on the critical path);
-//! - next-batch prefetch: after a merge, the adapters of the requests that would be admitted next are loaded
-//!   into free memory.
+//! - prefetch: after a merge, the adapters a prefetcher names are loaded into free memory.
 //!
+//! Policies plug in through `api`; durations come from a `Clock` (`clock`): a cost model, or a real executor.
 //! Time is integer nanoseconds; simultaneous events run in the order they were scheduled (sequence number).
 
 mod admission;
-mod prefetch;
+pub mod api;
+pub mod clock;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-pub use admission::{Admission, Fit};
-pub use prefetch::HistogramPrefetch;
+use api::{AdapterState, CachePolicy, CacheView, PrefetchView, Prefetcher, Residency, Scheduler};
+pub use api::{Admission, Fit};
+pub use clock::{Clock, Executor, Seq, Simulated, Timed};
 
-use crate::cache::{CachePolicy, CacheView};
-use crate::cost::{BatchShape, CostModel, Seq};
+use crate::cost::BatchShape;
 use crate::error::{Error, Result};
-use crate::sched::Scheduler;
 use crate::time::Nanos;
 use crate::workload::{NO_ADAPTER, Request, Workload};
 
@@ -35,6 +35,33 @@ pub enum Reserve {
     Oracle,
     /// A fixed output budget for every request, like a max_new_tokens of N (at least the true length).
     Max(u32),
+}
+
+impl Reserve {
+    /// `oracle` or `max:N`.
+    pub fn parse(s: &str) -> Result<Reserve> {
+        match s.split_once(':') {
+            None if s == "oracle" => Ok(Reserve::Oracle),
+            Some(("max", n)) => n
+                .parse()
+                .ok()
+                .filter(|&n: &u32| n > 0)
+                .map(Reserve::Max)
+                .ok_or_else(|| {
+                    Error::msg(format!("--reserve max:N needs a positive N, got '{n}'"))
+                }),
+            _ => Err(Error::msg(format!(
+                "--reserve must be 'oracle' or 'max:N', got '{s}'"
+            ))),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Reserve::Oracle => "oracle".into(),
+            Reserve::Max(n) => format!("max:{n}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,11 +75,6 @@ pub struct EngineConfig {
     /// Most prompt tokens in one prefill iteration; a longer prompt is rejected.
     pub max_prefill_tokens: u64,
     pub reserve: Reserve,
-    /// S-LoRA's next-batch adapter prefetch: after each merge, load the adapters of this many waiting
-    /// requests (0 = off).
-    pub prefetch_window: u32,
-    /// The paper's optional predictor: also prefetch adapters whose next request is likely to arrive soon.
-    pub prefetch_histogram: Option<HistogramPrefetch>,
 }
 
 impl EngineConfig {
@@ -71,34 +93,15 @@ impl EngineConfig {
             max_batch: 1000,
             max_prefill_tokens: 16_384,
             reserve: Reserve::Oracle,
-            prefetch_window: 16,
-            prefetch_histogram: None,
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Residency {
-    Host,
-    Loading,
-    Resident,
-}
-
-/// Runtime state of one adapter, visible to cache policies.
-#[derive(Clone, Debug)]
-pub struct AdapterState {
-    pub residency: Residency,
-    /// Admitted, unfinished requests using it.
-    pub refs: u32,
-    /// Arrived requests waiting to be admitted.
-    pub queued: u32,
-    /// Marked by the last next-batch prefetch.
-    pub wanted: bool,
-    pub slots: u64,
-    /// When the load in flight completes (meaningful while `Loading`).
-    pub load_done: Nanos,
-    /// Running (decoding) requests using it.
-    in_batch: u32,
+/// The policies one run plugs into the engine.
+pub struct Policies {
+    pub scheduler: Box<dyn Scheduler>,
+    pub cache: Box<dyn CachePolicy>,
+    pub prefetch: Box<dyn Prefetcher>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,13 +152,11 @@ pub struct EngineStats {
 }
 
 pub struct RunOutput {
-    /// Set when the backend failed (e.g. out of GPU memory) and the run stopped early; the records hold the
-    /// requests' state at that moment.
+    /// Set when the clock failed (e.g. a real backend out of GPU memory) and the run stopped early; the
+    /// records hold the requests' state at that moment.
     pub aborted: Option<String>,
     pub records: Vec<RequestRecord>,
     pub stats: EngineStats,
-    pub scheduler: String,
-    pub cache: String,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -168,6 +169,18 @@ pub(crate) struct Running {
     pub(crate) adapter: u32,
     pub(crate) rank: u32,
     pub(crate) last_token: Nanos,
+}
+
+impl Running {
+    fn seq(&self) -> Seq {
+        Seq {
+            request: self.id,
+            new_tokens: 1,
+            context: self.ctx,
+            adapter: self.adapter,
+            rank: self.rank,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -184,6 +197,44 @@ enum Busy {
     Decode,
 }
 
+/// The pool's accounting, in KV slots.
+#[derive(Default)]
+pub(crate) struct Memory {
+    /// (KV slots held now, slots still to come) of admitted requests, by the second field descending.
+    pub(crate) reserve: Vec<(u64, u64)>,
+    pub(crate) kv_used: u64,
+    /// Resident and loading adapters.
+    adapter_used: u64,
+    /// Resident adapters no admitted request uses (evictable).
+    pub(crate) idle_slots: u64,
+    /// Adapters admitted at this merge that are not loaded yet: pinned, but not in `adapter_used` yet.
+    pub(crate) pending_pin: u64,
+}
+
+impl Memory {
+    /// Slots held by adapters that cannot be evicted now: in use or being loaded.
+    pub(crate) fn pinned_slots(&self) -> u64 {
+        self.adapter_used - self.idle_slots + self.pending_pin
+    }
+}
+
+/// The running batch and the sums a decode step's cost is computed from, kept incrementally.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub(crate) running: Vec<Running>,
+    /// Requests admitted at the current merge, prefilling.
+    pub(crate) admitted: Vec<u32>,
+    /// Their prompt tokens.
+    pub(crate) admitted_tokens: u64,
+    ctx_sum: u64,
+    token_rank_sum: u64,
+    /// Running requests that carry an adapter.
+    adapter_seqs: u64,
+    distinct_rank_sum: u64,
+    distinct: u64,
+    steps_since_merge: u32,
+}
+
 /// Everything the engine mutates; split from the policies so they can be called with a view of it.
 pub(crate) struct State {
     now: Nanos,
@@ -191,102 +242,103 @@ pub(crate) struct State {
     events: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
     next_arrival: usize,
     busy: Busy,
-    pub(crate) adapters: Vec<AdapterState>,
-    pub(crate) running: Vec<Running>,
-    /// Requests admitted at the current merge, prefilling.
-    pub(crate) new_batch: Vec<u32>,
-    pub(crate) new_tokens: u64,
-    /// (KV slots held now, slots still to come) of admitted requests, by the second field descending.
-    pub(crate) reserve: Vec<(u64, u64)>,
-    pub(crate) kv_used: u64,
-    adapter_used: u64,
-    pub(crate) idle_slots: u64,
-    /// Adapters admitted at this merge that are not loaded yet: pinned, but not in `adapter_used` yet.
-    pub(crate) pending_pin: u64,
     link_free_at: Nanos,
-    steps_since_merge: u32,
-    ctx_sum: u64,
-    token_rank_sum: u64,
-    /// Running requests that carry an adapter.
-    adapter_seqs: u64,
-    distinct_rank_sum: u64,
-    distinct: u64,
+    pub(crate) adapters: Vec<AdapterState>,
+    pub(crate) mem: Memory,
+    pub(crate) batch: Batch,
+    /// Adapters marked by the last prefetch.
     prefetched: Vec<u32>,
-    /// Sequences of the iteration being started, for backends that execute it.
-    seqs: Vec<Seq>,
-    /// Requests squashed and adapters evicted since the backend was last told.
-    pub(crate) squashed: Vec<u32>,
-    evicted: Vec<u32>,
-    histograms: prefetch::Histograms,
+    /// Per adapter, the merge it was last counted in (distinct adapters of a prefill).
     stamp: Vec<u64>,
     /// Reused buffers: eviction candidates, prefetch targets.
     scratch: Vec<u32>,
     want: Vec<u32>,
-    ranked: Vec<(Reverse<u64>, u32)>,
     pub(crate) records: Vec<RequestRecord>,
     pub(crate) stats: EngineStats,
     last_account: Nanos,
 }
 
 impl State {
-    /// Slots held by adapters that cannot be evicted now: in use or being loaded.
-    pub(crate) fn pinned_slots(&self) -> u64 {
-        self.adapter_used - self.idle_slots + self.pending_pin
-    }
-
     fn leave(&mut self, r: &Running) {
-        self.ctx_sum -= r.ctx as u64;
+        let b = &mut self.batch;
+        b.ctx_sum -= r.ctx as u64;
         if r.adapter != NO_ADAPTER {
-            self.token_rank_sum -= r.rank as u64;
-            self.adapter_seqs -= 1;
+            b.token_rank_sum -= r.rank as u64;
+            b.adapter_seqs -= 1;
             let a = &mut self.adapters[r.adapter as usize];
             a.in_batch -= 1;
             if a.in_batch == 0 {
-                self.distinct -= 1;
-                self.distinct_rank_sum -= r.rank as u64;
+                b.distinct -= 1;
+                b.distinct_rank_sum -= r.rank as u64;
             }
         }
     }
 
+    fn join(&mut self, r: Running) {
+        let b = &mut self.batch;
+        b.ctx_sum += r.ctx as u64;
+        if r.adapter != NO_ADAPTER {
+            b.token_rank_sum += r.rank as u64;
+            b.adapter_seqs += 1;
+            let a = &mut self.adapters[r.adapter as usize];
+            a.in_batch += 1;
+            if a.in_batch == 1 {
+                b.distinct += 1;
+                b.distinct_rank_sum += r.rank as u64;
+            }
+        }
+        b.running.push(r);
+    }
+
     /// Drops one admitted request's hold on its adapter.
-    fn unpin(&mut self, adapter: u32, cache: &mut dyn CachePolicy) {
+    pub(crate) fn unpin(
+        &mut self,
+        adapter: u32,
+        cache: &mut dyn CachePolicy,
+        clock: &mut dyn Clock,
+    ) {
         if adapter == NO_ADAPTER {
             return;
         }
         let a = &mut self.adapters[adapter as usize];
         a.refs -= 1;
         if a.refs == 0 && a.residency == Residency::Resident {
-            self.idle_slots += a.slots;
-            self.maybe_release(adapter, cache);
+            self.mem.idle_slots += a.slots;
+            self.maybe_release(adapter, cache, clock);
         }
     }
 
-    /// S-LoRA frees an adapter as soon as nothing running or prefetched wants it.
-    fn maybe_release(&mut self, a: u32, cache: &mut dyn CachePolicy) {
+    /// Without a cache (S-LoRA) an adapter is freed as soon as nothing admitted or prefetched wants it.
+    fn maybe_release(&mut self, a: u32, cache: &mut dyn CachePolicy, clock: &mut dyn Clock) {
         let s = &self.adapters[a as usize];
-        if !cache.keeps_idle() && s.refs == 0 && !s.wanted && s.residency == Residency::Resident {
-            self.evict(a, cache);
+        if !cache.keeps_idle() && s.is_idle() && !s.wanted {
+            self.evict(a, cache, clock);
         }
     }
 
-    fn evict(&mut self, a: u32, cache: &mut dyn CachePolicy) {
+    fn evict(&mut self, a: u32, cache: &mut dyn CachePolicy, clock: &mut dyn Clock) {
         let s = &mut self.adapters[a as usize];
-        debug_assert!(s.refs == 0 && s.residency == Residency::Resident);
+        debug_assert!(s.is_idle());
         s.residency = Residency::Host;
-        self.adapter_used -= s.slots;
-        self.idle_slots -= s.slots;
+        self.mem.adapter_used -= s.slots;
+        self.mem.idle_slots -= s.slots;
         self.stats.evictions += 1;
-        self.evicted.push(a);
+        clock.evict(a);
         cache.on_evict(a, self.now);
+    }
+
+    fn free_slots(&self, pool: u64) -> u64 {
+        pool - self.mem.kv_used - self.mem.adapter_used
     }
 }
 
 pub struct Engine<'a> {
     w: &'a Workload,
     cfg: EngineConfig,
-    cost: &'a dyn CostModel,
+    clock: &'a mut dyn Clock,
     sched: Box<dyn Scheduler>,
     cache: Box<dyn CachePolicy>,
+    prefetch: Box<dyn Prefetcher>,
     st: State,
 }
 
@@ -294,9 +346,8 @@ impl<'a> Engine<'a> {
     pub fn new(
         w: &'a Workload,
         cfg: EngineConfig,
-        cost: &'a dyn CostModel,
-        sched: Box<dyn Scheduler>,
-        cache: Box<dyn CachePolicy>,
+        clock: &'a mut dyn Clock,
+        policies: Policies,
     ) -> Engine<'a> {
         let n = w.requests.len();
         let st = State {
@@ -305,43 +356,18 @@ impl<'a> Engine<'a> {
             events: BinaryHeap::new(),
             next_arrival: 0,
             busy: Busy::Idle,
+            link_free_at: 0,
             adapters: w
                 .adapters
                 .iter()
-                .map(|a| AdapterState {
-                    residency: Residency::Host,
-                    refs: 0,
-                    queued: 0,
-                    wanted: false,
-                    slots: a.slots,
-                    load_done: 0,
-                    in_batch: 0,
-                })
+                .map(|a| AdapterState::new(a.slots))
                 .collect(),
-            running: Vec::new(),
-            new_batch: Vec::new(),
-            new_tokens: 0,
-            reserve: Vec::new(),
-            kv_used: 0,
-            adapter_used: 0,
-            idle_slots: 0,
-            pending_pin: 0,
-            link_free_at: 0,
-            steps_since_merge: 0,
-            ctx_sum: 0,
-            token_rank_sum: 0,
-            adapter_seqs: 0,
-            distinct_rank_sum: 0,
-            distinct: 0,
+            mem: Memory::default(),
+            batch: Batch::default(),
             prefetched: Vec::new(),
-            seqs: Vec::new(),
-            squashed: Vec::new(),
-            evicted: Vec::new(),
-            histograms: prefetch::Histograms::new(w.adapters.len()),
             stamp: vec![0; w.adapters.len()],
             scratch: Vec::new(),
             want: Vec::new(),
-            ranked: Vec::new(),
             records: vec![
                 RequestRecord {
                     outcome: Outcome::Waiting,
@@ -364,9 +390,10 @@ impl<'a> Engine<'a> {
         Engine {
             w,
             cfg,
-            cost,
-            sched,
-            cache,
+            clock,
+            sched: policies.scheduler,
+            cache: policies.cache,
+            prefetch: policies.prefetch,
             st,
         }
     }
@@ -412,20 +439,17 @@ impl<'a> Engine<'a> {
                 aborted = Some(e.to_string());
                 break;
             }
-            self.flush_evictions();
         }
-        if aborted.is_none() && (self.sched.waiting() > 0 || !self.st.running.is_empty()) {
+        if aborted.is_none() && (self.sched.waiting() > 0 || !self.st.batch.running.is_empty()) {
             return Err(Error::internal(format!(
                 "engine stopped with {} requests waiting and {} running (a bug: please report)",
                 self.sched.waiting(),
-                self.st.running.len()
+                self.st.batch.running.len()
             )));
         }
         self.st.stats.end_ns = self.st.now;
         Ok(RunOutput {
             aborted,
-            scheduler: self.sched.describe(),
-            cache: self.cache.describe(),
             records: self.st.records,
             stats: self.st.stats,
         })
@@ -436,20 +460,19 @@ impl<'a> Engine<'a> {
         let st = &mut self.st;
         debug_assert!(t >= st.now);
         let dt = (t - st.last_account) as u128;
-        st.stats.kv_slot_ns += st.kv_used as u128 * dt;
-        st.stats.adapter_slot_ns += st.adapter_used as u128 * dt;
+        st.stats.kv_slot_ns += st.mem.kv_used as u128 * dt;
+        st.stats.adapter_slot_ns += st.mem.adapter_used as u128 * dt;
         st.last_account = t;
         st.now = t;
     }
 
     fn note_memory(&mut self) {
-        let st = &mut self.st;
-        let s = &mut st.stats;
-        s.peak_kv_slots = s.peak_kv_slots.max(st.kv_used);
-        s.peak_adapter_slots = s.peak_adapter_slots.max(st.adapter_used);
-        s.peak_total_slots = s.peak_total_slots.max(st.kv_used + st.adapter_used);
+        let (m, s) = (&self.st.mem, &mut self.st.stats);
+        s.peak_kv_slots = s.peak_kv_slots.max(m.kv_used);
+        s.peak_adapter_slots = s.peak_adapter_slots.max(m.adapter_used);
+        s.peak_total_slots = s.peak_total_slots.max(m.kv_used + m.adapter_used);
         assert!(
-            st.kv_used + st.adapter_used <= self.cfg.pool_slots,
+            m.kv_used + m.adapter_used <= self.cfg.pool_slots,
             "memory invariant violated (engine bug)"
         );
     }
@@ -480,7 +503,7 @@ impl<'a> Engine<'a> {
             return;
         }
         if r.adapter != NO_ADAPTER {
-            self.st.histograms.arrival(r.adapter as usize, self.st.now);
+            self.prefetch.on_arrival(r.adapter, self.st.now);
             self.st.adapters[r.adapter as usize].queued += 1;
             self.cache.on_arrival(&r, self.st.now);
         }
@@ -488,12 +511,12 @@ impl<'a> Engine<'a> {
     }
 
     fn start_iteration(&mut self) -> Result<()> {
-        let merge =
-            self.st.running.is_empty() || self.st.steps_since_merge >= self.cfg.max_wait_tokens;
+        let b = &self.st.batch;
+        let merge = b.running.is_empty() || b.steps_since_merge >= self.cfg.max_wait_tokens;
         if merge && self.sched.waiting() > 0 && self.merge()? {
             return Ok(());
         }
-        if !self.st.running.is_empty() {
+        if !self.st.batch.running.is_empty() {
             self.start_decode()?;
         }
         Ok(())
@@ -502,26 +525,32 @@ impl<'a> Engine<'a> {
     /// Admits new requests and starts their prefill; false if none could be admitted.
     fn merge(&mut self) -> Result<bool> {
         let now = self.st.now;
-        self.st.reserve.clear();
-        for r in &self.st.running {
-            self.st
+        let st = &mut self.st;
+        st.mem.reserve.clear();
+        for r in &st.batch.running {
+            st.mem
                 .reserve
                 .push((r.ctx as u64, (r.budget - r.generated) as u64));
         }
-        self.st
+        st.mem
             .reserve
             .sort_unstable_by_key(|&(_, rem)| Reverse(rem));
-        self.st.new_batch.clear();
-        self.st.new_tokens = 0;
+        st.batch.admitted.clear();
+        st.batch.admitted_tokens = 0;
         {
-            let mut adm = Admission::new(self.w, &self.cfg, &mut self.st, self.cache.as_mut());
+            let mut adm = Admission::new(
+                self.w,
+                &self.cfg,
+                &mut self.st,
+                self.cache.as_mut(),
+                &mut *self.clock,
+            );
             self.sched.select(&mut adm);
         }
-        self.release_squashed();
-        if self.st.new_batch.is_empty() {
+        if self.st.batch.admitted.is_empty() {
             return Ok(false);
         }
-        let batch = std::mem::take(&mut self.st.new_batch);
+        let batch = std::mem::take(&mut self.st.batch.admitted);
         let mut ready = now;
         let mut shape = BatchShape::default();
         let mut kv_need = 0;
@@ -546,7 +575,7 @@ impl<'a> Engine<'a> {
                 shape.lora_distinct_rank += rank;
             }
             if self.st.adapters[a].residency == Residency::Host {
-                self.st.pending_pin -= self.st.adapters[a].slots;
+                self.st.mem.pending_pin -= self.st.adapters[a].slots;
                 self.start_load(r.adapter)?;
             }
             if self.st.adapters[a].residency == Residency::Loading {
@@ -554,85 +583,54 @@ impl<'a> Engine<'a> {
             }
         }
         self.make_room(kv_need);
-        self.st.kv_used += kv_need;
+        self.st.mem.kv_used += kv_need;
         self.note_memory();
         for &id in &batch {
             self.st.records[id as usize].load_wait = ready - now;
         }
-        self.st.new_batch = batch;
         self.st.stats.load_stall_ns += ready - now;
         self.st.stats.prefill_iterations += 1;
-        if self.cost.wants_sequences() {
-            self.st.seqs.clear();
-            for &id in &self.st.new_batch {
-                let r = &self.w.requests[id as usize];
-                let rank = self.w.adapter(r.adapter).map_or(0, |a| a.rank);
-                let seq = Seq {
-                    request: id,
-                    new_tokens: r.input,
-                    context: 0,
-                    adapter: r.adapter,
-                    rank,
-                };
-                self.st.seqs.push(seq);
+        let w = self.w;
+        let mut seqs = batch.iter().map(|&id| {
+            let r = &w.requests[id as usize];
+            Seq {
+                request: id,
+                new_tokens: r.input,
+                context: 0,
+                adapter: r.adapter,
+                rank: w.adapter(r.adapter).map_or(0, |a| a.rank),
             }
-        }
-        self.flush_evictions();
-        let dur = self.cost.run_iteration(&shape, &self.st.seqs)?.max(1);
+        });
+        let dur = self.clock.iteration(&shape, &mut seqs)?.max(1);
+        self.st.batch.admitted = batch;
         self.st.stats.busy_ns += dur;
         self.st.busy = Busy::Prefill;
-        self.st.steps_since_merge = 0;
+        self.st.batch.steps_since_merge = 0;
         self.push(ready + dur, Event::IterationDone);
-        if self.cfg.prefetch_window > 0 || self.cfg.prefetch_histogram.is_some() {
-            self.prefetch_next_batch()?;
-        }
+        self.prefetch_next_batch()?;
         Ok(true)
     }
 
-    fn flush_evictions(&mut self) {
-        for a in self.st.evicted.drain(..) {
-            self.cost.evict(a);
-        }
-    }
-
-    /// Tells the backend about requests a scheduler squashed.
-    fn release_squashed(&mut self) {
-        for id in self.st.squashed.drain(..) {
-            self.cost.release(id);
-        }
-    }
-
     fn start_decode(&mut self) -> Result<()> {
-        let n = self.st.running.len() as u64;
+        let n = self.st.batch.running.len() as u64;
         self.make_room(n);
-        self.st.kv_used += n;
+        self.st.mem.kv_used += n;
         self.note_memory();
-        let st = &self.st;
+        let b = &self.st.batch;
         let shape = BatchShape {
             decode_seqs: n,
-            decode_context: st.ctx_sum,
-            lora_tokens: st.adapter_seqs,
-            lora_token_rank: st.token_rank_sum,
-            lora_distinct_rank: st.distinct_rank_sum,
-            lora_distinct: st.distinct,
+            decode_context: b.ctx_sum,
+            lora_tokens: b.adapter_seqs,
+            lora_token_rank: b.token_rank_sum,
+            lora_distinct_rank: b.distinct_rank_sum,
+            lora_distinct: b.distinct,
             ..Default::default()
         };
-        if self.cost.wants_sequences() {
-            self.st.seqs.clear();
-            let seqs = self.st.running.iter().map(|r| Seq {
-                request: r.id,
-                new_tokens: 1,
-                context: r.ctx,
-                adapter: r.adapter,
-                rank: r.rank,
-            });
-            self.st.seqs.extend(seqs);
-        }
-        self.flush_evictions();
-        let dur = self.cost.run_iteration(&shape, &self.st.seqs)?.max(1);
+        let mut seqs = b.running.iter().map(Running::seq);
+        let dur = self.clock.iteration(&shape, &mut seqs)?.max(1);
         self.st.stats.busy_ns += dur;
         self.st.stats.decode_iterations += 1;
-        self.st.steps_since_merge += 1;
+        self.st.batch.steps_since_merge += 1;
         self.st.busy = Busy::Decode;
         self.push(self.st.now + dur, Event::IterationDone);
         Ok(())
@@ -642,7 +640,7 @@ impl<'a> Engine<'a> {
         let now = self.st.now;
         match std::mem::replace(&mut self.st.busy, Busy::Idle) {
             Busy::Prefill => {
-                let batch = std::mem::take(&mut self.st.new_batch);
+                let batch = std::mem::take(&mut self.st.batch.admitted);
                 for &id in &batch {
                     let r = self.w.requests[id as usize];
                     self.st.records[id as usize].first_token = now;
@@ -659,25 +657,26 @@ impl<'a> Engine<'a> {
                     if r.output == 1 {
                         self.finish(&run);
                     } else {
-                        self.join(run);
+                        self.st.join(run);
                     }
                 }
-                self.st.new_batch = batch;
-                self.st.new_batch.clear();
+                self.st.batch.admitted = batch;
+                self.st.batch.admitted.clear();
             }
             Busy::Decode => {
-                self.st.ctx_sum += self.st.running.len() as u64;
+                let n = self.st.batch.running.len() as u64;
+                self.st.batch.ctx_sum += n;
                 let mut i = 0;
-                while i < self.st.running.len() {
-                    let r = &mut self.st.running[i];
+                while i < self.st.batch.running.len() {
+                    let r = &mut self.st.batch.running[i];
                     r.generated += 1;
                     r.ctx += 1;
                     let rec = &mut self.st.records[r.id as usize];
                     rec.max_gap = rec.max_gap.max(now - r.last_token);
                     r.last_token = now;
                     if r.generated == r.output {
-                        let done = self.st.running.swap_remove(i);
-                        self.leave(&done);
+                        let done = self.st.batch.running.swap_remove(i);
+                        self.st.leave(&done);
                         self.finish(&done);
                     } else {
                         i += 1;
@@ -688,34 +687,15 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn join(&mut self, r: Running) {
-        let st = &mut self.st;
-        st.ctx_sum += r.ctx as u64;
-        if r.adapter != NO_ADAPTER {
-            st.token_rank_sum += r.rank as u64;
-            st.adapter_seqs += 1;
-            let a = &mut st.adapters[r.adapter as usize];
-            a.in_batch += 1;
-            if a.in_batch == 1 {
-                st.distinct += 1;
-                st.distinct_rank_sum += r.rank as u64;
-            }
-        }
-        st.running.push(r);
-    }
-
-    fn leave(&mut self, r: &Running) {
-        self.st.leave(r);
-    }
-
     fn finish(&mut self, r: &Running) {
         let now = self.st.now;
-        self.cost.release(r.id);
-        self.st.kv_used -= r.ctx as u64;
+        self.clock.release(r.id);
+        self.st.mem.kv_used -= r.ctx as u64;
         let rec = &mut self.st.records[r.id as usize];
         rec.outcome = Outcome::Finished;
         rec.finished = now;
-        self.st.unpin(r.adapter, self.cache.as_mut());
+        self.st
+            .unpin(r.adapter, self.cache.as_mut(), &mut *self.clock);
         self.sched.on_finish(&self.w.requests[r.id as usize], now);
     }
 
@@ -724,34 +704,23 @@ impl<'a> Engine<'a> {
         debug_assert_eq!(s.residency, Residency::Loading);
         s.residency = Residency::Resident;
         if s.refs == 0 {
-            self.st.idle_slots += s.slots;
+            self.st.mem.idle_slots += s.slots;
         }
         self.cache.on_load(a, self.st.now);
-        self.maybe_release(a);
-    }
-
-    fn maybe_release(&mut self, a: u32) {
-        self.st.maybe_release(a, self.cache.as_mut());
-    }
-
-    fn evict(&mut self, a: u32) {
-        self.st.evict(a, self.cache.as_mut());
-    }
-
-    fn free_slots(&self) -> u64 {
-        self.cfg.pool_slots - self.st.kv_used - self.st.adapter_used
+        self.st
+            .maybe_release(a, self.cache.as_mut(), &mut *self.clock);
     }
 
     /// Evicts idle adapters, chosen by the cache policy, until `need` slots are free. Admission guarantees
     /// this succeeds: the KV peak of admitted requests plus pinned adapters fits in the pool.
     fn make_room(&mut self, need: u64) {
-        while self.free_slots() < need {
+        while self.st.free_slots(self.cfg.pool_slots) < need {
             let mut idle = std::mem::take(&mut self.st.scratch);
             idle.clear();
-            idle.extend((0..self.st.adapters.len() as u32).filter(|&a| {
-                let s = &self.st.adapters[a as usize];
-                s.refs == 0 && s.residency == Residency::Resident
-            }));
+            idle.extend(
+                (0..self.st.adapters.len() as u32)
+                    .filter(|&a| self.st.adapters[a as usize].is_idle()),
+            );
             assert!(
                 !idle.is_empty(),
                 "no idle adapter to evict for {need} slots (engine bug)"
@@ -767,22 +736,21 @@ impl<'a> Engine<'a> {
                 "cache policy chose {v}, which is not idle"
             );
             self.st.scratch = idle;
-            self.evict(v);
+            self.st.evict(v, self.cache.as_mut(), &mut *self.clock);
         }
     }
 
     fn start_load(&mut self, a: u32) -> Result<()> {
         let ad = &self.w.adapters[a as usize];
+        // Room first: the clock hears of evictions before a load that may reuse it (or reload the adapter).
         self.make_room(ad.slots);
-        // The backend must hear of evictions before a load that may reuse the room (or reload the adapter).
-        self.flush_evictions();
         let start = self.st.now.max(self.st.link_free_at);
-        let done = start + self.cost.load(a, ad.bytes)?;
+        let done = start + self.clock.load(a, ad.bytes)?;
         self.st.link_free_at = done;
         let s = &mut self.st.adapters[a as usize];
         s.residency = Residency::Loading;
         s.load_done = done;
-        self.st.adapter_used += ad.slots;
+        self.st.mem.adapter_used += ad.slots;
         self.st.stats.adapter_loads += 1;
         self.st.stats.pcie_bytes += ad.bytes;
         self.note_memory();
@@ -790,64 +758,42 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// Loads the adapters of the next `prefetch_window` waiting requests (in the scheduler's order), then
-    /// those the histogram predictor expects soon, into memory that is free now, without evicting anything
-    /// and without breaking any admitted request's reservation. Marked adapters survive S-LoRA's
-    /// free-when-unused rule until the next merge.
+    /// Loads the adapters the prefetcher wants into memory that is free now, in its order, without evicting
+    /// anything and without breaking any admitted request's reservation. Marked adapters survive S-LoRA's
+    /// free-when-unused rule until the next prefetch.
     fn prefetch_next_batch(&mut self) -> Result<()> {
         let mut want = std::mem::take(&mut self.st.want);
         want.clear();
-        let (w, mut left) = (self.w, self.cfg.prefetch_window);
-        if left > 0 {
-            self.sched.peek(&mut |id| {
-                let a = w.requests[id as usize].adapter;
-                if a != NO_ADAPTER && !want.contains(&a) {
-                    want.push(a);
-                }
-                left -= 1;
-                left > 0
-            });
-        }
-        if let Some(h) = self.cfg.prefetch_histogram {
-            // Most likely first (ties: lower id); each adapter's chance computed once.
-            let mut ranked = std::mem::take(&mut self.st.ranked);
-            ranked.clear();
-            for a in 0..self.st.adapters.len() as u32 {
-                let s = &self.st.adapters[a as usize];
-                if s.refs == 0 && s.residency == Residency::Host && !want.contains(&a) {
-                    let p = self
-                        .st
-                        .histograms
-                        .chance(a as usize, self.st.now, h.horizon_ns);
-                    if p >= h.threshold {
-                        ranked.push((Reverse((p * 1e12) as u64), a));
-                    }
-                }
-            }
-            ranked.sort_unstable();
-            want.extend(ranked.iter().take(h.max as usize).map(|&(_, a)| a));
-            self.st.ranked = ranked;
-        }
+        let view = PrefetchView {
+            now: self.st.now,
+            workload: self.w,
+            adapters: &self.st.adapters,
+            scheduler: self.sched.as_ref(),
+        };
+        self.prefetch.wanted(&view, &mut want);
         // Unmark (and, without a cache, free) what the previous prefetch wanted and this one does not.
         for a in std::mem::take(&mut self.st.prefetched) {
             if !want.contains(&a) {
                 self.st.adapters[a as usize].wanted = false;
-                self.maybe_release(a);
+                self.st
+                    .maybe_release(a, self.cache.as_mut(), &mut *self.clock);
             }
         }
-        let reserved_peak = admission::peak(&self.st.reserve);
+        let reserved_peak = admission::peak(&self.st.mem.reserve);
         let mut room = true;
         for &a in &want {
             let s = &mut self.st.adapters[a as usize];
             s.wanted = true;
             let slots = s.slots;
+            let host = s.residency == Residency::Host;
             self.st.prefetched.push(a);
             // Load in order until the first that does not fit; later ones stay marked only.
             room = room
-                && (s.residency != Residency::Host
-                    || self.free_slots() >= slots
-                        && reserved_peak + self.st.pinned_slots() + slots <= self.cfg.pool_slots);
-            if room && self.st.adapters[a as usize].residency == Residency::Host {
+                && (!host
+                    || self.st.free_slots(self.cfg.pool_slots) >= slots
+                        && reserved_peak + self.st.mem.pinned_slots() + slots
+                            <= self.cfg.pool_slots);
+            if room && host {
                 self.start_load(a)?;
             }
         }

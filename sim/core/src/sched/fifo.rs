@@ -2,23 +2,21 @@
 
 use std::collections::VecDeque;
 
-use super::{Entry, Scheduler};
-use crate::engine::Admission;
+use crate::engine::api::{Admission, PolicyCtx, Scheduler, Schedulers};
 use crate::error::Result;
-use crate::policy::PolicyCtx;
-use crate::spec::Spec;
+use crate::registry::{Entry, Params, Props};
 use crate::time::Nanos;
 use crate::workload::Request;
 
-pub const ENTRY: Entry = Entry {
+pub const ENTRY: Entry<Schedulers> = Entry {
     name: "fifo",
     about: "first come, first served; head-of-line blocking (S-LoRA)",
     params: &[],
+    props: Props::DEFAULT,
     build,
 };
 
-fn build(spec: Spec, _ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
-    spec.finish(&[])?;
+fn build(_p: &mut Params, _ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
     Ok(Box::new(Fifo::default()))
 }
 
@@ -28,10 +26,6 @@ pub struct Fifo {
 }
 
 impl Scheduler for Fifo {
-    fn describe(&self) -> String {
-        "fifo".into()
-    }
-
     fn on_arrival(&mut self, req: &Request, _now: Nanos) {
         self.queue.push_back(req.id);
     }

@@ -32,49 +32,86 @@
 
 use std::collections::VecDeque;
 
-use super::{Entry, Scheduler};
-use crate::engine::{Admission, Fit};
+use crate::engine::api::{Admission, Fit, PolicyCtx, Scheduler, Schedulers};
 use crate::error::{Error, Result};
-use crate::policy::PolicyCtx;
-use crate::spec::Spec;
+use crate::metrics::{Dist, RunView, num};
+use crate::registry::{Entry, Param, Params, Props};
 use crate::time::Nanos;
-use crate::workload::Request;
+use crate::workload::{Request, Workload};
 
-const DYNAMIC_PARAMS: &[(&str, &str)] = &[
-    ("max_k", "4"),
-    ("elbow", "0.1"),
-    ("refresh_s", "300"),
-    ("window_s", "300"),
-    ("warmup", "200"),
-    ("bypass", "true"),
-    ("bypass_depth", "8"),
-    ("donate", "empty"),
+const DYNAMIC_PARAMS: &[Param] = &[
+    Param::new("max_k", "4", "most queues K-Means may form"),
+    Param::new(
+        "elbow",
+        "0.1",
+        "smallest share of variance one more cluster must explain",
+    ),
+    Param::new("refresh_s", "300", "seconds between re-clusterings"),
+    Param::new(
+        "window_s",
+        "300",
+        "seconds of arrivals clustered (mlq) / counted (cache)",
+    ),
+    Param::new(
+        "warmup",
+        "200",
+        "arrivals before the first clustering (one queue until then)",
+    ),
+    Param::new(
+        "bypass",
+        "true",
+        "opportunistic bypass of a head blocked by its adapter",
+    ),
+    Param::new(
+        "bypass_depth",
+        "8",
+        "requests behind the head a bypasser may come from",
+    ),
+    Param::new(
+        "donate",
+        "empty",
+        "empty (paper): only emptied queues lend quota; all: every queue",
+    ),
 ];
 
-pub const ENTRY: Entry = Entry {
+pub const ENTRY: Entry<Schedulers> = Entry {
     name: "mlq",
     about: "Chameleon: WRS queues from K-Means (elbow), M/M/1 token quotas, two-phase admission, bypass",
     params: DYNAMIC_PARAMS,
+    props: Props::DEFAULT,
     build: build_dynamic,
 };
 
-pub const STATIC: Entry = Entry {
+pub const STATIC: Entry<Schedulers> = Entry {
     name: "mlq-static",
     about: "4 equal WRS ranges with equal quotas (no K-Means)",
     params: &[
-        ("bypass", "true"),
-        ("bypass_depth", "8"),
-        ("donate", "empty"),
+        Param::new(
+            "bypass",
+            "true",
+            "opportunistic bypass of a head blocked by its adapter",
+        ),
+        Param::new(
+            "bypass_depth",
+            "8",
+            "requests behind the head a bypasser may come from",
+        ),
+        Param::new(
+            "donate",
+            "empty",
+            "empty (paper): only emptied queues lend quota; all: every queue",
+        ),
     ],
+    props: Props::DEFAULT,
     build: build_static,
 };
 
-fn build_dynamic(spec: Spec, ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
-    Mlq::boxed(spec, ctx, true)
+fn build_dynamic(p: &mut Params, ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
+    Mlq::boxed(p, ctx, true)
 }
 
-fn build_static(spec: Spec, ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
-    Mlq::boxed(spec, ctx, false)
+fn build_static(p: &mut Params, ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
+    Mlq::boxed(p, ctx, false)
 }
 
 pub struct Mlq {
@@ -113,42 +150,25 @@ pub struct Mlq {
 }
 
 impl Mlq {
-    fn boxed(mut spec: Spec, ctx: &PolicyCtx, dynamic: bool) -> Result<Box<dyn Scheduler>> {
+    fn boxed(p: &mut Params, ctx: &PolicyCtx, dynamic: bool) -> Result<Box<dyn Scheduler>> {
         let name = if dynamic { "mlq" } else { "mlq-static" };
-        let max_k: usize = if dynamic { spec.get("max_k", 4)? } else { 4 };
-        let elbow: f64 = if dynamic {
-            spec.get("elbow", 0.1)?
-        } else {
-            0.0
-        };
+        let max_k: usize = if dynamic { p.get("max_k")? } else { 4 };
+        let elbow: f64 = if dynamic { p.get("elbow")? } else { 0.0 };
         let refresh_s: f64 = if dynamic {
-            spec.get("refresh_s", 300.0)?
+            p.get("refresh_s")?
         } else {
             f64::INFINITY
         };
-        let window_s: f64 = if dynamic {
-            spec.get("window_s", 300.0)?
-        } else {
-            1.0
-        };
-        let warmup: usize = if dynamic { spec.get("warmup", 200)? } else { 0 };
-        let bypass = spec.get("bypass", true)?;
-        let bypass_depth: usize = spec.get("bypass_depth", 8)?;
-        let donate: String = spec.get("donate", "empty".to_string())?;
+        let window_s: f64 = if dynamic { p.get("window_s")? } else { 1.0 };
+        let warmup: usize = if dynamic { p.get("warmup")? } else { 0 };
+        let bypass = p.get("bypass")?;
+        let bypass_depth: usize = p.get("bypass_depth")?;
+        let donate: String = p.get("donate")?;
         if donate != "empty" && donate != "all" {
             return Err(Error::msg(format!(
                 "{name}: donate must be 'empty' (the paper) or 'all', got '{donate}'"
             )));
         }
-        let known: Vec<&str> = if dynamic {
-            DYNAMIC_PARAMS
-        } else {
-            STATIC.params
-        }
-        .iter()
-        .map(|p| p.0)
-        .collect();
-        spec.finish(&known)?;
         if !(1..=16).contains(&max_k)
             || !(0.0..1.0).contains(&elbow)
             || refresh_s.is_nan()
@@ -161,7 +181,8 @@ impl Mlq {
             )));
         }
         let w = ctx.workload;
-        let wrs = w.requests.iter().map(|r| ctx.wrs(r)).collect();
+        let sizer = Wrs::new(w, ctx.predicted_output);
+        let wrs = w.requests.iter().map(|r| sizer.of(r)).collect();
         let (bounds, quota) = if dynamic {
             (Vec::new(), vec![ctx.pool_slots])
         } else {
@@ -384,27 +405,6 @@ impl Mlq {
 }
 
 impl Scheduler for Mlq {
-    fn describe(&self) -> String {
-        let donate = if self.donate_all { "all" } else { "empty" };
-        if self.dynamic {
-            format!(
-                "mlq[max_k={},elbow={},refresh_s={},window_s={},warmup={},bypass={},bypass_depth={},donate={donate}]",
-                self.max_k,
-                self.elbow,
-                self.refresh_ns as f64 / 1e9,
-                self.window_ns as f64 / 1e9,
-                self.warmup,
-                self.bypass,
-                self.bypass_depth
-            )
-        } else {
-            format!(
-                "mlq-static[bypass={},bypass_depth={},donate={donate}]",
-                self.bypass, self.bypass_depth
-            )
-        }
-    }
-
     fn on_arrival(&mut self, req: &Request, now: Nanos) {
         self.arrived += 1;
         self.recent.push_back((now, req.id));
@@ -449,6 +449,58 @@ impl Scheduler for Mlq {
 
     fn waiting(&self) -> usize {
         self.queues.iter().map(VecDeque::len).sum()
+    }
+}
+
+/// Chameleon's Weighted Request Size in [0, 1]:
+/// `(0.4 In/MaxIn + 0.6 PredOut/MaxOut) x AdapterSlots/MaxAdapterSlots` (no adapter: factor 1), the maxima
+/// over the workload (the largest prompt, prediction and adapter the server is configured for).
+pub struct Wrs<'a> {
+    workload: &'a Workload,
+    predicted: &'a [u32],
+    max_in: f64,
+    max_out: f64,
+    max_slots: u64,
+}
+
+impl<'a> Wrs<'a> {
+    pub fn new(workload: &'a Workload, predicted: &'a [u32]) -> Wrs<'a> {
+        let max_in = workload.requests.iter().map(|r| r.input).max();
+        Wrs {
+            workload,
+            predicted,
+            max_in: max_in.unwrap_or(1).max(1) as f64,
+            max_out: predicted.iter().copied().max().unwrap_or(1).max(1) as f64,
+            max_slots: workload.adapters.iter().map(|a| a.slots).max().unwrap_or(0),
+        }
+    }
+
+    pub fn of(&self, r: &Request) -> f64 {
+        let len = 0.4 * r.input as f64 / self.max_in
+            + 0.6 * self.predicted[r.id as usize] as f64 / self.max_out;
+        match self.workload.adapter(r.adapter) {
+            Some(a) if self.max_slots > 0 => len * a.slots as f64 / self.max_slots as f64,
+            _ => len,
+        }
+    }
+}
+
+/// Summary hook (every run, whatever its scheduler): queueing delay per WRS class, the quartiles
+/// [0, .25), [.25, .5), [.5, .75), [.75, 1] of the weighted request size (`wrs_class{c}_requests`,
+/// `queue_mean_wrs{c}_s`, `queue_p99_wrs{c}_s`, c = 1..4).
+pub fn wrs_summary(v: &RunView<'_>, m: &mut serde_json::Map<String, serde_json::Value>) {
+    let sizer = Wrs::new(v.workload, v.predicted);
+    let mut classes: [Vec<f64>; 4] = Default::default();
+    for &i in v.finished {
+        let x = sizer.of(&v.workload.requests[i]);
+        let c = ((x * 4.0).floor().max(0.0) as usize).min(3);
+        classes[c].push(v.queue_s(i));
+    }
+    for (c, mut q) in classes.into_iter().enumerate() {
+        m.insert(format!("wrs_class{}_requests", c + 1), q.len().into());
+        let d = Dist::of(&mut q);
+        m.insert(format!("queue_mean_wrs{}_s", c + 1), num(d.mean));
+        m.insert(format!("queue_p99_wrs{}_s", c + 1), num(d.p99));
     }
 }
 

@@ -8,24 +8,26 @@
 
 use std::collections::BTreeSet;
 
-use super::{Entry, Scheduler};
-use crate::engine::Admission;
+use crate::engine::api::{Admission, PolicyCtx, Scheduler, Schedulers};
 use crate::error::{Error, Result};
-use crate::policy::PolicyCtx;
-use crate::spec::Spec;
+use crate::registry::{Entry, Param, Params, Props};
 use crate::time::Nanos;
 use crate::workload::Request;
 
-pub const ENTRY: Entry = Entry {
+pub const ENTRY: Entry<Schedulers> = Entry {
     name: "sjf",
     about: "shortest predicted output first, aged by `aging` tokens per second waited",
-    params: &[("aging", "10")],
+    params: &[Param::new(
+        "aging",
+        "10",
+        "tokens of priority gained per second waited",
+    )],
+    props: Props::DEFAULT,
     build,
 };
 
-fn build(mut spec: Spec, ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
-    let aging: f64 = spec.get("aging", 10.0)?;
-    spec.finish(&["aging"])?;
+fn build(p: &mut Params, ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
+    let aging: f64 = p.get("aging")?;
     if !(aging >= 0.0 && aging.is_finite()) {
         return Err(Error::msg(format!("sjf: aging must be >= 0, got {aging}")));
     }
@@ -51,10 +53,6 @@ impl Sjf {
 }
 
 impl Scheduler for Sjf {
-    fn describe(&self) -> String {
-        format!("sjf[aging={}]", self.aging)
-    }
-
     fn on_arrival(&mut self, req: &Request, _now: Nanos) {
         self.queue.insert(self.key(req));
     }

@@ -1,15 +1,16 @@
 //! Request traces: read (any CSV or JSON-lines file with a column mapping, see `reader`), validated row by
-//! row, and transformed (first N, length scale, re-timing by an arrival process, see `crate::arrivals`).
+//! row, and transformed (first N, length scale, re-timing by an arrival process, see `arrivals`).
 
+pub mod arrivals;
 pub mod reader;
 
 use std::collections::HashMap;
 use std::io::{BufRead, Cursor};
 use std::path::Path;
 
-use crate::arrivals::Arrivals;
 use crate::error::{Error, Result};
 use crate::time::Nanos;
+use arrivals::Arrivals;
 
 pub use reader::{Format, Mapping, ReadSpec, TimeUnit};
 

@@ -1,20 +1,86 @@
-//! The paper's optional prefetch predictor: a histogram of each adapter's inter-arrival times, from which
-//! the chance that its next request arrives within a horizon is read, given the time since its last one.
+//! The paper's optional prefetch predictor (`histogram`): the next batch's adapters as `queued` does, then
+//! adapters whose next request is likely to arrive soon. A histogram of each adapter's inter-arrival times
+//! gives the chance that its next request arrives within `horizon_s`, given the time since its last one;
+//! adapters at or above `threshold` are wanted, most likely first, at most `max` per merge.
 //! Bins are powers of two in milliseconds ([2^b - 1, 2^(b+1) - 1) ms), mass spread uniformly within a bin.
 
+use std::cmp::Reverse;
+
+use crate::engine::api::{PolicyCtx, PrefetchView, Prefetcher, Prefetchers, Residency};
+use crate::error::Result;
+use crate::registry::{Entry, Param, Params, Props};
 use crate::time::Nanos;
 
 const BINS: usize = 26;
 /// Fewer observed gaps than this: no prediction.
 const MIN_SAMPLES: u32 = 3;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+pub const ENTRY: Entry<Prefetchers> = Entry {
+    name: "histogram",
+    about: "queued, plus adapters a per-adapter inter-arrival histogram expects within horizon_s",
+    params: &[
+        Param::new("window", "16", "waiting requests looked at (as queued)"),
+        Param::new("horizon_s", "5", "look-ahead, seconds"),
+        Param::new(
+            "threshold",
+            "0.5",
+            "least chance of an arrival within the horizon",
+        ),
+        Param::new("max", "4", "most adapters predicted per merge"),
+    ],
+    props: Props::DEFAULT,
+    build,
+};
+
+fn build(p: &mut Params, ctx: &PolicyCtx) -> Result<Box<dyn Prefetcher>> {
+    let window: u32 = p.get("window")?;
+    let horizon_s: f64 = p.get("horizon_s")?;
+    let threshold: f64 = p.get("threshold")?;
+    let max: u32 = p.get("max")?;
+    if !(horizon_s.is_finite() && horizon_s > 0.0 && (0.0..=1.0).contains(&threshold)) {
+        return Err(p.bad("need horizon_s > 0 and 0 <= threshold <= 1"));
+    }
+    Ok(Box::new(HistogramPrefetch {
+        window,
+        horizon_ns: (horizon_s * 1e9) as u64,
+        threshold,
+        max,
+        hist: Histograms::new(ctx.workload.adapters.len()),
+        ranked: Vec::new(),
+    }))
+}
+
 pub struct HistogramPrefetch {
-    pub horizon_ns: Nanos,
-    /// Prefetch an adapter when P(next arrival within the horizon) is at least this.
-    pub threshold: f64,
-    /// Most adapters prefetched by the predictor per merge.
-    pub max: u32,
+    window: u32,
+    horizon_ns: Nanos,
+    threshold: f64,
+    max: u32,
+    hist: Histograms,
+    /// Reused buffer: (chance, adapter), most likely first.
+    ranked: Vec<(Reverse<u64>, u32)>,
+}
+
+impl Prefetcher for HistogramPrefetch {
+    fn on_arrival(&mut self, adapter: u32, now: Nanos) {
+        self.hist.arrival(adapter as usize, now);
+    }
+
+    fn wanted(&mut self, view: &PrefetchView<'_>, want: &mut Vec<u32>) {
+        super::next_batch(view, self.window, want);
+        // Most likely first (ties: lower id); each adapter's chance computed once.
+        self.ranked.clear();
+        for (a, s) in view.adapters.iter().enumerate() {
+            let a = a as u32;
+            if s.refs == 0 && s.residency == Residency::Host && !want.contains(&a) {
+                let p = self.hist.chance(a as usize, view.now, self.horizon_ns);
+                if p >= self.threshold {
+                    self.ranked.push((Reverse((p * 1e12) as u64), a));
+                }
+            }
+        }
+        self.ranked.sort_unstable();
+        want.extend(self.ranked.iter().take(self.max as usize).map(|&(_, a)| a));
+    }
 }
 
 pub(crate) struct Histograms {

@@ -6,10 +6,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Exp, Gamma};
 
+use super::TraceRow;
 use crate::error::{Error, Result};
 use crate::spec::Spec;
 use crate::time::Nanos;
-use crate::trace::TraceRow;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Arrivals {

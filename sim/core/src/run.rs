@@ -1,0 +1,155 @@
+//! One run from a typed, validated configuration: trace -> workload -> predictions -> policies -> engine ->
+//! summary. The CLI, config files and sweeps resolve their options into a `RunConfig` once; this module never
+//! sees an option string it has not validated.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::cost::CostModel;
+use crate::engine::api::PolicyCtx;
+use crate::engine::{Clock, Engine, EngineConfig, Policies, RunOutput, Simulated};
+use crate::error::Result;
+use crate::metrics::{self, RunView, Slo, SummaryHook};
+use crate::model::{GpuSpec, ModelSpec};
+use crate::trace::{ReadSpec, Trace, TraceOptions};
+use crate::workload::{AdapterOptions, Workload};
+use crate::{cache, predict, prefetch, sched};
+
+/// Everything one run needs. Build it with `RunConfig::new` and set fields; `validate` checks the policy
+/// specs against their registries without building them.
+#[derive(Clone)]
+pub struct RunConfig {
+    /// `None`: the embedded Azure 2023 conversation trace.
+    pub trace: Option<PathBuf>,
+    pub trace_format: ReadSpec,
+    pub transform: TraceOptions,
+    pub seed: u64,
+    pub model: &'static ModelSpec,
+    pub gpu: &'static GpuSpec,
+    pub adapters: AdapterOptions,
+    pub cost: Arc<dyn CostModel>,
+    pub engine: EngineConfig,
+    /// Policy specs, `Name[k=v,...]`, resolved by the registries.
+    pub scheduler: String,
+    pub cache: String,
+    pub prefetch: String,
+    pub predictor: String,
+    pub slo: Slo,
+}
+
+impl RunConfig {
+    pub fn validate(&self) -> Result<()> {
+        sched::REGISTRY
+            .check(&self.scheduler)
+            .map_err(|e| e.context("--scheduler"))?;
+        cache::REGISTRY
+            .check(&self.cache)
+            .map_err(|e| e.context("--cache"))?;
+        prefetch::REGISTRY
+            .check(&self.prefetch)
+            .map_err(|e| e.context("--prefetch"))?;
+        predict::REGISTRY
+            .check(&self.predictor)
+            .map_err(|e| e.context("--predictor"))
+    }
+
+    /// Reads the trace this configuration names (before `transform`).
+    pub fn load_trace(&self) -> Result<Trace> {
+        let mut spec = self.trace_format.clone();
+        spec.limit = self.transform.max_requests;
+        Trace::load_with(self.trace.as_deref(), &spec)
+    }
+}
+
+/// Summary keys every run gets beyond the engine's own: the policies' breakdowns.
+pub const SUMMARY_HOOKS: &[SummaryHook] = &[sched::mlq::wrs_summary];
+
+/// A finished run: the workload it replayed, what happened, and the summary (flat keys, `summary.json`).
+pub struct Report {
+    pub workload: Workload,
+    pub output: RunOutput,
+    pub summary: Map<String, Value>,
+}
+
+/// Runs `cfg` on `trace` (not yet transformed), timed by `clock` or, if `None`, by `cfg.cost`.
+pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Result<Report> {
+    let trace = trace.transform(&cfg.transform, cfg.seed)?;
+    let workload = Workload::build(&trace, cfg.model, &cfg.adapters, cfg.seed)?;
+    let mut simulated = Simulated(cfg.cost.as_ref());
+    let clock: &mut dyn Clock = match clock {
+        Some(c) => c,
+        None => &mut simulated,
+    };
+    let (predictor, predicted) = predict::predict(&cfg.predictor, &workload, cfg.seed)
+        .map_err(|e| e.context("--predictor"))?;
+    let ctx = PolicyCtx::new(
+        &workload,
+        &predicted,
+        cfg.engine.pool_slots,
+        cfg.slo,
+        clock.estimates(),
+    );
+    let scheduler = sched::REGISTRY
+        .build(&cfg.scheduler, &ctx)
+        .map_err(|e| e.context("--scheduler"))?;
+    let cache = cache::REGISTRY
+        .build(&cfg.cache, &ctx)
+        .map_err(|e| e.context("--cache"))?;
+    let prefetch = prefetch::REGISTRY
+        .build(&cfg.prefetch, &ctx)
+        .map_err(|e| e.context("--prefetch"))?;
+    let cost_model = clock.describe();
+    clock.prepare(&workload.adapters)?;
+    let policies = Policies {
+        scheduler: scheduler.made,
+        cache: cache.made,
+        prefetch: prefetch.made,
+    };
+    let output = Engine::new(&workload, cfg.engine.clone(), clock, policies).run()?;
+    let finished = metrics::finished(&output);
+    let view = RunView {
+        workload: &workload,
+        predicted: &predicted,
+        out: &output,
+        slo: cfg.slo,
+        slot_bytes: cfg.model.kv_slot_bytes(),
+        finished: &finished,
+    };
+    let mut summary = metrics::summarize(&view, SUMMARY_HOOKS);
+    let a = &cfg.adapters;
+    for (k, v) in [
+        ("trace", json!(trace.source)),
+        ("model", json!(cfg.model.name)),
+        ("gpu", json!(cfg.gpu.name)),
+        ("cost_model", json!(cost_model)),
+        ("seed", json!(cfg.seed)),
+        ("scheduler", json!(scheduler.spec)),
+        ("cache_policy", json!(cache.spec)),
+        ("predictor", json!(predictor)),
+        ("adapters", json!(a.count)),
+        ("popularity_alpha", json!(a.popularity_alpha)),
+        ("adapter_model", json!(a.model.describe(a.popularity_alpha))),
+        ("arrivals", json!(cfg.transform.arrivals.describe())),
+        ("length_scale", json!(cfg.transform.length_scale)),
+        (
+            "rate_rps",
+            cfg.transform.poisson_rate.map_or(Value::Null, |r| json!(r)),
+        ),
+        ("reserve", json!(cfg.engine.reserve.describe())),
+        ("max_wait_tokens", json!(cfg.engine.max_wait_tokens)),
+        ("prefetch", json!(cfg.prefetch)),
+        (
+            "aborted",
+            output.aborted.as_ref().map_or(Value::Null, |e| json!(e)),
+        ),
+    ] {
+        summary.insert(k.into(), v);
+    }
+    Ok(Report {
+        workload,
+        output,
+        summary,
+    })
+}
