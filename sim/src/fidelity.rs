@@ -26,7 +26,7 @@ use crate::engine::Outcome;
 use crate::engine::{Clock, Seq, Simulated, Timed};
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
-use crate::runner::{self, Report, RunArgs};
+use crate::runner::{Report, RunArgs, RunConfig, run};
 use crate::time::Nanos;
 use crate::workload::{Adapter, NO_ADAPTER};
 
@@ -74,11 +74,11 @@ impl Plan {
     /// A grid covering the shapes a run of `args` on `trace` can produce: prompts up to the longest merge the
     /// trace is likely to make, decode batches up to the number of requests, contexts up to the longest
     /// request, the run's adapter ranks.
-    pub fn for_run(args: &RunArgs, rows: &[(u32, u32)], repeats: u32) -> Plan {
+    pub fn for_run(cfg: &RunConfig, rows: &[(u32, u32)], repeats: u32) -> Plan {
         let max_in = rows.iter().map(|r| r.0 as u64).max().unwrap_or(16);
         let max_len = rows.iter().map(|r| (r.0 + r.1) as u64).max().unwrap_or(32);
         let n = rows.len().max(1) as u64;
-        let prefill_top = (2 * max_in).min(args.max_prefill_tokens).max(16);
+        let prefill_top = (2 * max_in).min(cfg.engine.max_prefill_tokens).max(16);
         let mut prefill: Vec<(u64, u64)> = geometric(4, prefill_top, 4)
             .into_iter()
             .map(|t| (t, 1))
@@ -88,7 +88,7 @@ impl Plan {
                 prefill.push((prefill_top, seqs));
             }
         }
-        let batch_top = n.min(args.max_batch as u64).max(1);
+        let batch_top = n.min(cfg.engine.max_batch as u64).max(1);
         let mut decode = Vec::new();
         for b in geometric(1, batch_top, 4) {
             for c in [16.min(max_len), max_len] {
@@ -96,11 +96,11 @@ impl Plan {
             }
         }
         decode.dedup();
-        let mut ranks = args.ranks.clone();
+        let mut ranks = cfg.adapters.ranks.clone();
         ranks.sort_unstable();
         ranks.dedup();
         ranks.retain(|&r| r > 0);
-        if ranks.is_empty() || args.adapters == 0 {
+        if ranks.is_empty() || cfg.adapters.count == 0 {
             ranks = vec![8, 64];
         }
         let (lo, hi) = (ranks[0], *ranks.last().unwrap());
@@ -378,26 +378,21 @@ struct CalTables {
     adapter_load: Vec<LoadPoint>,
 }
 
-/// Measures a cost profile of `spec`'s backend for a run of `args` (the trace rows give the grid's range).
+/// Measures a cost profile of `spec`'s backend for a run of `cfg` (the trace rows give the grid's range).
 pub fn calibrate(
     spec: &BackendSpec,
-    args: &RunArgs,
+    cfg: &RunConfig,
     rows: &[(u32, u32)],
     repeats: u32,
 ) -> Result<CostProfile> {
-    let mut clock = Timed(backend::build(spec, args)?);
-    let engine_model = ModelSpec::by_name(&args.model)?;
-    let plan = Plan::for_run(args, rows, repeats);
+    let mut clock = Timed(backend::build(spec, cfg)?);
+    let engine_model = cfg.model;
+    let plan = Plan::for_run(cfg, rows, repeats);
     let mut cal = Calibrator {
         b: &mut clock,
         next_req: CAL_REQ,
     };
-    let pool = runner::pool_slots(
-        args,
-        engine_model,
-        crate::model::GpuSpec::by_name(&args.gpu)?,
-    )?;
-    let t = cal.measure(&plan, engine_model, pool)?;
+    let t = cal.measure(&plan, engine_model, cfg.engine.pool_slots)?;
     let (model, gpu) = match spec {
         BackendSpec::Cpu(c) => (
             ModelInfo {
@@ -775,22 +770,17 @@ impl Comparison {
 /// The whole `sim fidelity` run; returns the comparison (also written under `out`).
 pub fn fidelity(f: &FidelityArgs) -> Result<Comparison> {
     let spec = BackendSpec::parse(&f.backend)?;
-    let trace = backend::load_trace(&f.run)?;
-    // The rows the run replays (same transformation the runner applies), to size the calibration grid.
-    let topts = crate::trace::TraceOptions {
-        max_requests: f.run.max_requests,
-        length_scale: f.run.length_scale,
-        poisson_rate: f.run.rate,
-        arrivals: crate::trace::arrivals::Arrivals::parse(&f.run.arrivals)?,
-    };
+    let cfg = f.run.resolve()?;
+    let trace = cfg.load_trace()?;
+    // The rows the run replays (same transformation the run applies), to size the calibration grid.
     let rows: Vec<(u32, u32)> = trace
         .clone()
-        .transform(&topts, f.run.seed)?
+        .transform(&cfg.transform, cfg.seed)?
         .rows
         .iter()
         .map(|r| (r.input, r.output))
         .collect();
-    let profile = calibrate(&spec, &f.run, &rows, f.repeats)?;
+    let profile = calibrate(&spec, &cfg, &rows, f.repeats)?;
     let io = |e: std::io::Error| Error::internal(format!("{}: {e}", f.out.display()));
     std::fs::create_dir_all(&f.out).map_err(io)?;
     let profile_path = f.out.join("profile.json");
@@ -801,9 +791,9 @@ pub fn fidelity(f: &FidelityArgs) -> Result<Comparison> {
         LoadMethod::PerLayerPinned,
     )?;
     let mut sim_clock = Simulated(&cost);
-    let sim = runner::run::run(&f.run.resolve()?, trace.clone(), Some(&mut sim_clock))?;
+    let sim = run::run(&cfg, trace.clone(), Some(&mut sim_clock))?;
     sim.write(&f.out.join("sim"))?;
-    let real = backend::run_on(&f.run, trace, &spec)?;
+    let real = backend::run_on(&cfg, trace, &spec)?;
     real.write(&f.out.join("real"))?;
     if let Some(why) = &real.output.aborted {
         return Err(Error::internal(format!(
@@ -842,7 +832,7 @@ mod tests {
 
     #[test]
     fn the_plan_spans_the_trace_and_satisfies_the_profile_schema() {
-        let args = RunArgs::defaults();
+        let args = RunArgs::defaults().resolve().unwrap();
         let rows = [(40, 5), (100, 20), (7, 1)];
         let p = Plan::for_run(&args, &rows, 2);
         assert!(p.prefill.iter().filter(|x| x.1 == 1).count() >= 2);
@@ -859,6 +849,7 @@ mod tests {
         let mut args = RunArgs::defaults();
         args.pool_tokens = Some(4000);
         args.ranks = vec![8, 32];
+        let args = args.resolve().unwrap();
         let spec = BackendSpec::parse("cpu[layers=1]").unwrap();
         let p = calibrate(&spec, &args, &[(12, 3), (20, 4)], 1).unwrap();
         p.validate().unwrap();

@@ -25,7 +25,7 @@ fn args() -> RunArgs {
 }
 
 fn trace(a: &RunArgs) -> Trace {
-    sim::backend::load_trace(a).unwrap()
+    a.resolve().unwrap().load_trace().unwrap()
 }
 
 /// Runs `a` for real on `backend`; hands the backend back so its state can be inspected after the run.

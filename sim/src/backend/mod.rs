@@ -16,8 +16,7 @@ pub mod cuda;
 use crate::cost::{BatchShape, CostModel};
 use crate::engine::{Executor, Timed};
 use crate::error::{Error, Result};
-use crate::model::{GpuSpec, ModelSpec};
-use crate::runner::{self, Report, RunArgs};
+use crate::runner::{Report, RunArgs, RunConfig, run};
 use crate::spec::Spec;
 use crate::time::Nanos;
 use crate::trace::Trace;
@@ -51,25 +50,22 @@ impl BackendSpec {
     }
 }
 
-/// Builds the backend for a run with `args`: its KV pool holds the engine's pool (`--pool-tokens` or the
-/// memory arithmetic of `--model` on `--gpu`).
-pub fn build(spec: &BackendSpec, args: &RunArgs) -> Result<Box<dyn Executor>> {
-    let model = ModelSpec::by_name(&args.model)?;
-    let gpu = GpuSpec::by_name(&args.gpu)?;
-    let pool = runner::pool_slots(args, model, gpu)?;
+/// Builds the backend for a run of `cfg`: its KV pool holds the engine's pool.
+pub fn build(spec: &BackendSpec, cfg: &RunConfig) -> Result<Box<dyn Executor>> {
+    let (model, pool) = (cfg.model, cfg.engine.pool_slots);
     match spec {
         BackendSpec::Cpu(c) => Ok(Box::new(cpu::CpuBackend::new(
             c.clone(),
             pool,
-            args.max_batch.max(1),
+            cfg.engine.max_batch,
             model,
         ))),
         BackendSpec::Cuda(c) => Ok(Box::new(cuda::CudaBackend::new(
             c,
             model,
             pool,
-            args.max_batch.max(1),
-            args.max_prefill_tokens,
+            cfg.engine.max_batch,
+            cfg.engine.max_prefill_tokens,
         )?)),
     }
 }
@@ -133,25 +129,19 @@ impl CostModel for Estimator {
     }
 }
 
-/// Loads the trace `args` name (the same way `sim run` does).
-pub fn load_trace(args: &RunArgs) -> Result<Trace> {
-    let mut spec = crate::trace::ReadSpec::parse(&args.trace_format)?;
-    spec.limit = args.max_requests;
-    Trace::load_with(args.trace.as_deref(), &spec)
-}
-
 /// `sim real`: the run `sim run` would do, on `backend` instead of the cost model.
 pub fn run(args: &RunArgs, backend: &str) -> Result<Report> {
     let spec = BackendSpec::parse(backend)?;
-    let trace = load_trace(args)?;
-    run_on(args, trace, &spec)
+    let cfg = args.resolve()?;
+    let trace = cfg.load_trace()?;
+    run_on(&cfg, trace, &spec)
 }
 
 /// Like [`run`] on an already loaded trace.
-pub fn run_on(args: &RunArgs, trace: Trace, spec: &BackendSpec) -> Result<Report> {
+pub fn run_on(cfg: &RunConfig, trace: Trace, spec: &BackendSpec) -> Result<Report> {
     // The summary keeps exactly the simulator's keys; `cost_model` names the backend and its clock.
-    let mut clock = Timed(build(spec, args)?);
-    runner::run::run(&args.resolve()?, trace, Some(&mut clock))
+    let mut clock = Timed(build(spec, cfg)?);
+    run::run(cfg, trace, Some(&mut clock))
 }
 
 #[cfg(test)]
