@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 pub use sim_core::run::{self, Report, RunConfig};
 
 use crate::cost;
@@ -11,122 +13,181 @@ use crate::engine::{EngineConfig, Reserve};
 use crate::error::{Error, Result};
 use crate::metrics::Slo;
 use crate::model::{GpuSpec, ModelSpec};
+use crate::options;
 use crate::trace::arrivals::Arrivals;
 use crate::trace::{ReadSpec, Trace, TraceOptions};
 use crate::workload::{AdapterModel, AdapterOptions};
 
-#[derive(Args, Clone, Debug)]
+/// Every option of a run, with the flag names of `sim run`. The same struct is read from JSON (sweep configs,
+/// `--config` files) by those names, each value parsed as its flag would be (`options`).
+#[derive(Args, Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct RunArgs {
     /// Trace file: CSV or JSON lines, plain or .gz, columns per --trace-format [default: the embedded Azure
     /// 2023 conversation trace]
     #[arg(long, value_name = "FILE")]
+    #[serde(deserialize_with = "options::optional")]
     pub trace: Option<PathBuf>,
     /// Replay only the first N requests
     #[arg(long, value_name = "N")]
+    #[serde(deserialize_with = "options::optional")]
     pub max_requests: Option<usize>,
     /// Re-time arrivals as a Poisson process at this rate, requests/s [default: keep trace timestamps]
     #[arg(long, value_name = "RPS")]
+    #[serde(deserialize_with = "options::optional")]
     pub rate: Option<f64>,
     /// Multiply every input and output length by this factor
     #[arg(long, default_value_t = 1.0, value_name = "F")]
+    #[serde(deserialize_with = "options::scalar")]
     pub length_scale: f64,
     /// Seed of every random choice (arrivals, adapter assignment)
     #[arg(long, default_value_t = 0)]
+    #[serde(deserialize_with = "options::scalar")]
     pub seed: u64,
 
     /// Base model: llama-7b, llama-13b, llama-30b
     #[arg(long, default_value = "llama-7b")]
+    #[serde(deserialize_with = "options::scalar")]
     pub model: String,
     /// GPU: a40, a100-40gb, a100-80gb, h100-80gb
     #[arg(long, default_value = "a40")]
+    #[serde(deserialize_with = "options::scalar")]
     pub gpu: String,
     /// Override the GPU's memory, GiB (the paper also runs 24 and 48)
     #[arg(long, value_name = "GIB")]
+    #[serde(deserialize_with = "options::optional")]
     pub gpu_mem_gib: Option<f64>,
     /// Fraction of GPU memory the server may use (weights + pool); the rest is activations and workspace
     #[arg(long, default_value_t = 0.9, value_name = "F")]
+    #[serde(deserialize_with = "options::scalar")]
     pub mem_util: f64,
     /// Size the KV + adapter pool directly, in token slots (overrides the memory arithmetic)
     #[arg(long, value_name = "SLOTS")]
+    #[serde(deserialize_with = "options::optional")]
     pub pool_tokens: Option<u64>,
 
     /// Number of LoRA adapters (0 = base model only)
     #[arg(long, default_value_t = 100)]
+    #[serde(deserialize_with = "options::scalar")]
     pub adapters: u32,
     /// Adapter ranks, dealt round-robin over the adapters
     #[arg(long, value_delimiter = ',', default_value = "8,16,32,64,128")]
+    #[serde(deserialize_with = "options::list")]
     pub ranks: Vec<u32>,
     /// Popularity exponent within a rank: weight (j+1)^-alpha; 0 = uniform, 1 = Zipf
     #[arg(long, default_value_t = 1.0, value_name = "ALPHA")]
+    #[serde(deserialize_with = "options::scalar")]
     pub popularity: f64,
     /// How requests pick adapters: paper (rank uniform, --popularity within a rank) | zipf[alpha=A] (over all
     /// adapters) | trace[by=adapter|tenant] (the trace's id column) | tenants[model=m-large,day=0,start=H,
     /// speedup=X|auto,lengths=true,arrivals=true,rates=FILE,length_data=FILE] (ServeGen tenants; see
     /// docs/workloads.md)
     #[arg(long, default_value = "paper", value_name = "SPEC")]
+    #[serde(deserialize_with = "options::scalar")]
     pub adapter_model: String,
     /// How to read --trace: auto | azure | csv[time=COL,input=COL,output=COL,adapter=COL,tenant=COL,
     /// unit=s|ms|us|ns|datetime,spread=SECONDS,sort=true,zeros=error|skip|one,delim=..] | jsonl[...]
     #[arg(long, default_value = "auto", value_name = "SPEC")]
+    #[serde(deserialize_with = "options::scalar")]
     pub trace_format: String,
     /// Arrival process used with --rate: poisson | gamma[cv=C] | scale (compress the trace's timestamps to
     /// the rate, keeping its burst shape)
     #[arg(long, default_value = "poisson", value_name = "SPEC")]
+    #[serde(deserialize_with = "options::scalar")]
     pub arrivals: String,
 
     /// Cost model spec: analytic[compute_eff=..,mem_eff=..,lora_eff=..,overhead_us=..,h2d_eff=..,
     /// copy_latency_us=..,per_layer_copies=..] or, with --profile, profile[load=METHOD]
     #[arg(long, value_name = "SPEC")]
+    #[serde(deserialize_with = "options::optional")]
     pub cost: Option<String>,
     /// Measured cost profile (JSON, schema in docs/profile-schema.md)
     #[arg(long, value_name = "FILE")]
+    #[serde(deserialize_with = "options::optional")]
     pub profile: Option<PathBuf>,
 
     /// Scheduler spec (see `sim policies`)
     #[arg(long, default_value = "fifo", value_name = "SPEC")]
+    #[serde(deserialize_with = "options::scalar")]
     pub scheduler: String,
     /// Cache policy spec (see `sim policies`)
     #[arg(long, default_value = "none", value_name = "SPEC")]
+    #[serde(deserialize_with = "options::scalar")]
     pub cache: String,
     /// Output-length predictor the schedulers see: oracle, noisy[accuracy=A]
     #[arg(long, default_value = "oracle", value_name = "SPEC")]
+    #[serde(deserialize_with = "options::scalar")]
     pub predictor: String,
 
     /// S-LoRA: decode steps between merges of new requests
     #[arg(long, default_value_t = 10)]
+    #[serde(deserialize_with = "options::scalar")]
     pub max_wait_tokens: u32,
     /// Most requests in the running batch
     #[arg(long, default_value_t = 1000)]
+    #[serde(deserialize_with = "options::scalar")]
     pub max_batch: u32,
     /// Most prompt tokens in one prefill iteration (longer prompts are rejected)
     #[arg(long, default_value_t = 16384)]
+    #[serde(deserialize_with = "options::scalar")]
     pub max_prefill_tokens: u64,
     /// Output budget reserved at admission: `oracle` (true length) or `max:N` (N tokens, at least the true length)
     #[arg(long, default_value = "oracle")]
+    #[serde(deserialize_with = "options::scalar")]
     pub reserve: String,
     /// Adapter prefetch after each merge: none; queued[window=N] (adapters of the next N waiting requests,
     /// S-LoRA's next batch); histogram[window=N,horizon_s=H,threshold=P,max=M] (also adapters whose next
     /// request arrives within H s with probability >= P, by a per-adapter inter-arrival histogram)
     #[arg(long, default_value = "queued", value_name = "SPEC")]
+    #[serde(deserialize_with = "options::scalar")]
     pub prefetch: String,
 
     /// TTFT objective, seconds
     #[arg(long, default_value_t = 5.0)]
+    #[serde(deserialize_with = "options::scalar")]
     pub ttft_slo: f64,
     /// Time-between-tokens objective, seconds
     #[arg(long, default_value_t = 0.15)]
+    #[serde(deserialize_with = "options::scalar")]
     pub tbt_slo: f64,
 }
 
-impl RunArgs {
-    /// The defaults of `sim run` (the paper's setup on the embedded trace).
-    pub fn defaults() -> RunArgs {
+impl Default for RunArgs {
+    /// The defaults of `sim run` (the paper's setup on the embedded trace), as clap declares them.
+    fn default() -> RunArgs {
         #[derive(clap::Parser)]
         struct P {
             #[command(flatten)]
             a: RunArgs,
         }
         <P as clap::Parser>::parse_from(["sim"]).a
+    }
+}
+
+impl RunArgs {
+    pub fn defaults() -> RunArgs {
+        RunArgs::default()
+    }
+
+    /// The defaults with `options` (flag names without dashes, values as JSON or flag text) applied in order.
+    /// An unknown name or a bad value is one line naming the option.
+    pub fn with_options<'a>(
+        options: impl IntoIterator<Item = (&'a str, Value)>,
+    ) -> std::result::Result<RunArgs, String> {
+        let mut v = serde_json::to_value(RunArgs::default()).expect("options serialise");
+        let map = v.as_object_mut().expect("an object");
+        for (k, val) in options {
+            if !map.contains_key(k) {
+                return Err(format!("unknown option '--{k}'"));
+            }
+            // Check each option alone so the message names it.
+            let mut one = Map::new();
+            one.insert(k.to_string(), val.clone());
+            serde_json::from_value::<RunArgs>(Value::Object(one))
+                .map_err(|e| format!("--{k}: {e}"))?;
+            map.insert(k.to_string(), val);
+        }
+        serde_json::from_value(v).map_err(|e| e.to_string())
     }
 }
 

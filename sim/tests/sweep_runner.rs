@@ -80,11 +80,11 @@ fn grid_expands_last_axis_fastest_with_every_option() {
         runs[0].args_string(),
         "--length-scale 0.31 --max-requests 200 --cache none --scheduler fifo --rate 4 --seed 0"
     );
-    assert_eq!(runs[1].args.seed, 1);
-    assert_eq!(runs[2].args.rate, Some(8.0));
-    assert_eq!(runs[4].args.cache, "lru");
+    assert_eq!(runs[1].config.seed, 1);
+    assert_eq!(runs[2].config.transform.poisson_rate, Some(8.0));
+    assert_eq!(runs[4].config.cache, "lru");
     assert_eq!(runs[7].point[0], ("system".to_string(), json!("Cached")));
-    assert_eq!(runs[7].args.max_requests, Some(200));
+    assert_eq!(runs[7].config.transform.max_requests, Some(200));
 }
 
 #[test]
@@ -370,10 +370,13 @@ fn ci_scale_cuts_requests_seeds_and_applies_overrides() {
     assert_eq!(runs.len(), 2); // 2 systems x 1 rate x 1 seed
     assert!(
         runs.iter()
-            .all(|r| r.args.seed == 0 && r.args.rate == Some(8.0))
+            .all(|r| r.config.seed == 0 && r.config.transform.poisson_rate == Some(8.0))
     );
     // The config's own max-requests (200) wins over the CI default.
-    assert!(runs.iter().all(|r| r.args.max_requests == Some(200)));
+    assert!(
+        runs.iter()
+            .all(|r| r.config.transform.max_requests == Some(200))
+    );
     let full = Experiment::load(&p, Scale::Full).unwrap();
     assert_eq!(full.runs().unwrap().len(), 8);
 }

@@ -39,6 +39,27 @@ pub struct RunConfig {
     pub slo: Slo,
 }
 
+impl std::fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunConfig")
+            .field("trace", &self.trace)
+            .field("trace_format", &self.trace_format)
+            .field("transform", &self.transform)
+            .field("seed", &self.seed)
+            .field("model", &self.model.name)
+            .field("gpu", &self.gpu.name)
+            .field("adapters", &self.adapters)
+            .field("cost", &self.cost.describe())
+            .field("engine", &self.engine)
+            .field("scheduler", &self.scheduler)
+            .field("cache", &self.cache)
+            .field("prefetch", &self.prefetch)
+            .field("predictor", &self.predictor)
+            .field("slo", &self.slo)
+            .finish()
+    }
+}
+
 impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         sched::REGISTRY

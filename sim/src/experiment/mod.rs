@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::runner::RunArgs;
+use crate::runner::{RunArgs, RunConfig};
 
 /// The keys of a JSON object in file order.
 struct Keys(Vec<String>);
@@ -142,7 +142,8 @@ pub struct Run {
     pub point: Vec<(String, Value)>,
     /// Every option of the run, base first, later axes overriding earlier ones.
     pub options: Vec<(String, String)>,
-    pub args: RunArgs,
+    /// The options resolved: what the run executes.
+    pub config: RunConfig,
 }
 
 impl Run {
@@ -185,27 +186,13 @@ fn option_value(path: &Path, field: &str, v: &Value) -> Result<String> {
     }
 }
 
-/// Builds `RunArgs` from options by their `sim run` names, so clap stays the one source of names,
-/// defaults and validation.
+/// Builds `RunArgs` from options by their `sim run` names (the values as the flags take them).
 pub fn run_args(options: &[(String, String)]) -> std::result::Result<RunArgs, String> {
-    #[derive(clap::Parser)]
-    struct P {
-        #[command(flatten)]
-        a: RunArgs,
-    }
-    let argv =
-        std::iter::once("sim".to_string()).chain(options.iter().map(|(k, v)| format!("--{k}={v}")));
-    <P as clap::Parser>::try_parse_from(argv)
-        .map(|p| p.a)
-        .map_err(|e| {
-            let text = e.to_string();
-            let line = text
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("error: ");
-            line.to_string()
-        })
+    RunArgs::with_options(
+        options
+            .iter()
+            .map(|(k, v)| (k.as_str(), Value::String(v.clone()))),
+    )
 }
 
 fn set_option(opts: &mut Vec<(String, String)>, k: &str, v: String) {
@@ -533,24 +520,26 @@ impl Experiment {
                 }
                 point.push((a.name.clone(), v.label.clone()));
             }
-            let args = run_args(&options).map_err(|e| {
-                let at = point
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let field = if at.is_empty() {
-                    "base".to_string()
-                } else {
-                    format!("grid point {at}")
-                };
-                bad(&self.path, &field, e)
-            })?;
+            let config = run_args(&options)
+                .and_then(|a| a.resolve().map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    let at = point
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let field = if at.is_empty() {
+                        "base".to_string()
+                    } else {
+                        format!("grid point {at}")
+                    };
+                    bad(&self.path, &field, e)
+                })?;
             runs.push(Run {
                 index,
                 point,
                 options,
-                args,
+                config,
             });
         }
         Ok(runs)

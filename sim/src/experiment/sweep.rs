@@ -19,7 +19,7 @@ use super::table::{self, Row};
 use super::throughput::bisect;
 use super::{Experiment, Run, ThroughputSpec};
 use crate::error::{Error, Result};
-use crate::runner::{self, RunArgs};
+use crate::runner::{RunConfig, run};
 use crate::trace::{ReadSpec, Trace};
 
 #[derive(Clone, Debug)]
@@ -205,16 +205,24 @@ fn average(sums: &[serde_json::Map<String, Value>]) -> Row {
 
 struct Ctx<'a> {
     exp: &'a Experiment,
-    traces: Vec<((Option<PathBuf>, String), Trace)>,
+    traces: Vec<(TraceKey, Trace)>,
     commit: String,
 }
 
+/// Runs that read the same file the same way share one loaded trace.
+type TraceKey = (Option<PathBuf>, ReadSpec);
+
+fn trace_key(c: &RunConfig) -> TraceKey {
+    (c.trace.clone(), c.trace_format.clone())
+}
+
 impl Ctx<'_> {
-    fn trace(&self, a: &RunArgs) -> &Trace {
+    fn trace(&self, c: &RunConfig) -> &Trace {
+        let k = trace_key(c);
         &self
             .traces
             .iter()
-            .find(|((p, f), _)| *p == a.trace && *f == a.trace_format)
+            .find(|(t, _)| *t == k)
             .expect("every trace loaded up front")
             .1
     }
@@ -230,7 +238,7 @@ impl Ctx<'_> {
         row.insert("args".into(), json!(run.args_string()));
         row.insert("git_commit".into(), json!(self.commit));
         let summary = match &self.exp.throughput {
-            None => runner::execute_on(&run.args, self.trace(&run.args).clone())?.summary,
+            None => run::run(&run.config, self.trace(&run.config).clone(), None)?.summary,
             Some(t) => self.throughput(t, run, bar, &mut row)?,
         };
         for (k, v) in summary {
@@ -246,7 +254,7 @@ impl Ctx<'_> {
         bar: &ProgressBar,
         row: &mut Row,
     ) -> Result<Row> {
-        let threshold = t.slo.unwrap_or(run.args.ttft_slo);
+        let threshold = t.slo.unwrap_or(run.config.slo.ttft_ns as f64 / 1e9);
         let mut probed: Vec<(f64, Row)> = Vec::new();
         let b = bisect(t.lo, t.hi, t.max, t.tol, |rate| {
             bar.set_message(format!(
@@ -256,10 +264,10 @@ impl Ctx<'_> {
             ));
             let mut sums = Vec::new();
             for &seed in &t.seeds {
-                let mut a = run.args.clone();
-                a.rate = Some(rate);
-                a.seed = seed;
-                sums.push(runner::execute_on(&a, self.trace(&a).clone())?.summary);
+                let mut c = run.config.clone();
+                c.transform.poisson_rate = Some(rate);
+                c.seed = seed;
+                sums.push(run::run(&c, self.trace(&c).clone(), None)?.summary);
             }
             let avg = average(&sums);
             let m = avg.get(&t.metric).and_then(Value::as_f64).ok_or_else(|| {
@@ -361,13 +369,12 @@ pub fn sweep(exp: &Experiment, opts: &SweepOpts) -> Result<Outcome> {
         if text.last().is_some_and(|&c| c != b'\n') {
             f.write_all(b"\n").map_err(io_err(&log))?;
         }
-        let mut traces: Vec<((Option<PathBuf>, String), Trace)> = Vec::new();
+        let mut traces: Vec<(TraceKey, Trace)> = Vec::new();
         for &i in &todo {
-            let a = &runs[i].args;
-            let k = (a.trace.clone(), a.trace_format.clone());
+            let c = &runs[i].config;
+            let k = trace_key(c);
             if !traces.iter().any(|(t, _)| *t == k) {
-                let spec = ReadSpec::parse(&a.trace_format)?;
-                traces.push((k, Trace::load_with(a.trace.as_deref(), &spec)?));
+                traces.push((k, Trace::load_with(c.trace.as_deref(), &c.trace_format)?));
             }
         }
         let ctx = Ctx {
