@@ -2,6 +2,7 @@
 //! per scheduler, one line in `REGISTRY`.
 
 mod fifo;
+mod lifo;
 pub mod mlq;
 mod sjf;
 
@@ -10,5 +11,11 @@ use crate::registry::Registry;
 
 /// Every scheduler `--scheduler` accepts.
 pub const REGISTRY: Registry<Schedulers> = Registry {
-    entries: &[fifo::ENTRY, sjf::ENTRY, mlq::ENTRY, mlq::STATIC],
+    entries: &[
+        fifo::ENTRY,
+        sjf::ENTRY,
+        mlq::ENTRY,
+        mlq::STATIC,
+        lifo::ENTRY,
+    ],
 };

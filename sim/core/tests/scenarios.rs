@@ -6,9 +6,9 @@
 mod common;
 
 use common::{Const, MS, req, run_prefetch, run_with};
-use sim::engine::{EngineConfig, Outcome, RequestRecord, RunOutput};
-use sim::time::Nanos;
-use sim::workload::{Adapter, NO_ADAPTER, Workload};
+use sim_core::engine::{EngineConfig, Outcome, RequestRecord, RunOutput};
+use sim_core::time::Nanos;
+use sim_core::workload::{Adapter, NO_ADAPTER, Workload};
 
 fn adapters(n: u32) -> Vec<Adapter> {
     (0..n)

@@ -5,8 +5,8 @@ mod common;
 use common::{Const, MS, adapters, req, run_predicted, run_prefetch, run_with};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use sim::engine::{EngineConfig, Outcome};
-use sim::workload::{Adapter, NO_ADAPTER, Request, Workload};
+use sim_core::engine::{EngineConfig, Outcome};
+use sim_core::workload::{Adapter, NO_ADAPTER, Request, Workload};
 
 /// One request at a time, no prefetch: the cache sees the arrival order as its reference string.
 fn sequential(pool: u64) -> EngineConfig {

@@ -3,13 +3,13 @@
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use sim::cost::{BatchShape, CostModel};
-use sim::engine::api::PolicyCtx;
-use sim::engine::{Engine, EngineConfig, Policies, Reserve, RunOutput, Simulated};
-use sim::metrics::Slo;
-use sim::time::Nanos;
-use sim::workload::{Adapter, NO_ADAPTER, Request, Workload};
-use sim::{cache, prefetch, sched};
+use sim_core::cost::{BatchShape, CostModel};
+use sim_core::engine::api::PolicyCtx;
+use sim_core::engine::{Engine, EngineConfig, Policies, Reserve, RunOutput, Simulated};
+use sim_core::metrics::Slo;
+use sim_core::time::Nanos;
+use sim_core::workload::{Adapter, NO_ADAPTER, Request, Workload};
+use sim_core::{cache, prefetch, sched};
 
 pub const MS: Nanos = 1_000_000;
 
