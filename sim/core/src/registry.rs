@@ -128,10 +128,8 @@ impl<K: Kind> Registry<K> {
                 o += "      (not starvation-free)\n";
             }
             for p in e.params {
-                o += &format!("      {} = {}", p.name, p.default);
-                if !p.about.is_empty() {
-                    o += &format!("   {}", p.about);
-                }
+                let kv = format!("{} = {}", p.name, p.default);
+                o += format!("      {kv:<22}{}", p.about).trim_end();
                 o += "\n";
             }
         }

@@ -10,7 +10,7 @@ use crate::workload::Request;
 
 pub const ENTRY: Entry<Schedulers> = Entry {
     name: "lifo",
-    about: "last come, first served (an unfair baseline: not starvation-free)",
+    about: "last come, first served: an unfair baseline",
     params: &[],
     props: Props {
         starvation_free: false,

@@ -2,7 +2,9 @@
 //! row, and transformed (first N, length scale, re-timing by an arrival process, see `arrivals`).
 
 pub mod arrivals;
+pub mod format;
 pub mod reader;
+pub mod records;
 
 use std::collections::HashMap;
 use std::io::{BufRead, Cursor};
