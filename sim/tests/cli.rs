@@ -157,8 +157,8 @@ fn malformed_traces_fail_with_file_line_and_column() {
 #[test]
 fn bad_options_are_named() {
     assert_clean_error(
-        &sim(&["run", "--scheduler", "lifo"]),
-        &["unknown scheduler 'lifo'", "fifo"],
+        &sim(&["run", "--scheduler", "lottery"]),
+        &["unknown scheduler 'lottery'", "fifo"],
     );
     assert_clean_error(
         &sim(&["run", "--cache", "magic"]),

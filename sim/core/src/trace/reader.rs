@@ -3,9 +3,8 @@
 //! optionally an adapter and a tenant id). Rows are read one line at a time, so a 10-million-row file costs
 //! the memory of one line plus what the consumer keeps.
 
-use std::path::Path;
-
 use crate::error::{Error, Result};
+use std::path::Path;
 
 pub use super::format::*;
 pub use super::records::*;
