@@ -126,7 +126,7 @@ impl<'a> Admission<'a> {
     pub fn fit(&self, id: u32) -> Fit {
         let r = &self.w.requests[id as usize];
         let st = &self.st;
-        if st.batch.running.len() + st.batch.admitted.len() >= self.cfg.max_batch as usize {
+        if st.batch.len() + st.batch.admitted.len() >= self.cfg.max_batch as usize {
             return Fit::BatchFull;
         }
         if st.batch.admitted_tokens + r.input as u64 > self.cfg.max_prefill_tokens {
@@ -153,17 +153,17 @@ impl<'a> Admission<'a> {
     /// Whether `id` would fit if the running request `victim` were squashed first.
     pub fn fits_if_squashed(&self, id: u32, victim: u32) -> bool {
         let st = &self.st;
-        let Some(v) = st.batch.running.iter().find(|r| r.id == victim) else {
+        let Some(v) = st.batch.get(victim) else {
             return false;
         };
         let r = &self.w.requests[id as usize];
-        if st.batch.running.len() - 1 + st.batch.admitted.len() >= self.cfg.max_batch as usize
+        if st.batch.len() - 1 + st.batch.admitted.len() >= self.cfg.max_batch as usize
             || st.batch.admitted_tokens + r.input as u64 > self.cfg.max_prefill_tokens
         {
             return false;
         }
         let mut held = st.mem.reserve.clone();
-        let gone = (v.ctx as u64, (v.budget - v.generated) as u64);
+        let gone = v.reservation(st.batch.steps);
         if let Some(i) = held.iter().position(|&e| e == gone) {
             held.remove(i);
         }
@@ -184,18 +184,21 @@ impl<'a> Admission<'a> {
 
     /// Running requests as (id, tokens generated so far).
     pub fn running(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        self.st.batch.running.iter().map(|r| (r.id, r.generated))
+        let steps = self.st.batch.steps;
+        self.st
+            .batch
+            .iter()
+            .map(move |r| (r.id, r.generated(steps)))
     }
 
     /// Stops a running request, frees its memory and drops its progress; it counts as waiting again and the
     /// scheduler must queue it again. False if `id` is not running.
     pub fn squash(&mut self, id: u32) -> bool {
-        let Some(i) = self.st.batch.running.iter().position(|r| r.id == id) else {
+        let Some(r) = self.st.batch.remove(id) else {
             return false;
         };
-        let r = self.st.batch.running.swap_remove(i);
         self.st.leave(&r);
-        self.st.mem.kv_used -= r.ctx as u64;
+        self.st.mem.kv_used -= r.ctx(self.st.batch.steps) as u64;
         self.st.unpin(r.adapter, self.cache, self.clock);
         if let Some(a) = self.st.adapters.get_mut(r.adapter as usize) {
             a.queued += 1;
@@ -209,12 +212,10 @@ impl<'a> Admission<'a> {
         // Its reservation goes too: rebuild from what is still admitted.
         let (st, cfg, w) = (&mut *self.st, self.cfg, self.w);
         st.mem.reserve.clear();
-        st.mem.reserve.extend(
-            st.batch
-                .running
-                .iter()
-                .map(|r| (r.ctx as u64, (r.budget - r.generated) as u64)),
-        );
+        let steps = st.batch.steps;
+        st.mem
+            .reserve
+            .extend(st.batch.iter().map(|r| r.reservation(steps)));
         st.mem.reserve.extend(st.batch.admitted.iter().map(|&id| {
             let q = &w.requests[id as usize];
             (q.input as u64 + 1, cfg.budget(q) as u64 - 1)

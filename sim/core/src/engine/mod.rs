@@ -14,6 +14,7 @@
 
 mod admission;
 pub mod api;
+mod batch;
 pub mod clock;
 
 use std::cmp::Reverse;
@@ -21,6 +22,7 @@ use std::collections::BinaryHeap;
 
 use api::{AdapterState, CachePolicy, CacheView, PrefetchView, Prefetcher, Residency, Scheduler};
 pub use api::{Admission, Fit};
+use batch::{Batch, Running};
 pub use clock::{Clock, Executor, Seq, Simulated, Timed};
 
 use crate::cost::BatchShape;
@@ -159,30 +161,6 @@ pub struct RunOutput {
     pub stats: EngineStats,
 }
 
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Running {
-    pub(crate) id: u32,
-    pub(crate) ctx: u32,
-    pub(crate) generated: u32,
-    pub(crate) output: u32,
-    pub(crate) budget: u32,
-    pub(crate) adapter: u32,
-    pub(crate) rank: u32,
-    pub(crate) last_token: Nanos,
-}
-
-impl Running {
-    fn seq(&self) -> Seq {
-        Seq {
-            request: self.id,
-            new_tokens: 1,
-            context: self.ctx,
-            adapter: self.adapter,
-            rank: self.rank,
-        }
-    }
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Event {
     Arrival(u32),
@@ -218,23 +196,6 @@ impl Memory {
     }
 }
 
-/// The running batch and the sums a decode step's cost is computed from, kept incrementally.
-#[derive(Default)]
-pub(crate) struct Batch {
-    pub(crate) running: Vec<Running>,
-    /// Requests admitted at the current merge, prefilling.
-    pub(crate) admitted: Vec<u32>,
-    /// Their prompt tokens.
-    pub(crate) admitted_tokens: u64,
-    ctx_sum: u64,
-    token_rank_sum: u64,
-    /// Running requests that carry an adapter.
-    adapter_seqs: u64,
-    distinct_rank_sum: u64,
-    distinct: u64,
-    steps_since_merge: u32,
-}
-
 /// Everything the engine mutates; split from the policies so they can be called with a view of it.
 pub(crate) struct State {
     now: Nanos,
@@ -261,7 +222,7 @@ pub(crate) struct State {
 impl State {
     fn leave(&mut self, r: &Running) {
         let b = &mut self.batch;
-        b.ctx_sum -= r.ctx as u64;
+        b.ctx_sum -= r.ctx(b.steps) as u64;
         if r.adapter != NO_ADAPTER {
             b.token_rank_sum -= r.rank as u64;
             b.adapter_seqs -= 1;
@@ -274,9 +235,10 @@ impl State {
         }
     }
 
-    fn join(&mut self, r: Running) {
+    /// A request whose prefill ended at `now` joins the batch.
+    fn join(&mut self, r: Running, now: Nanos) {
         let b = &mut self.batch;
-        b.ctx_sum += r.ctx as u64;
+        b.ctx_sum += r.input as u64 + 1;
         if r.adapter != NO_ADAPTER {
             b.token_rank_sum += r.rank as u64;
             b.adapter_seqs += 1;
@@ -287,7 +249,7 @@ impl State {
                 b.distinct_rank_sum += r.rank as u64;
             }
         }
-        b.running.push(r);
+        b.push(r, now);
     }
 
     /// Drops one admitted request's hold on its adapter.
@@ -363,7 +325,7 @@ impl<'a> Engine<'a> {
                 .map(|a| AdapterState::new(a.slots))
                 .collect(),
             mem: Memory::default(),
-            batch: Batch::default(),
+            batch: Batch::new(n),
             prefetched: Vec::new(),
             stamp: vec![0; w.adapters.len()],
             scratch: Vec::new(),
@@ -440,11 +402,11 @@ impl<'a> Engine<'a> {
                 break;
             }
         }
-        if aborted.is_none() && (self.sched.waiting() > 0 || !self.st.batch.running.is_empty()) {
+        if aborted.is_none() && (self.sched.waiting() > 0 || !self.st.batch.is_empty()) {
             return Err(Error::internal(format!(
                 "engine stopped with {} requests waiting and {} running (a bug: please report)",
                 self.sched.waiting(),
-                self.st.batch.running.len()
+                self.st.batch.len()
             )));
         }
         self.st.stats.end_ns = self.st.now;
@@ -512,11 +474,11 @@ impl<'a> Engine<'a> {
 
     fn start_iteration(&mut self) -> Result<()> {
         let b = &self.st.batch;
-        let merge = b.running.is_empty() || b.steps_since_merge >= self.cfg.max_wait_tokens;
+        let merge = b.is_empty() || b.steps_since_merge >= self.cfg.max_wait_tokens;
         if merge && self.sched.waiting() > 0 && self.merge()? {
             return Ok(());
         }
-        if !self.st.batch.running.is_empty() {
+        if !self.st.batch.is_empty() {
             self.start_decode()?;
         }
         Ok(())
@@ -527,14 +489,7 @@ impl<'a> Engine<'a> {
         let now = self.st.now;
         let st = &mut self.st;
         st.mem.reserve.clear();
-        for r in &st.batch.running {
-            st.mem
-                .reserve
-                .push((r.ctx as u64, (r.budget - r.generated) as u64));
-        }
-        st.mem
-            .reserve
-            .sort_unstable_by_key(|&(_, rem)| Reverse(rem));
+        st.mem.reserve.extend(st.batch.reservations());
         st.batch.admitted.clear();
         st.batch.admitted_tokens = 0;
         {
@@ -612,7 +567,7 @@ impl<'a> Engine<'a> {
     }
 
     fn start_decode(&mut self) -> Result<()> {
-        let n = self.st.batch.running.len() as u64;
+        let n = self.st.batch.len() as u64;
         self.make_room(n);
         self.st.mem.kv_used += n;
         self.note_memory();
@@ -626,8 +581,7 @@ impl<'a> Engine<'a> {
             lora_distinct: b.distinct,
             ..Default::default()
         };
-        let mut seqs = b.running.iter().map(Running::seq);
-        let dur = self.clock.iteration(&shape, &mut seqs)?.max(1);
+        let dur = self.clock.iteration(&shape, &mut b.seqs())?.max(1);
         self.st.stats.busy_ns += dur;
         self.st.stats.decode_iterations += 1;
         self.st.batch.steps_since_merge += 1;
@@ -644,59 +598,44 @@ impl<'a> Engine<'a> {
                 for &id in &batch {
                     let r = self.w.requests[id as usize];
                     self.st.records[id as usize].first_token = now;
-                    let run = Running {
-                        id,
-                        ctx: r.input + 1,
-                        generated: 1,
-                        output: r.output,
-                        budget: self.cfg.budget(&r),
-                        adapter: r.adapter,
-                        rank: self.w.adapter(r.adapter).map_or(0, |a| a.rank),
-                        last_token: now,
-                    };
                     if r.output == 1 {
-                        self.finish(&run);
+                        self.finish(id, r.adapter, r.input as u64 + 1, 0);
                     } else {
-                        self.st.join(run);
+                        let rank = self.w.adapter(r.adapter).map_or(0, |a| a.rank);
+                        let budget = self.cfg.budget(&r);
+                        let run = Running::new(id, r.input, r.output, budget, r.adapter, rank);
+                        self.st.join(run, now);
                     }
                 }
                 self.st.batch.admitted = batch;
                 self.st.batch.admitted.clear();
             }
             Busy::Decode => {
-                let n = self.st.batch.running.len() as u64;
-                self.st.batch.ctx_sum += n;
-                let mut i = 0;
-                while i < self.st.batch.running.len() {
-                    let r = &mut self.st.batch.running[i];
-                    r.generated += 1;
-                    r.ctx += 1;
-                    let rec = &mut self.st.records[r.id as usize];
-                    rec.max_gap = rec.max_gap.max(now - r.last_token);
-                    r.last_token = now;
-                    if r.generated == r.output {
-                        let done = self.st.batch.running.swap_remove(i);
-                        self.st.leave(&done);
-                        self.finish(&done);
-                    } else {
-                        i += 1;
-                    }
+                self.st.batch.step(now);
+                while let Some(id) = self.st.batch.pop_finished() {
+                    let r = self.st.batch.remove(id).expect("running");
+                    let ctx = r.ctx(self.st.batch.steps) as u64;
+                    let gap = self.st.batch.max_gap(&r);
+                    self.st.leave(&r);
+                    self.finish(id, r.adapter, ctx, gap);
                 }
             }
             Busy::Idle => unreachable!("iteration finished while idle"),
         }
     }
 
-    fn finish(&mut self, r: &Running) {
+    /// Request `id` produced its last token: its KV (`ctx` slots) and its hold on `adapter` go.
+    fn finish(&mut self, id: u32, adapter: u32, ctx: u64, max_gap: Nanos) {
         let now = self.st.now;
-        self.clock.release(r.id);
-        self.st.mem.kv_used -= r.ctx as u64;
-        let rec = &mut self.st.records[r.id as usize];
+        self.clock.release(id);
+        self.st.mem.kv_used -= ctx;
+        let rec = &mut self.st.records[id as usize];
         rec.outcome = Outcome::Finished;
         rec.finished = now;
+        rec.max_gap = max_gap;
         self.st
-            .unpin(r.adapter, self.cache.as_mut(), &mut *self.clock);
-        self.sched.on_finish(&self.w.requests[r.id as usize], now);
+            .unpin(adapter, self.cache.as_mut(), &mut *self.clock);
+        self.sched.on_finish(&self.w.requests[id as usize], now);
     }
 
     fn on_load_done(&mut self, a: u32) {

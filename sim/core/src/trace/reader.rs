@@ -233,15 +233,16 @@ impl RowReader {
                 ));
             }
             if self.check_order {
-                let text = self
-                    .rec
-                    .cell(&self.cols[0])
-                    .map(|c| c.into_owned())
-                    .unwrap_or_default();
-                self.prev = Some((time, text));
+                // Reuse the previous row's text buffer: no allocation per row.
+                let (p, text) = self.prev.get_or_insert_with(|| (0, String::new()));
+                *p = time;
+                text.clear();
+                if let Some(c) = self.rec.cell(&self.cols[0]) {
+                    text.push_str(&c);
+                }
             }
-            let input = self.tokens(1, &self.mapping.input.clone())?;
-            let output = self.tokens(2, &self.mapping.output.clone())?;
+            let input = self.tokens(1, &self.mapping.input)?;
+            let output = self.tokens(2, &self.mapping.output)?;
             let (Some(input), Some(output)) = (input, output) else {
                 self.skipped += 1;
                 continue;

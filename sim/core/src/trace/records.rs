@@ -279,11 +279,20 @@ impl Records {
 
 /// Splits one CSV line (RFC 4180 quoting: `"a,b"`, `""` for a quote) into `out`.
 pub fn split_csv(line: &str, delim: u8, out: &mut Vec<String>) -> Result<(), String> {
-    out.clear();
+    // Fields are written into `out`'s existing strings, so a file costs no allocation per field.
+    let mut n = 0;
+    let field = |out: &mut Vec<String>, n: &mut usize| -> usize {
+        if *n == out.len() {
+            out.push(String::new());
+        }
+        out[*n].clear();
+        *n += 1;
+        *n - 1
+    };
     let b = line.as_bytes();
     let mut i = 0;
     loop {
-        let mut field = String::new();
+        let k = field(out, &mut n);
         if i < b.len() && b[i] == b'"' {
             i += 1;
             let mut start = i;
@@ -296,10 +305,10 @@ pub fn split_csv(line: &str, delim: u8, out: &mut Vec<String>) -> Result<(), Str
                         );
                     }
                     Some(p) => {
-                        field.push_str(&line[start..i + p]);
+                        out[k].push_str(&line[start..i + p]);
                         i += p + 1;
                         if i < b.len() && b[i] == b'"' {
-                            field.push('"');
+                            out[k].push('"');
                             i += 1;
                             start = i;
                         } else {
@@ -309,26 +318,24 @@ pub fn split_csv(line: &str, delim: u8, out: &mut Vec<String>) -> Result<(), Str
                 }
             }
             if i < b.len() && b[i] != delim {
-                return Err(format!(
-                    "text after the closing quote of field {}",
-                    out.len() + 1
-                ));
+                return Err(format!("text after the closing quote of field {}", k + 1));
             }
         } else {
             let end = b[i..]
                 .iter()
                 .position(|&c| c == delim)
                 .map_or(b.len(), |p| i + p);
-            field.push_str(&line[i..end]);
+            out[k].push_str(&line[i..end]);
             i = end;
         }
-        out.push(field);
         if i >= b.len() {
+            out.truncate(n);
             return Ok(());
         }
         i += 1; // the delimiter
         if i == b.len() {
-            out.push(String::new());
+            field(out, &mut n);
+            out.truncate(n);
             return Ok(());
         }
     }
