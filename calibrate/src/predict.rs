@@ -3,6 +3,7 @@
 
 use sim::cost::profile::ModelInfo;
 use sim::cost::{BatchShape, CostModel};
+use sim::engine::LoadPath;
 use sim::model::ModelSpec;
 
 /// Chameleon, Fig. 2: one request on an A40 with Llama-7B (input length not stated in the paper).
@@ -42,10 +43,13 @@ pub fn single_prefill(tokens: u64, rank: u32) -> BatchShape {
         prefill_seqs: 1,
         prefill_tokens: tokens,
         prefill_sq_tokens: tokens * tokens,
+        prefill_max_len: tokens,
         lora_tokens: tokens,
         lora_token_rank: tokens * rank as u64,
         lora_distinct_rank: rank as u64,
         lora_distinct: 1,
+        lora_seqs: 1,
+        lora_max_rank: rank as u64,
         ..Default::default()
     }
 }
@@ -63,7 +67,8 @@ pub fn predict(
             TtftRow {
                 rank,
                 adapter_bytes: bytes,
-                load_ns: cost.adapter_load(bytes),
+                // S-LoRA's path: every layer's A+B block copied twice.
+                load_ns: cost.adapter_load(&LoadPath::slora(model.layers).shape(bytes)),
                 prefill_ns: cost.iteration(&single_prefill(input_tokens, rank)),
                 paper_ms: PAPER_A40_TTFT_MS.iter().find(|p| p.0 == rank).map(|p| p.1),
             }
@@ -140,7 +145,8 @@ mod tests {
         let rows = predict(&c, &c.profile.model, 512, &[8, 16, 32, 64, 128]);
         assert_eq!(rows.len(), 5);
         for r in &rows {
-            assert_eq!(r.load_ns, c.adapter_load(r.adapter_bytes));
+            let path = LoadPath::slora(c.profile.model.layers);
+            assert_eq!(r.load_ns, c.adapter_load(&path.shape(r.adapter_bytes)));
             assert_eq!(r.prefill_ns, c.iteration(&single_prefill(512, r.rank)));
             assert_eq!(r.ttft_ns(), r.load_ns + r.prefill_ns);
         }

@@ -23,7 +23,7 @@ use crate::cost::profile::{
 };
 use crate::cost::{BatchShape, LoadMethod};
 use crate::engine::Outcome;
-use crate::engine::{Clock, Seq, Simulated, Timed};
+use crate::engine::{Clock, LoadPath, Seq, Simulated, Timed};
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
 use crate::runner::{Report, RunArgs, RunConfig, run};
@@ -195,6 +195,7 @@ impl Calibrator<'_> {
         kv_slots: u64,
     ) -> Result<CalTables> {
         let reps = plan.repeats as usize;
+        let path = LoadPath::slora(engine_model.layers);
         // Warm-up: one small prefill (first-touch allocation, caches).
         let (_, ids) = self.prefill(&[8, 8], &[])?;
         self.release(&ids);
@@ -278,7 +279,8 @@ impl Calibrator<'_> {
         for _ in 0..reps {
             for (i, &rank) in plan.load_ranks.iter().enumerate() {
                 let a = CAL_ADAPTER + i as u32;
-                loads[i].push(self.b.load(a, engine_model.adapter_bytes(rank))?);
+                let bytes = engine_model.adapter_bytes(rank);
+                loads[i].push(self.b.load(a, bytes, &path.shape(bytes))?);
                 self.b.evict(a);
             }
         }
@@ -294,7 +296,8 @@ impl Calibrator<'_> {
                 .map(|(i, &r)| (CAL_ADAPTER + 1000 + 100 * k as u32 + i as u32, r))
                 .collect();
             for &(a, r) in &adapters {
-                self.b.load(a, engine_model.adapter_bytes(r))?;
+                let bytes = engine_model.adapter_bytes(r);
+                self.b.load(a, bytes, &path.shape(bytes))?;
             }
             lora_in.push(if *tokens <= 16 {
                 let per: Vec<(u32, u32)> = (0..*tokens as usize)

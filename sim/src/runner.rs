@@ -9,11 +9,12 @@ use serde_json::{Map, Value};
 pub use sim_core::run::{self, Report, RunConfig};
 
 use crate::cost;
-use crate::engine::{EngineConfig, Reserve};
+use crate::engine::{EngineConfig, LoadPath, Reserve};
 use crate::error::{Error, Result};
 use crate::metrics::Slo;
 use crate::model::{GpuSpec, ModelSpec};
 use crate::options;
+use crate::spec::Spec;
 use crate::trace::arrivals::Arrivals;
 use crate::trace::{ReadSpec, Trace, TraceOptions};
 use crate::workload::{AdapterModel, AdapterOptions};
@@ -123,22 +124,42 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10)]
     #[serde(deserialize_with = "options::scalar")]
     pub max_wait_tokens: u32,
-    /// Most requests in the running batch
+    /// Most requests in the running batch (S-LoRA's running_max_req_size)
     #[arg(long, default_value_t = 1000)]
     #[serde(deserialize_with = "options::scalar")]
     pub max_batch: u32,
-    /// Most prompt tokens in one prefill iteration (longer prompts are rejected)
-    #[arg(long, default_value_t = 16384)]
+    /// Most prompt tokens in one prefill iteration (S-LoRA's batch_max_tokens); a longer prompt is rejected
+    /// [default: max(pool / 6, 3072), S-LoRA's rule]
+    #[arg(long, value_name = "N")]
+    #[serde(deserialize_with = "options::optional")]
+    pub max_prefill_tokens: Option<u64>,
+    /// Reject prompts longer than this (S-LoRA's max_req_input_len; 0 = no limit)
+    #[arg(long, default_value_t = 2048, value_name = "N")]
     #[serde(deserialize_with = "options::scalar")]
-    pub max_prefill_tokens: u64,
+    pub max_input_tokens: u64,
+    /// Reject requests whose prompt + output exceeds this (S-LoRA's max_req_total_len; 0 = no limit)
+    #[arg(long, default_value_t = 3072, value_name = "N")]
+    #[serde(deserialize_with = "options::scalar")]
+    pub max_total_tokens: u64,
+    /// How an adapter crosses PCIe: slora (each layer's A+B block copied twice, per layer, pinned: S-LoRA's
+    /// load_lora_A/B) | once[per_layer=true,pinned=true] (one pass)
+    #[arg(long, default_value = "slora", value_name = "SPEC")]
+    #[serde(deserialize_with = "options::scalar")]
+    pub adapter_load: String,
+    /// An idle server polls its queue at this interval, ms (S-LoRA's router sleeps 10 ms; 0 = admit on
+    /// arrival)
+    #[arg(long, default_value_t = 10.0, value_name = "MS")]
+    #[serde(deserialize_with = "options::scalar")]
+    pub idle_poll_ms: f64,
     /// Output budget reserved at admission: `oracle` (true length) or `max:N` (N tokens, at least the true length)
     #[arg(long, default_value = "oracle")]
     #[serde(deserialize_with = "options::scalar")]
     pub reserve: String,
-    /// Adapter prefetch after each merge: none; queued[window=N] (adapters of the next N waiting requests,
-    /// S-LoRA's next batch); histogram[window=N,horizon_s=H,threshold=P,max=M] (also adapters whose next
-    /// request arrives within H s with probability >= P, by a per-adapter inter-arrival histogram)
-    #[arg(long, default_value = "queued", value_name = "SPEC")]
+    /// Adapter prefetch: none (S-LoRA's paper runs); slora[steps=5+7] (S-LoRA's --prefetch: at decode steps 5
+    /// and 7 after a merge, the next FIFO batch's adapters); queued[window=N] (after each merge, adapters of
+    /// the next N waiting requests); histogram[window=N,horizon_s=H,threshold=P,max=M] (also adapters whose
+    /// next request arrives within H s with probability >= P); see `sim policies`
+    #[arg(long, default_value = "none", value_name = "SPEC")]
     #[serde(deserialize_with = "options::scalar")]
     pub prefetch: String,
 
@@ -189,6 +210,30 @@ impl RunArgs {
         }
         serde_json::from_value(v).map_err(|e| e.to_string())
     }
+}
+
+/// `--adapter-load`: `slora` | `once[per_layer=true,pinned=true]`.
+fn parse_load_path(text: &str, model: &ModelSpec) -> Result<LoadPath> {
+    let mut s = Spec::parse(text).map_err(|e| e.context("--adapter-load"))?;
+    let path = match s.name.as_str() {
+        "slora" => LoadPath::slora(model.layers),
+        "once" => {
+            let per_layer: bool = s.get("per_layer", true)?;
+            LoadPath {
+                passes: 1,
+                copies_per_pass: if per_layer { 8 * model.layers } else { 1 },
+                pinned: s.get("pinned", true)?,
+            }
+        }
+        other => {
+            return Err(Error::msg(format!(
+                "--adapter-load: unknown load path '{other}'; valid: slora, once[per_layer=..,pinned=..]"
+            )));
+        }
+    };
+    s.finish(&["per_layer", "pinned"])
+        .map_err(|e| e.context("--adapter-load"))?;
+    Ok(path)
 }
 
 /// Slots of the unified pool: GPU memory x utilisation - weights, in KV slots.
@@ -246,10 +291,23 @@ impl RunArgs {
             model: AdapterModel::parse(&self.adapter_model)?,
         };
         let cost = cost::build(self.cost.as_deref(), self.profile.as_deref(), model, gpu)?;
-        let mut engine = EngineConfig::new(pool_slots(self, model, gpu)?);
+        let mut engine = EngineConfig::slora(pool_slots(self, model, gpu)?, model.layers);
         engine.max_wait_tokens = self.max_wait_tokens;
         engine.max_batch = self.max_batch.max(1);
-        engine.max_prefill_tokens = self.max_prefill_tokens;
+        if let Some(n) = self.max_prefill_tokens {
+            engine.max_prefill_tokens = n;
+        }
+        let limit = |n: u64| (n > 0).then_some(n);
+        engine.max_input_tokens = limit(self.max_input_tokens);
+        engine.max_total_tokens = limit(self.max_total_tokens);
+        engine.load_path = parse_load_path(&self.adapter_load, model)?;
+        if !(self.idle_poll_ms >= 0.0 && self.idle_poll_ms.is_finite()) {
+            return Err(Error::msg(format!(
+                "--idle-poll-ms must be >= 0, got {}",
+                self.idle_poll_ms
+            )));
+        }
+        engine.idle_poll_ns = (self.idle_poll_ms * 1e6).round() as u64;
         engine.reserve = Reserve::parse(&self.reserve)?;
         for (name, v) in [("--ttft-slo", self.ttft_slo), ("--tbt-slo", self.tbt_slo)] {
             if !(v > 0.0 && v.is_finite()) {

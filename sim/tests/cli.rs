@@ -207,7 +207,19 @@ fn a_measured_profile_is_used_and_named() {
 
 #[test]
 fn base_model_alone_with_zero_adapters() {
-    let out = sim(&["run", "--max-requests", "100", "--adapters", "0", "--json"]);
+    // No length limits: every one of the trace's first 100 requests is served.
+    let out = sim(&[
+        "run",
+        "--max-requests",
+        "100",
+        "--adapters",
+        "0",
+        "--max-input-tokens",
+        "0",
+        "--max-total-tokens",
+        "0",
+        "--json",
+    ]);
     assert!(out.status.success());
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["adapter_loads"], 0);

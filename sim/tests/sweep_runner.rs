@@ -272,7 +272,7 @@ fn throughput_experiment_reports_the_rate_and_its_bracket() {
         "name": "thr", "title": "Throughput",
         "base": { "length-scale": 0.31, "max-requests": 300 },
         "grid": { "system": [ { "label": "S-LoRA", "cache": "none", "scheduler": "fifo" } ] },
-        "throughput": { "lo": 1, "hi": 64, "tol": 0.5, "seeds": [0, 1], "slo": 0.5 },
+        "throughput": { "lo": 1, "hi": 64, "tol": 0.5, "seeds": [0, 1], "slo": 2.0 },
         "plot": { "kind": "bar", "x": "system", "panels": [ { "y": "throughput_slo_rps",
                   "err": ["throughput_slo_lo_rps", "throughput_slo_hi_rps"] } ] }
     });
@@ -293,7 +293,7 @@ fn throughput_experiment_reports_the_rate_and_its_bracket() {
     );
     assert_eq!(r["seeds"], json!("0,1"));
     // The metrics are those at the reported rate: P99 TTFT meets the objective there.
-    assert!(r["ttft_p99_s"].as_f64().unwrap() <= 0.5);
+    assert!(r["ttft_p99_s"].as_f64().unwrap() <= 2.0);
     assert_eq!(r["rate_rps"].as_f64().unwrap(), t);
 }
 

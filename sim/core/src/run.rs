@@ -108,7 +108,7 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
     let ctx = PolicyCtx::new(
         &workload,
         &predicted,
-        cfg.engine.pool_slots,
+        &cfg.engine,
         cfg.slo,
         clock.estimates(),
     );

@@ -992,7 +992,7 @@ impl Executor for CpuBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Clock, Timed};
+    use crate::engine::{Clock, LoadPath, Timed};
 
     fn cfg() -> TinyConfig {
         TinyConfig {
@@ -1284,8 +1284,10 @@ mod tests {
             b.iteration(&shape, &mut seqs.iter().copied())
         };
         // Adapter bytes of the engine's model give the rank.
-        assert!(b.load(5, m.adapter_bytes(16)).unwrap() > 0);
-        assert!(b.load(6, 12345).is_err());
+        let once = LoadPath::slora(1);
+        let bytes = m.adapter_bytes(16);
+        assert!(b.load(5, bytes, &once.shape(bytes)).unwrap() > 0);
+        assert!(b.load(6, 12345, &once.shape(12345)).is_err());
         let pre = [seq(1, 6, 0, 5, 16), seq(2, 3, 0, NO_ADAPTER, 0)];
         assert!(run(&mut b, &pre).unwrap() > 0);
         let dec = [seq(1, 1, 7, 5, 16), seq(2, 1, 4, NO_ADAPTER, 0)];

@@ -13,7 +13,7 @@
 pub mod cpu;
 pub mod cuda;
 
-use crate::cost::{BatchShape, CostModel};
+use crate::cost::{BatchShape, CostModel, LoadShape};
 use crate::engine::{Executor, Timed};
 use crate::error::{Error, Result};
 use crate::runner::{Report, RunArgs, RunConfig, run};
@@ -124,8 +124,8 @@ impl CostModel for Estimator {
     fn iteration(&self, s: &BatchShape) -> Nanos {
         Estimator::iteration(self, s)
     }
-    fn adapter_load(&self, bytes: u64) -> Nanos {
-        Estimator::adapter_load(self, bytes)
+    fn adapter_load(&self, load: &LoadShape) -> Nanos {
+        Estimator::adapter_load(self, load.bytes)
     }
 }
 

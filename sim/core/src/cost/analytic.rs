@@ -2,7 +2,7 @@
 //! achievable compute and its bytes over achievable memory bandwidth. The efficiencies are assumptions, printed
 //! with every result; a measured profile replaces them.
 
-use super::{BatchShape, CostModel};
+use super::{BatchShape, CostModel, LoadShape, LoraKernels};
 use crate::error::Result;
 use crate::model::{GpuSpec, ModelSpec};
 use crate::spec::Spec;
@@ -24,8 +24,10 @@ pub struct Analytic {
     pub h2d_eff: f64,
     /// Fixed cost of one cudaMemcpy call.
     pub copy_latency_ns: Nanos,
-    /// Copies per adapter load: S-LoRA copies A and B of q,k,v,o of every layer separately (8 x layers).
-    pub copies_per_load: u64,
+    /// Pageable host memory reaches this fraction of the pinned bandwidth (a staging copy on the host).
+    pub pageable_factor: f64,
+    /// Which LoRA kernels (S-LoRA's padded ones by default).
+    pub lora: LoraKernels,
 }
 
 pub const PARAMS: &[&str] = &[
@@ -35,7 +37,8 @@ pub const PARAMS: &[&str] = &[
     "overhead_us",
     "h2d_eff",
     "copy_latency_us",
-    "per_layer_copies",
+    "pageable_factor",
+    "lora",
 ];
 
 impl Analytic {
@@ -49,7 +52,8 @@ impl Analytic {
             overhead_ns: 1_000_000,
             h2d_eff: 0.8,
             copy_latency_ns: 10_000,
-            copies_per_load: 8 * model.layers,
+            pageable_factor: 0.5,
+            lora: LoraKernels::Slora,
         }
     }
 
@@ -63,8 +67,9 @@ impl Analytic {
         a.h2d_eff = spec.get("h2d_eff", a.h2d_eff)?;
         a.copy_latency_ns =
             (spec.get("copy_latency_us", a.copy_latency_ns as f64 / 1e3)? * 1e3).round() as Nanos;
-        if !spec.get("per_layer_copies", true)? {
-            a.copies_per_load = 1;
+        a.pageable_factor = spec.get("pageable_factor", a.pageable_factor)?;
+        if let Some(k) = spec.take_str("lora") {
+            a.lora = LoraKernels::parse(&k)?;
         }
         spec.finish(PARAMS)?;
         for (k, v) in [
@@ -72,6 +77,7 @@ impl Analytic {
             ("mem_eff", a.mem_eff),
             ("lora_eff", a.lora_eff),
             ("h2d_eff", a.h2d_eff),
+            ("pageable_factor", a.pageable_factor),
         ] {
             if !(v > 0.0 && v <= 1.0) {
                 return Err(crate::error::Error::msg(format!(
@@ -94,17 +100,18 @@ impl Analytic {
 impl CostModel for Analytic {
     fn describe(&self) -> String {
         format!(
-            "analytic roofline ({} on {}: compute_eff={}, mem_eff={}, lora_eff={}, overhead={}us, h2d_eff={}, \
-             copy_latency={}us x {} copies per adapter; datasheet figures, not measured)",
+            "analytic roofline ({} on {}: compute_eff={}, mem_eff={}, lora_eff={} with {} LoRA kernels, \
+             overhead={}us, h2d_eff={}, copy_latency={}us per copy, pageable x{}; datasheet figures, not measured)",
             self.model.name,
             self.gpu.name,
             self.compute_eff,
             self.mem_eff,
             self.lora_eff,
+            self.lora.name(),
             self.overhead_ns as f64 / 1e3,
             self.h2d_eff,
             self.copy_latency_ns as f64 / 1e3,
-            self.copies_per_load
+            self.pageable_factor
         )
     }
 
@@ -123,16 +130,24 @@ impl CostModel for Analytic {
         // Causal prefill attention: QK^T and PV, 2*s^2*h FLOPs per layer; decode reads each token's K and V.
         let attn = self.flops_time(2.0 * l * h * s.prefill_sq_tokens as f64, self.compute_eff)
             + self.bytes_time(s.decode_context as f64 * m.kv_slot_bytes() as f64);
-        // LoRA on q,k,v,o: shrink + expand = 4*h*r FLOPs per projection per token; each adapter read once.
+        // LoRA on q,k,v,o: shrink + expand = 4*h*r FLOPs per projection per token, and the weight rows read.
+        let w = s.lora_work(self.lora);
         let lora = self
-            .flops_time(16.0 * l * h * s.lora_token_rank as f64, self.lora_eff)
-            .max(self.bytes_time(8.0 * l * h * b * s.lora_distinct_rank as f64));
+            .flops_time(16.0 * l * h * w.compute, self.lora_eff)
+            .max(self.bytes_time(8.0 * l * h * b * w.weight_rows));
         self.overhead_ns + ((linear + attn + lora) * 1e9).ceil() as Nanos
     }
 
-    fn adapter_load(&self, bytes: u64) -> Nanos {
-        let wire = bytes as f64 / (self.gpu.pcie_bw * self.h2d_eff);
-        self.copies_per_load * self.copy_latency_ns + (wire * 1e9).ceil() as Nanos
+    fn adapter_load(&self, load: &LoadShape) -> Nanos {
+        let bw = self.gpu.pcie_bw
+            * self.h2d_eff
+            * if load.pinned {
+                1.0
+            } else {
+                self.pageable_factor
+            };
+        let wire = load.bytes as f64 / bw;
+        load.copies * self.copy_latency_ns + (wire * 1e9).ceil() as Nanos
     }
 }
 
@@ -184,11 +199,19 @@ mod tests {
                 lora_token_rank: 1024 * r,
                 lora_distinct_rank: r,
                 lora_distinct: 1,
+                lora_seqs: 1,
+                lora_max_rank: r,
+                prefill_max_len: 1024,
                 ..Default::default()
             })
         };
         assert!(lora(128) > lora(8));
-        assert!(a.adapter_load(256 << 20) > a.adapter_load(16 << 20));
+        let load = |bytes| LoadShape {
+            bytes,
+            copies: 64,
+            pinned: true,
+        };
+        assert!(a.adapter_load(&load(256 << 20)) > a.adapter_load(&load(16 << 20)));
     }
 
     #[test]

@@ -19,25 +19,117 @@ use crate::time::Nanos;
 /// batch (S-LoRA runs them as separate iterations), described by sums the engine maintains incrementally.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct BatchShape {
-    /// Prefill: number of sequences, their total tokens, and the sum of squared lengths (causal attention).
+    /// Prefill: number of sequences, their total tokens, the sum of squared lengths (causal attention) and
+    /// the longest prompt.
     pub prefill_seqs: u64,
     pub prefill_tokens: u64,
     pub prefill_sq_tokens: u64,
+    pub prefill_max_len: u64,
     /// Decode: sequences decoding one token each and their total context (KV tokens read).
     pub decode_seqs: u64,
     pub decode_context: u64,
     /// LoRA: tokens that carry an adapter, the sum over them of their adapter's rank, and the sum over
-    /// distinct adapters of their ranks.
+    /// distinct adapters of their ranks; sequences that carry an adapter and the largest rank among them.
     pub lora_tokens: u64,
     pub lora_token_rank: u64,
     pub lora_distinct_rank: u64,
     pub lora_distinct: u64,
+    pub lora_seqs: u64,
+    pub lora_max_rank: u64,
 }
 
 impl BatchShape {
     pub fn tokens(&self) -> u64 {
         self.prefill_tokens + self.decode_seqs
     }
+
+    /// The LoRA work of this iteration under `kernels`, in token x rank units.
+    pub fn lora_work(&self, kernels: LoraKernels) -> LoraWork {
+        let s = self;
+        if s.lora_tokens == 0 {
+            return LoraWork::default();
+        }
+        match kernels {
+            LoraKernels::Exact => LoraWork {
+                compute: s.lora_token_rank as f64,
+                weight_rows: s.lora_distinct_rank as f64,
+            },
+            LoraKernels::Slora => {
+                let r = s.lora_max_rank as f64;
+                if s.prefill_seqs > 0
+                    && s.lora_seqs >= 2
+                    && s.prefill_max_len >= 200
+                    && s.lora_max_rank >= 64
+                {
+                    // Triton MBGMM: a grid of requests x max rank x max length, weights read per 32-token tile.
+                    let tiles = s.prefill_max_len.div_ceil(32) as f64;
+                    LoraWork {
+                        compute: s.lora_seqs as f64 * s.prefill_max_len as f64 * r,
+                        weight_rows: s.lora_seqs as f64 * r * tiles,
+                    }
+                } else {
+                    // BGMV, one row per token: expand lanes padded to the max rank; each token reads its own
+                    // adapter's rows.
+                    LoraWork {
+                        compute: s.lora_tokens as f64 * r,
+                        weight_rows: s.lora_token_rank as f64,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Which LoRA kernels run the batch's adapters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LoraKernels {
+    /// Each token pays its own adapter's rank; each distinct adapter's weights are read once (ideal
+    /// segmented kernels, as `calibrate` measures).
+    Exact,
+    /// S-LoRA's (c1ddf48, `lora_unordered_batch_infer.py`): a prefill of >= 2 requests with a prompt of >= 200
+    /// tokens and a rank >= 64 runs the Triton MBGMM kernels, whose grid is padded to the batch's largest
+    /// rank and prompt; every other batch runs per-token BGMV, whose expand lanes are padded to the batch's
+    /// largest rank and which re-reads the adapter's weights for every token.
+    #[default]
+    Slora,
+}
+
+impl LoraKernels {
+    pub fn parse(s: &str) -> Result<LoraKernels> {
+        match s {
+            "exact" => Ok(LoraKernels::Exact),
+            "slora" => Ok(LoraKernels::Slora),
+            _ => Err(Error::msg(format!(
+                "lora kernels must be 'slora' (padded, S-LoRA's) or 'exact', got '{s}'"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LoraKernels::Exact => "exact",
+            LoraKernels::Slora => "slora",
+        }
+    }
+}
+
+/// LoRA work of an iteration: multiply-adds in token x rank units (x 16 x layers x hidden FLOPs for
+/// q,k,v,o shrink + expand) and adapter weight rows read (x 8 x layers x hidden x dtype bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LoraWork {
+    pub compute: f64,
+    pub weight_rows: f64,
+}
+
+/// One adapter load as it crosses the host-device link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadShape {
+    /// Bytes moved (S-LoRA moves each layer's A+B block twice: twice the adapter's size).
+    pub bytes: u64,
+    /// Separate copy calls.
+    pub copies: u64,
+    /// From pinned (page-locked) host memory.
+    pub pinned: bool,
 }
 
 /// How an adapter is copied host->device. S-LoRA copies each layer's tensors separately.
@@ -87,8 +179,8 @@ pub trait CostModel: Send + Sync {
     fn describe(&self) -> String;
     /// Duration of one iteration. Policies also call this (through `PolicyCtx`) for service-time estimates.
     fn iteration(&self, shape: &BatchShape) -> Nanos;
-    /// Duration of one adapter load of `bytes` over the host-device link, when the link is free.
-    fn adapter_load(&self, bytes: u64) -> Nanos;
+    /// Duration of one adapter load over the host-device link, when the link is free.
+    fn adapter_load(&self, load: &LoadShape) -> Nanos;
 }
 
 /// Builds the cost model: `--profile FILE` reads a measured profile (its spec may set `profile[load=METHOD]`),

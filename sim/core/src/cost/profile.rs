@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BatchShape, CostModel, LoadMethod};
+use super::{BatchShape, CostModel, LoadMethod, LoadShape};
 use crate::error::{Error, Result};
 use crate::time::Nanos;
 
@@ -560,8 +560,9 @@ impl CostModel for ProfileCost {
         (t.round() as i64).max(1) as Nanos
     }
 
-    fn adapter_load(&self, bytes: u64) -> Nanos {
-        ((self.load[0] + self.load[1] * bytes as f64).round() as i64).max(0) as Nanos
+    /// The measured copy method's line at the bytes moved (the copy count and pinning are the method's).
+    fn adapter_load(&self, load: &LoadShape) -> Nanos {
+        ((self.load[0] + self.load[1] * load.bytes as f64).round() as i64).max(0) as Nanos
     }
 }
 

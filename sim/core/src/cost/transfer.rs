@@ -164,7 +164,12 @@ mod tests {
             ..Default::default()
         };
         assert!(c.iteration(&shape) < slow.iteration(&shape));
-        assert!(c.adapter_load(64 << 20) < slow.adapter_load(64 << 20));
+        let load = crate::cost::LoadShape {
+            bytes: 64 << 20,
+            copies: 64,
+            pinned: true,
+        };
+        assert!(c.adapter_load(&load) < slow.adapter_load(&load));
     }
 
     #[test]

@@ -146,6 +146,18 @@ impl<'a> Admission<'a> {
         }
     }
 
+    /// Counts a merge that left `why` as the reason its first waiting request waited.
+    pub(crate) fn note_blocked(&mut self, why: Fit) {
+        let b = &mut self.st.stats.blocked;
+        match why {
+            Fit::Yes => b.policy += 1,
+            Fit::BatchFull => b.batch += 1,
+            Fit::PrefillTokens => b.prefill_tokens += 1,
+            Fit::Memory => b.memory += 1,
+            Fit::AdapterMemory => b.adapter_memory += 1,
+        }
+    }
+
     pub fn fits(&self, id: u32) -> bool {
         self.fit(id) == Fit::Yes
     }

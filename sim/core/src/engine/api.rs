@@ -2,6 +2,7 @@
 //! guarantees them. A policy imports this module (and `registry` to register itself), never the engine's
 //! internals; the engine never imports a policy.
 
+use super::EngineConfig;
 use crate::cost::{BatchShape, CostModel};
 use crate::metrics::Slo;
 use crate::registry::Kind;
@@ -114,11 +115,21 @@ pub struct PrefetchView<'a> {
     pub scheduler: &'a dyn Scheduler,
 }
 
-/// Prefetchers name adapters to load ahead into free memory after each merge. The engine loads them in
+/// Prefetchers name adapters to load ahead into free memory after each merge (or at the decode steps they
+/// choose). The engine loads them in
 /// order while they fit without evicting anything or breaking an admitted request's reservation; the rest
 /// stay marked (`AdapterState::wanted`), which protects them from S-LoRA's free-when-unused rule until the
 /// next prefetch.
 pub trait Prefetcher {
+    /// Whether to prefetch right after each merge.
+    fn at_merge(&self) -> bool {
+        true
+    }
+    /// Whether to prefetch before the decode step that follows `steps` decode steps since the last merge
+    /// (S-LoRA: 5 and 7).
+    fn at_step(&self, _steps: u32) -> bool {
+        false
+    }
     /// A request for `adapter` arrived (requests without an adapter are not reported).
     fn on_arrival(&mut self, _adapter: u32, _now: Nanos) {}
     /// Appends the adapters to prefetch, most wanted first, without duplicates.
@@ -139,13 +150,15 @@ pub struct PolicyCtx<'a> {
     pub decode_ns_per_step: f64,
     /// Per adapter, the time to load it when the link is free.
     pub load_ns: Vec<Nanos>,
+    /// Most prompt tokens in one prefill iteration.
+    pub max_prefill_tokens: u64,
 }
 
 impl<'a> PolicyCtx<'a> {
     pub fn new(
         workload: &'a Workload,
         predicted_output: &'a [u32],
-        pool_slots: u64,
+        engine: &EngineConfig,
         slo: Slo,
         cost: &dyn CostModel,
     ) -> PolicyCtx<'a> {
@@ -163,15 +176,16 @@ impl<'a> PolicyCtx<'a> {
         PolicyCtx {
             workload,
             predicted_output,
-            pool_slots,
+            pool_slots: engine.pool_slots,
             slo,
             prefill_ns_per_token: prefill as f64 / 1024.0,
             decode_ns_per_step: decode as f64,
             load_ns: workload
                 .adapters
                 .iter()
-                .map(|a| cost.adapter_load(a.bytes))
+                .map(|a| cost.adapter_load(&engine.load_path.shape(a.bytes)))
                 .collect(),
+            max_prefill_tokens: engine.max_prefill_tokens,
         }
     }
 

@@ -3,7 +3,7 @@
 //! O(log n) per request that finishes, whatever the batch size.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use super::clock::Seq;
 use crate::time::Nanos;
@@ -127,6 +127,8 @@ pub(crate) struct Batch {
     pub(crate) adapter_seqs: u64,
     pub(crate) distinct_rank_sum: u64,
     pub(crate) distinct: u64,
+    /// Running requests with an adapter, by rank (the largest rank pads S-LoRA's kernels).
+    ranks: BTreeMap<u32, u32>,
 }
 
 impl Batch {
@@ -148,7 +150,25 @@ impl Batch {
             adapter_seqs: 0,
             distinct_rank_sum: 0,
             distinct: 0,
+            ranks: BTreeMap::new(),
         }
+    }
+
+    /// Counts a running request with an adapter of `rank` in (`joined`) or out.
+    pub(crate) fn count_rank(&mut self, rank: u32, joined: bool) {
+        if joined {
+            *self.ranks.entry(rank).or_insert(0) += 1;
+        } else if let Some(n) = self.ranks.get_mut(&rank) {
+            *n -= 1;
+            if *n == 0 {
+                self.ranks.remove(&rank);
+            }
+        }
+    }
+
+    /// The largest rank among running requests with an adapter (0 if none).
+    pub(crate) fn max_rank(&self) -> u64 {
+        self.ranks.last_key_value().map_or(0, |(&r, _)| r as u64)
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use crate::cost::{BatchShape, CostModel};
+use crate::cost::{BatchShape, CostModel, LoadShape};
 use crate::error::Result;
 use crate::time::Nanos;
 use crate::workload::Adapter;
@@ -40,8 +40,8 @@ pub trait Clock {
         shape: &BatchShape,
         seqs: &mut dyn Iterator<Item = Seq>,
     ) -> Result<Nanos>;
-    /// Duration of copying `adapter` (`bytes` long) to the GPU.
-    fn load(&mut self, adapter: u32, bytes: u64) -> Result<Nanos>;
+    /// Duration of copying `adapter` (`bytes` long) to the GPU the way `load` describes.
+    fn load(&mut self, adapter: u32, bytes: u64, load: &LoadShape) -> Result<Nanos>;
     /// A request left the batch (finished or squashed): its KV cache can be freed.
     fn release(&mut self, _request: u32) {}
     /// An adapter was evicted from GPU memory.
@@ -61,8 +61,8 @@ impl Clock for Simulated<'_> {
     fn iteration(&mut self, shape: &BatchShape, _: &mut dyn Iterator<Item = Seq>) -> Result<Nanos> {
         Ok(self.0.iteration(shape))
     }
-    fn load(&mut self, _adapter: u32, bytes: u64) -> Result<Nanos> {
-        Ok(self.0.adapter_load(bytes))
+    fn load(&mut self, _adapter: u32, _bytes: u64, load: &LoadShape) -> Result<Nanos> {
+        Ok(self.0.adapter_load(load))
     }
 }
 
@@ -111,7 +111,7 @@ impl<E: Executor> Clock for Timed<E> {
         self.0.run_iteration(seqs)?;
         Ok(elapsed(t))
     }
-    fn load(&mut self, adapter: u32, bytes: u64) -> Result<Nanos> {
+    fn load(&mut self, adapter: u32, bytes: u64, _load: &LoadShape) -> Result<Nanos> {
         let t = Instant::now();
         self.0.load(adapter, bytes)?;
         Ok(elapsed(t))

@@ -25,7 +25,7 @@ pub use api::{Admission, Fit};
 use batch::{Batch, Running};
 pub use clock::{Clock, Executor, Seq, Simulated, Timed};
 
-use crate::cost::BatchShape;
+use crate::cost::{BatchShape, LoadShape};
 use crate::error::{Error, Result};
 use crate::time::Nanos;
 use crate::workload::{NO_ADAPTER, Request, Workload};
@@ -66,17 +66,57 @@ impl Reserve {
     }
 }
 
+/// How an adapter crosses the host-device link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadPath {
+    /// Times the adapter's bytes cross the link: S-LoRA's `load_lora_A` and `load_lora_B` each copy every
+    /// layer's combined A+B block (`load_to_gpu`, then `offload_from_gpu`), so 2.
+    pub passes: u64,
+    /// Copy calls per pass (S-LoRA: one per layer).
+    pub copies_per_pass: u64,
+    /// From pinned host memory (S-LoRA pins every adapter at start-up, `--swap`).
+    pub pinned: bool,
+}
+
+impl LoadPath {
+    /// S-LoRA's path for a model of `layers` layers.
+    pub fn slora(layers: u64) -> LoadPath {
+        LoadPath {
+            passes: 2,
+            copies_per_pass: layers,
+            pinned: true,
+        }
+    }
+
+    pub fn shape(&self, adapter_bytes: u64) -> LoadShape {
+        LoadShape {
+            bytes: adapter_bytes * self.passes,
+            copies: self.passes * self.copies_per_pass,
+            pinned: self.pinned,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineConfig {
     /// KV slots in the unified pool (KV cache + adapters).
     pub pool_slots: u64,
     /// S-LoRA: decode steps between merges of new requests.
     pub max_wait_tokens: u32,
-    /// Most requests in the running batch.
+    /// Most requests in the running batch (S-LoRA's `running_max_req_size`).
     pub max_batch: u32,
-    /// Most prompt tokens in one prefill iteration; a longer prompt is rejected.
+    /// Most prompt tokens in one prefill iteration (S-LoRA's `batch_max_tokens`); a longer prompt is rejected.
     pub max_prefill_tokens: u64,
+    /// A prompt longer than this is rejected (S-LoRA's API server: `max_req_input_len`).
+    pub max_input_tokens: Option<u64>,
+    /// A request whose prompt + output exceeds this is rejected (S-LoRA: `max_req_total_len`; a model's
+    /// context length).
+    pub max_total_tokens: Option<u64>,
     pub reserve: Reserve,
+    pub load_path: LoadPath,
+    /// When the batch is empty the server polls its queue at this interval (S-LoRA's router sleeps 10 ms);
+    /// 0 = admit on arrival.
+    pub idle_poll_ns: Nanos,
 }
 
 impl EngineConfig {
@@ -88,13 +128,38 @@ impl EngineConfig {
         }
     }
 
+    /// A plain engine: no length limits, no idle polling, one copy per adapter (the hand-computed scenarios
+    /// and property tests use it; `sim run` resolves S-LoRA's defaults, see `slora`).
     pub fn new(pool_slots: u64) -> EngineConfig {
         EngineConfig {
             pool_slots,
             max_wait_tokens: 10,
             max_batch: 1000,
             max_prefill_tokens: 16_384,
+            max_input_tokens: None,
+            max_total_tokens: None,
             reserve: Reserve::Oracle,
+            load_path: LoadPath {
+                passes: 1,
+                copies_per_pass: 1,
+                pinned: true,
+            },
+            idle_poll_ns: 0,
+        }
+    }
+
+    /// S-LoRA's server defaults (c1ddf48, `api_server.py`) for a pool of `pool_slots` and a model of
+    /// `layers` layers: `batch_max_tokens = max(pool / 6, max_req_total_len)`, prompts over 2048 tokens or
+    /// prompt + output over 3072 rejected, 1000 running requests at most, merges every 10 decode steps, the
+    /// double-copy load path, a 10 ms idle poll.
+    pub fn slora(pool_slots: u64, layers: u64) -> EngineConfig {
+        EngineConfig {
+            max_prefill_tokens: (pool_slots / 6).max(3072),
+            max_input_tokens: Some(2048),
+            max_total_tokens: Some(3072),
+            load_path: LoadPath::slora(layers),
+            idle_poll_ns: 10_000_000,
+            ..EngineConfig::new(pool_slots)
         }
     }
 }
@@ -151,6 +216,28 @@ pub struct EngineStats {
     /// Time integrals (slot x ns) for time-weighted means.
     pub kv_slot_ns: u128,
     pub adapter_slot_ns: u128,
+    /// Work done, for utilisation: tokens computed, sum of squared prompt lengths, KV tokens read in decode.
+    pub tokens: u64,
+    pub prefill_sq_tokens: u64,
+    pub decode_context: u64,
+    /// Merges (admission attempts) and, of those that left requests waiting, why the first one waited.
+    pub merges: u64,
+    pub blocked: Blocked,
+}
+
+/// Merges that left requests waiting, by why the first of them (in the scheduler's order) was not admitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Blocked {
+    /// Its KV reservation did not fit.
+    pub memory: u64,
+    /// It fit, but not with its adapter.
+    pub adapter_memory: u64,
+    /// The batch was at `max_batch`.
+    pub batch: u64,
+    /// Its prompt did not fit this prefill's token budget.
+    pub prefill_tokens: u64,
+    /// It fit, but the scheduler held it back (a quota, an order).
+    pub policy: u64,
 }
 
 pub struct RunOutput {
@@ -166,6 +253,8 @@ enum Event {
     Arrival(u32),
     IterationDone,
     LoadDone(u32),
+    /// An idle server looks at its queue.
+    Poll,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -173,6 +262,8 @@ enum Busy {
     Idle,
     Prefill,
     Decode,
+    /// Idle, polling its queue every `idle_poll_ns` since `idle_since` (a poll may be pending).
+    Polling,
 }
 
 /// The pool's accounting, in KV slots.
@@ -203,6 +294,9 @@ pub(crate) struct State {
     events: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
     next_arrival: usize,
     busy: Busy,
+    /// When the batch last became empty (the idle poll's phase), and whether a poll event is pending.
+    idle_since: Nanos,
+    poll_pending: bool,
     link_free_at: Nanos,
     pub(crate) adapters: Vec<AdapterState>,
     pub(crate) mem: Memory,
@@ -226,6 +320,7 @@ impl State {
         if r.adapter != NO_ADAPTER {
             b.token_rank_sum -= r.rank as u64;
             b.adapter_seqs -= 1;
+            b.count_rank(r.rank, false);
             let a = &mut self.adapters[r.adapter as usize];
             a.in_batch -= 1;
             if a.in_batch == 0 {
@@ -242,6 +337,7 @@ impl State {
         if r.adapter != NO_ADAPTER {
             b.token_rank_sum += r.rank as u64;
             b.adapter_seqs += 1;
+            b.count_rank(r.rank, true);
             let a = &mut self.adapters[r.adapter as usize];
             a.in_batch += 1;
             if a.in_batch == 1 {
@@ -318,6 +414,8 @@ impl<'a> Engine<'a> {
             events: BinaryHeap::new(),
             next_arrival: 0,
             busy: Busy::Idle,
+            idle_since: 0,
+            poll_pending: false,
             link_free_at: 0,
             adapters: w
                 .adapters
@@ -349,6 +447,10 @@ impl<'a> Engine<'a> {
             },
             last_account: 0,
         };
+        let mut st = st;
+        if cfg.idle_poll_ns > 0 {
+            st.busy = Busy::Polling;
+        }
         Engine {
             w,
             cfg,
@@ -392,9 +494,15 @@ impl<'a> Engine<'a> {
                 }
                 Event::IterationDone => self.on_iteration_done(),
                 Event::LoadDone(a) => self.on_load_done(a),
+                Event::Poll => {
+                    self.st.poll_pending = false;
+                    self.st.busy = Busy::Idle;
+                }
             }
             let next_at = self.st.events.peek().map(|Reverse((t, _, _))| *t);
-            if self.st.busy == Busy::Idle
+            if self.st.busy == Busy::Polling {
+                self.schedule_poll();
+            } else if self.st.busy == Busy::Idle
                 && next_at != Some(t)
                 && let Err(e) = self.start_iteration()
             {
@@ -428,6 +536,13 @@ impl<'a> Engine<'a> {
         st.now = t;
     }
 
+    fn note_work(&mut self, s: &BatchShape) {
+        let w = &mut self.st.stats;
+        w.tokens += s.tokens();
+        w.prefill_sq_tokens += s.prefill_sq_tokens;
+        w.decode_context += s.decode_context;
+    }
+
     fn note_memory(&mut self) {
         let (m, s) = (&self.st.mem, &mut self.st.stats);
         s.peak_kv_slots = s.peak_kv_slots.max(m.kv_used);
@@ -447,6 +562,20 @@ impl<'a> Engine<'a> {
             Some(format!(
                 "needs {need} slots (input + output budget + adapter) but the pool has {}",
                 self.cfg.pool_slots
+            ))
+        } else if let Some(max) = self.cfg.max_input_tokens
+            && r.input as u64 > max
+        {
+            Some(format!(
+                "input of {} tokens exceeds the input limit {max}",
+                r.input
+            ))
+        } else if let Some(max) = self.cfg.max_total_tokens
+            && (r.input + r.output) as u64 > max
+        {
+            Some(format!(
+                "input + output of {} tokens exceeds the length limit {max}",
+                r.input + r.output
             ))
         } else if r.input as u64 > self.cfg.max_prefill_tokens {
             Some(format!(
@@ -480,8 +609,25 @@ impl<'a> Engine<'a> {
         }
         if !self.st.batch.is_empty() {
             self.start_decode()?;
+        } else if self.cfg.idle_poll_ns > 0 {
+            // Nothing to run: the server sleeps and polls (S-LoRA: `asyncio.sleep(0.01)` when the batch is
+            // empty), so the next admission happens at a poll, not on arrival.
+            self.st.busy = Busy::Polling;
+            self.st.idle_since = self.st.now;
+            self.schedule_poll();
         }
         Ok(())
+    }
+
+    /// While polling with requests waiting, wakes at the next poll tick.
+    fn schedule_poll(&mut self) {
+        if self.st.poll_pending || self.sched.waiting() == 0 {
+            return;
+        }
+        let (since, every) = (self.st.idle_since, self.cfg.idle_poll_ns);
+        let ticks = (self.st.now - since).div_ceil(every).max(1);
+        self.st.poll_pending = true;
+        self.push(since + ticks * every, Event::Poll);
     }
 
     /// Admits new requests and starts their prefill; false if none could be admitted.
@@ -501,7 +647,19 @@ impl<'a> Engine<'a> {
                 &mut *self.clock,
             );
             self.sched.select(&mut adm);
+            if self.sched.waiting() > 0 {
+                let mut first = None;
+                self.sched.peek(&mut |id| {
+                    first = Some(id);
+                    false
+                });
+                if let Some(id) = first {
+                    let why = adm.fit(id);
+                    adm.note_blocked(why);
+                }
+            }
         }
+        self.st.stats.merges += 1;
         if self.st.batch.admitted.is_empty() {
             return Ok(false);
         }
@@ -517,6 +675,7 @@ impl<'a> Engine<'a> {
             shape.prefill_seqs += 1;
             shape.prefill_tokens += r.input as u64;
             shape.prefill_sq_tokens += r.input as u64 * r.input as u64;
+            shape.prefill_max_len = shape.prefill_max_len.max(r.input as u64);
             if r.adapter == NO_ADAPTER {
                 continue;
             }
@@ -524,6 +683,8 @@ impl<'a> Engine<'a> {
             let rank = self.w.adapters[a].rank as u64;
             shape.lora_tokens += r.input as u64;
             shape.lora_token_rank += r.input as u64 * rank;
+            shape.lora_seqs += 1;
+            shape.lora_max_rank = shape.lora_max_rank.max(rank);
             if self.st.stamp[a] != stamp {
                 self.st.stamp[a] = stamp;
                 shape.lora_distinct += 1;
@@ -545,6 +706,7 @@ impl<'a> Engine<'a> {
         }
         self.st.stats.load_stall_ns += ready - now;
         self.st.stats.prefill_iterations += 1;
+        self.note_work(&shape);
         let w = self.w;
         let mut seqs = batch.iter().map(|&id| {
             let r = &w.requests[id as usize];
@@ -562,11 +724,16 @@ impl<'a> Engine<'a> {
         self.st.busy = Busy::Prefill;
         self.st.batch.steps_since_merge = 0;
         self.push(ready + dur, Event::IterationDone);
-        self.prefetch_next_batch()?;
+        if self.prefetch.at_merge() {
+            self.prefetch_next_batch()?;
+        }
         Ok(true)
     }
 
     fn start_decode(&mut self) -> Result<()> {
+        if self.prefetch.at_step(self.st.batch.steps_since_merge) {
+            self.prefetch_next_batch()?;
+        }
         let n = self.st.batch.len() as u64;
         self.make_room(n);
         self.st.mem.kv_used += n;
@@ -579,9 +746,12 @@ impl<'a> Engine<'a> {
             lora_token_rank: b.token_rank_sum,
             lora_distinct_rank: b.distinct_rank_sum,
             lora_distinct: b.distinct,
+            lora_seqs: b.adapter_seqs,
+            lora_max_rank: b.max_rank(),
             ..Default::default()
         };
         let dur = self.clock.iteration(&shape, &mut b.seqs())?.max(1);
+        self.note_work(&shape);
         self.st.stats.busy_ns += dur;
         self.st.stats.decode_iterations += 1;
         self.st.batch.steps_since_merge += 1;
@@ -620,7 +790,7 @@ impl<'a> Engine<'a> {
                     self.finish(id, r.adapter, ctx, gap);
                 }
             }
-            Busy::Idle => unreachable!("iteration finished while idle"),
+            Busy::Idle | Busy::Polling => unreachable!("iteration finished while idle"),
         }
     }
 
@@ -684,14 +854,15 @@ impl<'a> Engine<'a> {
         // Room first: the clock hears of evictions before a load that may reuse it (or reload the adapter).
         self.make_room(ad.slots);
         let start = self.st.now.max(self.st.link_free_at);
-        let done = start + self.clock.load(a, ad.bytes)?;
+        let load = self.cfg.load_path.shape(ad.bytes);
+        let done = start + self.clock.load(a, ad.bytes, &load)?;
         self.st.link_free_at = done;
         let s = &mut self.st.adapters[a as usize];
         s.residency = Residency::Loading;
         s.load_done = done;
         self.st.mem.adapter_used += ad.slots;
         self.st.stats.adapter_loads += 1;
-        self.st.stats.pcie_bytes += ad.bytes;
+        self.st.stats.pcie_bytes += load.bytes;
         self.note_memory();
         self.push(done, Event::LoadDone(a));
         Ok(())

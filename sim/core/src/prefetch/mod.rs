@@ -4,13 +4,14 @@
 mod histogram;
 mod none;
 mod queued;
+mod slora;
 
 use crate::engine::api::{PrefetchView, Prefetchers};
 use crate::registry::Registry;
 
 /// Every prefetcher `--prefetch` accepts.
 pub const REGISTRY: Registry<Prefetchers> = Registry {
-    entries: &[none::ENTRY, queued::ENTRY, histogram::ENTRY],
+    entries: &[none::ENTRY, queued::ENTRY, histogram::ENTRY, slora::ENTRY],
 };
 
 /// Appends the adapters of the first `window` waiting requests, in the scheduler's order (S-LoRA's next

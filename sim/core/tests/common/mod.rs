@@ -3,7 +3,7 @@
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use sim_core::cost::{BatchShape, CostModel};
+use sim_core::cost::{BatchShape, CostModel, LoadShape};
 use sim_core::engine::api::PolicyCtx;
 use sim_core::engine::{Engine, EngineConfig, Policies, Reserve, RunOutput, Simulated};
 use sim_core::metrics::Slo;
@@ -27,7 +27,7 @@ impl CostModel for Const {
             10 * MS
         }
     }
-    fn adapter_load(&self, _bytes: u64) -> Nanos {
+    fn adapter_load(&self, _load: &LoadShape) -> Nanos {
         30 * MS
     }
 }
@@ -46,8 +46,8 @@ impl CostModel for Linear {
             + 50 * s.decode_context
             + 7 * s.lora_token_rank
     }
-    fn adapter_load(&self, bytes: u64) -> Nanos {
-        200_000 + bytes / 1000
+    fn adapter_load(&self, load: &LoadShape) -> Nanos {
+        200_000 + load.bytes / 1000
     }
 }
 
@@ -126,7 +126,7 @@ pub fn run_full(
     (sched_spec, cache_spec, prefetch_spec): (&str, &str, &str),
     predicted: &[u32],
 ) -> RunOutput {
-    let ctx = PolicyCtx::new(w, predicted, cfg.pool_slots, Slo::default(), cost);
+    let ctx = PolicyCtx::new(w, predicted, &cfg, Slo::default(), cost);
     let policies = Policies {
         scheduler: sched::REGISTRY.build(sched_spec, &ctx).unwrap().made,
         cache: cache::REGISTRY.build(cache_spec, &ctx).unwrap().made,
