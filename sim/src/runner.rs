@@ -17,6 +17,7 @@ use crate::options;
 use crate::spec::Spec;
 use crate::trace::arrivals::Arrivals;
 use crate::trace::{ReadSpec, Trace, TraceOptions};
+use crate::workload::slora::SloraSource;
 use crate::workload::{AdapterModel, AdapterOptions};
 
 /// Every option of a run, with the flag names of `sim run`. The same struct is read from JSON (sweep configs,
@@ -29,6 +30,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(deserialize_with = "options::optional")]
     pub trace: Option<PathBuf>,
+    /// S-LoRA's benchmark workload instead of a trace: slora[adapters=N,alpha=A,rate=R,cv=C,duration=S,
+    /// input=LO:HI,output=LO:HI,seed=42,prompt_extra=2] (benchmarks/trace.py, numpy's stream reproduced
+    /// exactly; adapter k has rank ranks[k % len]); sets --adapters, excludes --trace and --rate
+    #[arg(long, value_name = "SPEC")]
+    #[serde(deserialize_with = "options::optional")]
+    pub workload: Option<String>,
     /// Replay only the first N requests
     #[arg(long, value_name = "N")]
     #[serde(deserialize_with = "options::optional")]
@@ -50,7 +57,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "llama-7b")]
     #[serde(deserialize_with = "options::scalar")]
     pub model: String,
-    /// GPU: a40, a100-40gb, a100-80gb, h100-80gb
+    /// GPU: a10g, a40, a100-40gb, a100-80gb, h100-80gb
     #[arg(long, default_value = "a40")]
     #[serde(deserialize_with = "options::scalar")]
     pub gpu: String,
@@ -102,10 +109,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "SPEC")]
     #[serde(deserialize_with = "options::optional")]
     pub cost: Option<String>,
-    /// Measured cost profile (JSON, schema in docs/profile-schema.md)
+    /// Cost profile (JSON, docs/profile-schema.md): an engine profile fitted by `calibrate fit` (e.g.
+    /// calibrate/profiles/slora-a100-80gb-llama-7b.json) or tables measured by `calibrate`
     #[arg(long, value_name = "FILE")]
     #[serde(deserialize_with = "options::optional")]
     pub profile: Option<PathBuf>,
+    /// Use a profile made for another model or GPU than the run's (otherwise an error)
+    #[arg(long)]
+    #[serde(deserialize_with = "options::scalar")]
+    pub allow_profile_mismatch: bool,
 
     /// Scheduler spec (see `sim policies`)
     #[arg(long, default_value = "fifo", value_name = "SPEC")]
@@ -278,19 +290,51 @@ impl RunArgs {
     pub fn resolve(&self) -> Result<RunConfig> {
         let model = ModelSpec::by_name(&self.model)?;
         let gpu = GpuSpec::by_name(&self.gpu)?;
+        let workload = match &self.workload {
+            None => None,
+            Some(text) => {
+                if self.trace.is_some() {
+                    return Err(Error::msg("--workload and --trace exclude each other"));
+                }
+                if self.rate.is_some() {
+                    return Err(Error::msg(
+                        "--workload sets its own arrivals: give its rate as slora[rate=R], not --rate",
+                    ));
+                }
+                Some(SloraSource::parse(text)?)
+            }
+        };
         let transform = TraceOptions {
             max_requests: self.max_requests,
             length_scale: self.length_scale,
             poisson_rate: self.rate,
             arrivals: Arrivals::parse(&self.arrivals)?,
         };
-        let adapters = AdapterOptions {
-            count: self.adapters,
-            ranks: self.ranks.clone(),
-            popularity_alpha: self.popularity,
-            model: AdapterModel::parse(&self.adapter_model)?,
+        let adapters = match &workload {
+            // S-LoRA's generator numbers its adapters; adapter k has rank ranks[k % len].
+            Some(w) => AdapterOptions {
+                count: w.spec.num_adapters,
+                ranks: self.ranks.clone(),
+                popularity_alpha: self.popularity,
+                model: AdapterModel::Trace {
+                    tenant: false,
+                    index: true,
+                },
+            },
+            None => AdapterOptions {
+                count: self.adapters,
+                ranks: self.ranks.clone(),
+                popularity_alpha: self.popularity,
+                model: AdapterModel::parse(&self.adapter_model)?,
+            },
         };
-        let cost = cost::build(self.cost.as_deref(), self.profile.as_deref(), model, gpu)?;
+        let cost = cost::build(
+            self.cost.as_deref(),
+            self.profile.as_deref(),
+            model,
+            gpu,
+            self.allow_profile_mismatch,
+        )?;
         let mut engine = EngineConfig::slora(pool_slots(self, model, gpu)?, model.layers);
         engine.max_wait_tokens = self.max_wait_tokens;
         engine.max_batch = self.max_batch.max(1);
@@ -318,6 +362,7 @@ impl RunArgs {
         }
         let cfg = RunConfig {
             trace: self.trace.clone(),
+            workload,
             trace_format: ReadSpec::parse(&self.trace_format)?,
             transform,
             seed: self.seed,

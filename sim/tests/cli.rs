@@ -190,6 +190,7 @@ fn a_measured_profile_is_used_and_named() {
         "100",
         "--profile",
         profile,
+        "--allow-profile-mismatch",
         "--json",
     ]);
     assert!(

@@ -104,6 +104,14 @@ pub struct GpuSpec {
 const GIB: u64 = 1 << 30;
 
 pub const GPUS: &[GpuSpec] = &[
+    // AWS g5: 24 GB GDDR6, 125 TFLOP/s dense FP16 tensor, 600 GB/s, PCIe 4.0.
+    GpuSpec {
+        name: "a10g",
+        memory_bytes: 24 * GIB,
+        fp16_flops: 125e12,
+        mem_bw: 600e9,
+        pcie_bw: 32e9,
+    },
     GpuSpec {
         name: "a40",
         memory_bytes: 48 * GIB,

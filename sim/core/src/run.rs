@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::metrics::{self, RunView, Slo, SummaryHook};
 use crate::model::{GpuSpec, ModelSpec};
 use crate::trace::{ReadSpec, Trace, TraceOptions};
+use crate::workload::slora::SloraSource;
 use crate::workload::{AdapterOptions, Workload};
 use crate::{cache, predict, prefetch, sched};
 
@@ -21,8 +22,10 @@ use crate::{cache, predict, prefetch, sched};
 /// specs against their registries without building them.
 #[derive(Clone)]
 pub struct RunConfig {
-    /// `None`: the embedded Azure 2023 conversation trace.
+    /// `None`: the embedded Azure 2023 conversation trace (unless `workload` generates the requests).
     pub trace: Option<PathBuf>,
+    /// S-LoRA's synthetic benchmark workload instead of a trace.
+    pub workload: Option<SloraSource>,
     pub trace_format: ReadSpec,
     pub transform: TraceOptions,
     pub seed: u64,
@@ -43,6 +46,7 @@ impl std::fmt::Debug for RunConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunConfig")
             .field("trace", &self.trace)
+            .field("workload", &self.workload)
             .field("trace_format", &self.trace_format)
             .field("transform", &self.transform)
             .field("seed", &self.seed)
@@ -76,8 +80,11 @@ impl RunConfig {
             .map_err(|e| e.context("--predictor"))
     }
 
-    /// Reads the trace this configuration names (before `transform`).
+    /// Reads (or generates) the trace this configuration names (before `transform`).
     pub fn load_trace(&self) -> Result<Trace> {
+        if let Some(w) = &self.workload {
+            return w.trace();
+        }
         let mut spec = self.trace_format.clone();
         spec.limit = self.transform.max_requests;
         Trace::load_with(self.trace.as_deref(), &spec)

@@ -5,6 +5,7 @@
 //! `profile` (tables measured by `calibrate`, see docs/profile-schema.md).
 
 pub mod analytic;
+pub mod fitted;
 pub mod profile;
 pub mod transfer;
 
@@ -183,29 +184,70 @@ pub trait CostModel: Send + Sync {
     fn adapter_load(&self, load: &LoadShape) -> Nanos;
 }
 
-/// Builds the cost model: `--profile FILE` reads a measured profile (its spec may set `profile[load=METHOD]`),
-/// otherwise `cost` names a model, e.g. `analytic[compute_eff=0.5]`.
+/// Whether a profile measured for `name` (a device name such as "NVIDIA A100-SXM4-80GB", or the simulator's
+/// own name) is for the simulator's `gpu`: every part of the simulator's name appears in it.
+pub fn gpu_matches(name: &str, gpu: &GpuSpec) -> bool {
+    let norm: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    gpu.name.split('-').all(|part| norm.contains(part))
+}
+
+/// Builds the cost model: `--profile FILE` reads a profile (an engine profile fitted by `calibrate fit`, or
+/// tables measured by `calibrate`, whose spec may set `profile[load=METHOD]`), otherwise `cost` names a
+/// model, e.g. `analytic[compute_eff=0.5]`. A profile for another model or GPU than the run's is an error
+/// unless `allow_mismatch`.
 pub fn build(
     cost: Option<&str>,
     profile: Option<&std::path::Path>,
     model: &ModelSpec,
     gpu: &GpuSpec,
+    allow_mismatch: bool,
 ) -> Result<Arc<dyn CostModel>> {
     let mut spec = Spec::parse(cost.unwrap_or(if profile.is_some() {
         "profile"
     } else {
         "analytic"
     }))?;
+    let mismatch = |what: &str, theirs: &str, ours: &str, path: &std::path::Path| {
+        Error::msg(format!(
+            "{}: the profile is for {what} '{theirs}' but the run is on '{ours}' (--{what} {theirs}, or \
+             --allow-profile-mismatch to use it anyway)",
+            path.display()
+        ))
+    };
     match (spec.name.as_str(), profile) {
         ("profile", Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+            let source = path.display().to_string();
+            if text.contains(fitted::SCHEMA) {
+                spec.finish(&[])?;
+                let p = fitted::EngineProfile::parse(&text, &source)?;
+                if !allow_mismatch && p.model != model.name {
+                    return Err(mismatch("model", &p.model, model.name, path));
+                }
+                if !allow_mismatch && p.gpu != gpu.name {
+                    return Err(mismatch("gpu", &p.gpu, gpu.name, path));
+                }
+                return Ok(Arc::new(fitted::EngineCost::from_profile(&p, &source)?));
+            }
             let load = spec
                 .take_str("load")
                 .unwrap_or_else(|| "per_layer_pinned".into());
             spec.finish(&["load"])?;
-            let p = profile::CostProfile::read(path)?;
+            let p = profile::CostProfile::parse(&text).map_err(|e| e.context(&source))?;
+            if !allow_mismatch && p.model.name != model.name {
+                return Err(mismatch("model", &p.model.name, model.name, path));
+            }
+            if !allow_mismatch && !gpu_matches(&p.gpu.name, gpu) {
+                return Err(mismatch("gpu", &p.gpu.name, gpu.name, path));
+            }
             Ok(Arc::new(profile::ProfileCost::new(
                 p,
-                &path.display().to_string(),
+                &source,
                 LoadMethod::parse(&load)?,
             )?))
         }

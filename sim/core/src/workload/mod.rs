@@ -1,6 +1,8 @@
 //! The workload the engine replays: adapters (rank, size) and requests (arrival, lengths, adapter), with
 //! the adapter of each request from one of several popularity models (`AdapterModel`).
 
+pub mod numpy;
+pub mod slora;
 pub mod tenants;
 
 use rand::rngs::StdRng;
@@ -74,9 +76,10 @@ pub enum AdapterModel {
     /// Zipf over all adapters: adapter j (0 = most popular) with weight (j+1)^-alpha; `None` takes
     /// `popularity_alpha`.
     Zipf { alpha: Option<f64> },
-    /// The trace's adapter (or tenant) column: the j-th most used id becomes adapter j mod count; rows
-    /// without an id run on the base model.
-    Trace { tenant: bool },
+    /// The trace's adapter (or tenant) column: the j-th most used id becomes adapter j mod count (or, with
+    /// `index`, id j is adapter j mod count, as S-LoRA's generator numbers them); rows without an id run on
+    /// the base model.
+    Trace { tenant: bool, index: bool },
     /// ServeGen tenants (`tenants` module): adapter j = the j-th busiest tenant of the day.
     Tenants(tenants::TenantOptions),
 }
@@ -116,7 +119,16 @@ impl AdapterModel {
                         )));
                     }
                 };
-                (AdapterModel::Trace { tenant }, &["by"])
+                let index = match s.take_str("ids").as_deref() {
+                    None | Some("popularity") => false,
+                    Some("index") => true,
+                    Some(other) => {
+                        return Err(Error::msg(format!(
+                            "--adapter-model trace: ids must be popularity or index, got '{other}'"
+                        )));
+                    }
+                };
+                (AdapterModel::Trace { tenant, index }, &["by", "ids"])
             }
             "tenants" => (
                 AdapterModel::Tenants(tenants::TenantOptions::from_spec(&mut s)?),
@@ -139,9 +151,11 @@ impl AdapterModel {
             AdapterModel::Zipf { alpha } => {
                 format!("zipf[alpha={}]", alpha.unwrap_or(popularity_alpha))
             }
-            AdapterModel::Trace { tenant } => {
-                format!("trace[by={}]", if *tenant { "tenant" } else { "adapter" })
-            }
+            AdapterModel::Trace { tenant, index } => format!(
+                "trace[by={}{}]",
+                if *tenant { "tenant" } else { "adapter" },
+                if *index { ",ids=index" } else { "" }
+            ),
             AdapterModel::Tenants(t) => t.describe(),
         }
     }
@@ -209,7 +223,7 @@ impl Workload {
                     let mut rng = StdRng::seed_from_u64(seed ^ 0xADA9_7E25_0000_0002);
                     (0..n).map(|_| draw(&cdf, &mut rng) as u32).collect()
                 }
-                AdapterModel::Trace { tenant } => {
+                AdapterModel::Trace { tenant, index } => {
                     let id =
                         |r: &crate::trace::TraceRow| if *tenant { r.tenant } else { r.adapter };
                     let distinct = trace.rows.iter().map(id).filter(|&i| i != NO_ID).max();
@@ -227,9 +241,13 @@ impl Workload {
                             uses[id(r) as usize] += 1;
                         }
                     }
-                    // Most used first; ties keep first appearance.
+                    // Most used first; ties keep first appearance (or the ids' own order).
                     let mut order: Vec<u32> = (0..=max).collect();
-                    order.sort_by(|&a, &b| uses[b as usize].cmp(&uses[a as usize]).then(a.cmp(&b)));
+                    if !*index {
+                        order.sort_by(|&a, &b| {
+                            uses[b as usize].cmp(&uses[a as usize]).then(a.cmp(&b))
+                        });
+                    }
                     let mut rank_of = vec![0u32; order.len()];
                     for (j, &i) in order.iter().enumerate() {
                         rank_of[i as usize] = (j % adapters.len()) as u32;
