@@ -101,19 +101,31 @@ pub struct Report {
     pub summary: Map<String, Value>,
 }
 
-/// Runs `cfg` on `trace` (not yet transformed), timed by `clock` or, if `None`, by `cfg.cost`.
-pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Result<Report> {
+/// What one engine run produced, before the summary.
+pub struct Executed {
+    pub output: RunOutput,
+    pub predicted: Vec<u32>,
+    /// Full specs of the predictor, scheduler and cache policy used, and the clock's description.
+    pub predictor: String,
+    pub scheduler: String,
+    pub cache: String,
+    pub cost_model: String,
+}
+
+/// The trace transformed and the workload built, as `run` would replay them.
+pub fn workload(cfg: &RunConfig, trace: Trace) -> Result<(Trace, Workload)> {
     let trace = trace.transform(&cfg.transform, cfg.seed)?;
     let workload = Workload::build(&trace, cfg.model, &cfg.adapters, cfg.seed)?;
-    let mut simulated = Simulated(cfg.cost.as_ref());
-    let clock: &mut dyn Clock = match clock {
-        Some(c) => c,
-        None => &mut simulated,
-    };
-    let (predictor, predicted) = predict::predict(&cfg.predictor, &workload, cfg.seed)
+    Ok((trace, workload))
+}
+
+/// Runs the engine on a built workload: predictions, policies, engine. No summary: this is what a fit
+/// evaluates many times.
+pub fn execute(cfg: &RunConfig, workload: &Workload, clock: &mut dyn Clock) -> Result<Executed> {
+    let (predictor, predicted) = predict::predict(&cfg.predictor, workload, cfg.seed)
         .map_err(|e| e.context("--predictor"))?;
     let ctx = PolicyCtx::new(
-        &workload,
+        workload,
         &predicted,
         &cfg.engine,
         cfg.slo,
@@ -135,7 +147,33 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
         cache: cache.made,
         prefetch: prefetch.made,
     };
-    let output = Engine::new(&workload, cfg.engine.clone(), clock, policies).run()?;
+    let output = Engine::new(workload, cfg.engine.clone(), clock, policies).run()?;
+    Ok(Executed {
+        output,
+        predicted,
+        predictor,
+        scheduler: scheduler.spec,
+        cache: cache.spec,
+        cost_model,
+    })
+}
+
+/// Runs `cfg` on `trace` (not yet transformed), timed by `clock` or, if `None`, by `cfg.cost`.
+pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Result<Report> {
+    let (trace, workload) = workload(cfg, trace)?;
+    let mut simulated = Simulated(cfg.cost.as_ref());
+    let clock: &mut dyn Clock = match clock {
+        Some(c) => c,
+        None => &mut simulated,
+    };
+    let Executed {
+        output,
+        predicted,
+        predictor,
+        scheduler,
+        cache,
+        cost_model,
+    } = execute(cfg, &workload, clock)?;
     let finished = metrics::finished(&output);
     let view = RunView {
         workload: &workload,
@@ -153,8 +191,8 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
         ("gpu", json!(cfg.gpu.name)),
         ("cost_model", json!(cost_model)),
         ("seed", json!(cfg.seed)),
-        ("scheduler", json!(scheduler.spec)),
-        ("cache_policy", json!(cache.spec)),
+        ("scheduler", json!(scheduler)),
+        ("cache_policy", json!(cache)),
         ("predictor", json!(predictor)),
         ("adapters", json!(a.count)),
         ("popularity_alpha", json!(a.popularity_alpha)),
