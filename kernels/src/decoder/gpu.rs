@@ -107,6 +107,18 @@ impl GpuOps {
             .fill_uniform(&self.stream, &mut buf.as_view_mut(), seed, scale)
     }
 
+    /// Sizes LoRA's intermediate for `elems` = tokens x largest rank up front, so the first iteration with
+    /// adapters does not allocate it.
+    pub fn reserve_lora(&mut self, elems: usize) -> Result<()> {
+        if self.lora_v.len() < elems {
+            self.lora_v = self
+                .stream
+                .alloc_zeros::<f32>(elems)
+                .map_err(drv("allocating the LoRA buffer"))?;
+        }
+        Ok(())
+    }
+
     pub fn random(&mut self, n: usize, seed: u32, scale: f32) -> Result<CudaSlice<u16>> {
         let mut b = self.alloc(n)?;
         self.fill_random(&mut b, seed, scale)?;
@@ -200,6 +212,9 @@ impl Ops for GpuOps {
     }
 
     fn upload(&mut self, lay: &Layout) -> Result<GpuMeta> {
+        if !lay.adapters.is_empty() {
+            self.reserve_lora(lay.tokens.len() * lay.max_rank)?;
+        }
         let s = &self.stream;
         let t = lay.tokens.len();
         let prefill = if lay.prefill_runs.is_empty() {
@@ -244,12 +259,6 @@ impl Ops for GpuOps {
                 let meta =
                     DeviceLora::upload(s, &slots, &lay.tok_adapter, r, h, h_out, lay.max_rank)?;
                 lora.push((h_out, meta));
-            }
-            let need = t * lay.max_rank;
-            if self.lora_v.len() < need {
-                self.lora_v = s
-                    .alloc_zeros::<f32>(need)
-                    .map_err(drv("allocating the LoRA buffer"))?;
             }
         }
         Ok(GpuMeta {
