@@ -13,6 +13,7 @@
 //! Both run the kernels crate's decoder (`kernels::decoder`: one forward pass over CPU or GPU operations);
 //! `real.rs` makes either one an `Executor`, so each backend file only configures and builds its decoder.
 
+pub mod calibrate;
 pub mod cpu;
 pub mod cuda;
 pub mod real;
