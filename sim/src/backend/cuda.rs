@@ -1,6 +1,6 @@
 //! The CUDA backend: the decoder `--model` names at its real size and dtype (random weights: the cost does
 //! not depend on their values) on one NVIDIA GPU: the kernels crate's decoder (`kernels::decoder`, the same
-//! forward pass the CPU backend runs) over its GPU operations (NVRTC-compiled kernels
+//! forward pass the CPU backend runs and `calibrate` times) over its GPU operations (NVRTC-compiled kernels
 //! and cuBLAS via cudarc). NOT RUN YET: it was written and compiled on a machine without a GPU (see
 //! docs/real-execution.md, "Status").
 //!
