@@ -3,7 +3,6 @@
 //! run on the compute stream. A bandwidth and latency measurement: the copies land in a scratch buffer,
 //! not in the decoder's adapter region. NOT RUN ON A GPU YET.
 
-use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaEvent, CudaSlice, PinnedHostSlice};
 use kernels::decoder::gpu::GpuOps;
 use kernels::decoder::{Decoder, Ops};
@@ -11,7 +10,7 @@ use sim::cost::LoadMethod;
 use sim::model::ModelSpec;
 use sim::time::Nanos;
 
-use super::target::drv;
+use super::target::{drv, events};
 use crate::{Result, gpu_err};
 
 /// Tokens of the concurrent compute: the MLP up-projection of 4096 tokens, repeated to outlast the copy.
@@ -55,13 +54,7 @@ impl LoadBench {
             .fill(0x3c00);
         let pageable: Vec<u16> = (0..n_max).map(|j| j as u16).collect();
         let dst = d.ops.alloc(n_max).map_err(gpu_err)?;
-        let ev = || {
-            d.ops
-                .ctx
-                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .map_err(drv("event"))
-        };
-        let (start, end) = (ev()?, ev()?);
+        let (start, end) = events(&d.ops.ctx)?;
         let s = d.ops.stream.clone();
         gemm_once(d).map_err(gpu_err)?;
         let mut times = Vec::new();

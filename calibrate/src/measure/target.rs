@@ -12,8 +12,10 @@
 //!   kernels when tokens come in runs of at least `SEGMENTED_MIN_TOKENS` per adapter, gathered ones otherwise;
 //! - adapter loads: see `loads`.
 
-use cudarc::driver::CudaEvent;
 use cudarc::driver::sys::CUevent_flags;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaEvent};
 use indicatif::ProgressBar;
 use kernels::decoder::gpu::{GpuOps, random_decoder};
 use kernels::decoder::{Decoder, Ops, Step};
@@ -27,6 +29,15 @@ use sim::workload::{Adapter, NO_ADAPTER};
 
 use super::loads::LoadBench;
 use crate::{Error, Result, gpu_err};
+
+/// A pair of events for timing a stretch of one stream.
+pub(super) fn events(ctx: &Arc<CudaContext>) -> Result<(CudaEvent, CudaEvent)> {
+    let ev = || {
+        ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(drv("event"))
+    };
+    Ok((ev()?, ev()?))
+}
 
 pub(super) fn drv(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
     move |e| Error::internal(format!("{what}: {e}"))
@@ -90,13 +101,7 @@ impl GpuTarget {
         dec.ops
             .fill_random(&mut dec.work.xn, 3, 0.02)
             .map_err(gpu_err)?;
-        let ev = || {
-            dec.ops
-                .ctx
-                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .map_err(drv("event"))
-        };
-        let (start, end) = (ev()?, ev()?);
+        let (start, end) = events(&dec.ops.ctx)?;
         let loads = LoadBench::new(&mut dec, m, plan.load_ranks().into_iter().max())?;
         dec.ops
             .stream

@@ -482,42 +482,31 @@ fn attention<O: Ops>(
     ops.reserve(&mut wk.gv, t * row)?;
     ops.reserve(&mut wk.go, t * h)?;
     let runs = &lay.prefill_runs;
-    gather(ops, &wk.q, &mut wk.gq, runs, h)?;
-    gather(ops, &wk.k, &mut wk.gk, runs, row)?;
-    gather(ops, &wk.v, &mut wk.gv, runs, row)?;
+    copy_runs(ops, &wk.q, &mut wk.gq, runs, h, false)?;
+    copy_runs(ops, &wk.k, &mut wk.gk, runs, row, false)?;
+    copy_runs(ops, &wk.v, &mut wk.gv, runs, row, false)?;
     ops.attn_prefill(meta, &wk.gq, &wk.gk, &wk.gv, &mut wk.go, sh, scale)?;
-    scatter(ops, &wk.go, &mut wk.o, runs, h)?;
+    copy_runs(ops, &wk.go, &mut wk.o, runs, h, true)?;
     let runs = &lay.decode_runs;
-    gather(ops, &wk.q, &mut wk.gq, runs, h)?;
+    copy_runs(ops, &wk.q, &mut wk.gq, runs, h, false)?;
     ops.attn_decode(meta, &wk.gq, k_cache, v_cache, &mut wk.go, sh, scale)?;
-    scatter(ops, &wk.go, &mut wk.o, runs, h)
+    copy_runs(ops, &wk.go, &mut wk.o, runs, h, true)
 }
 
-fn gather<O: Ops>(
+/// Copies the rows of `runs` ((first row, rows) in `src`) to consecutive rows of `dst`, or back when
+/// `back` (consecutive rows of `src` to the runs' places in `dst`).
+fn copy_runs<O: Ops>(
     ops: &mut O,
     src: &O::Buf,
     dst: &mut O::Buf,
     runs: &[(usize, usize)],
     width: usize,
+    back: bool,
 ) -> Result<()> {
     let mut at = 0;
     for &(first, rows) in runs {
-        ops.copy_rows(src, first, dst, at, rows, width)?;
-        at += rows;
-    }
-    Ok(())
-}
-
-fn scatter<O: Ops>(
-    ops: &mut O,
-    src: &O::Buf,
-    dst: &mut O::Buf,
-    runs: &[(usize, usize)],
-    width: usize,
-) -> Result<()> {
-    let mut at = 0;
-    for &(first, rows) in runs {
-        ops.copy_rows(src, at, dst, first, rows, width)?;
+        let (from, to) = if back { (at, first) } else { (first, at) };
+        ops.copy_rows(src, from, dst, to, rows, width)?;
         at += rows;
     }
     Ok(())

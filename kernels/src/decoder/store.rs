@@ -199,17 +199,7 @@ impl<B> AdapterStore<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn shape() -> Shape {
-        Shape {
-            layers: 2,
-            hidden: 64,
-            heads: 2,
-            kv_heads: 1,
-            intermediate: 128,
-            vocab: 100,
-        }
-    }
+    use crate::decoder::tests::shape;
 
     #[test]
     fn packed_store_grows_reuses_and_coalesces() {

@@ -6,7 +6,8 @@ use super::cpu::CpuOps;
 use super::*;
 use crate::dtype::DType;
 
-fn shape() -> Shape {
+/// The tests' decoder: two layers, grouped-query attention (one K/V head for two query heads).
+pub(super) fn shape() -> Shape {
     Shape {
         layers: 2,
         hidden: 64,
