@@ -6,7 +6,6 @@
 
 pub mod cli;
 pub mod measure;
-pub mod plan;
 pub mod predict;
 pub mod report;
 pub mod sysinfo;

@@ -6,9 +6,13 @@
 //! - [`reference`]: a CPU implementation of every kernel (fp32), the definition the GPU code is checked against.
 //! - [`gpu`]: NVRTC compilation, a per-family module cache and typed launch functions.
 //! - [`check`]: runs every kernel on the GPU on small random inputs and compares with [`reference`].
+//! - [`decoder`]: the Llama forward pass written once over an operations trait, with a CPU implementation
+//!   (the references) and a GPU one (the kernels and cuBLAS), plus the KV paging, adapter store and batch
+//!   layout both share.
 //! - [`dtype`]: fp16/bf16 bit conversions on the host (device buffers hold raw 16-bit words).
 
 pub mod check;
+pub mod decoder;
 pub mod dtype;
 pub mod gpu;
 pub mod reference;

@@ -2,7 +2,8 @@
 //!
 //! 1. Calibrate: measure the backend's own cost profile (schema v1: prefill, decode, LoRA and adapter-load
 //!    points) through the same hooks the engine uses (`run_iteration`, `load`, `release`, `evict`), each point
-//!    the median of `--repeats` timed runs; written to `DIR/profile.json`.
+//!    the median of `--repeats` timed runs (the calibration loop `calibrate` runs too,
+//!    `backend::calibrate`); written to `DIR/profile.json`.
 //! 2. Simulate the trace with that profile (`ProfileCost`), outputs in `DIR/sim/`.
 //! 3. Run the trace for real on a fresh backend, outputs in `DIR/real/`.
 //! 4. Compare: per request (finished in both), |sim - real| / real of TTFT, mean TBT and E2E, as median and
@@ -16,19 +17,15 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::Value;
 
+use crate::backend::calibrate::{OnClock, Plan, measure};
 use crate::backend::{self, BackendSpec};
-use crate::cost::profile::{
-    CostProfile, DecodePoint, GpuInfo, LoadPoint, LoraPoint, ModelInfo, PrefillPoint, ProfileCost,
-    Provenance,
-};
-use crate::cost::{BatchShape, LoadMethod};
+use crate::cost::LoadMethod;
+use crate::cost::profile::{CostProfile, GpuInfo, ModelInfo, ProfileCost, Provenance};
 use crate::engine::Outcome;
-use crate::engine::{Clock, LoadPath, Seq, Simulated, Timed};
+use crate::engine::{Clock, Simulated, Timed};
 use crate::error::{Error, Result};
-use crate::model::ModelSpec;
+use crate::metrics::percentile;
 use crate::runner::{Report, RunArgs, RunConfig, run};
-use crate::time::Nanos;
-use crate::workload::{Adapter, NO_ADAPTER};
 
 #[derive(Args, Clone, Debug)]
 pub struct FidelityArgs {
@@ -45,342 +42,6 @@ pub struct FidelityArgs {
     pub repeats: u32,
 }
 
-/// The calibration grid: what to measure.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Plan {
-    /// (tokens, seqs)
-    pub prefill: Vec<(u64, u64)>,
-    /// (batch, context per sequence)
-    pub decode: Vec<(u64, u64)>,
-    /// (tokens, ranks)
-    pub lora: Vec<(u64, Vec<u32>)>,
-    pub load_ranks: Vec<u32>,
-    pub repeats: u32,
-}
-
-fn geometric(from: u64, to: u64, factor: u64) -> Vec<u64> {
-    let mut v = Vec::new();
-    let mut x = from.max(1);
-    while x < to {
-        v.push(x);
-        x *= factor;
-    }
-    v.push(to.max(1));
-    v.dedup();
-    v
-}
-
-impl Plan {
-    /// A grid covering the shapes a run of `args` on `trace` can produce: prompts up to the longest merge the
-    /// trace is likely to make, decode batches up to the number of requests, contexts up to the longest
-    /// request, the run's adapter ranks.
-    pub fn for_run(cfg: &RunConfig, rows: &[(u32, u32)], repeats: u32) -> Plan {
-        let max_in = rows.iter().map(|r| r.0 as u64).max().unwrap_or(16);
-        let max_len = rows.iter().map(|r| (r.0 + r.1) as u64).max().unwrap_or(32);
-        let n = rows.len().max(1) as u64;
-        let prefill_top = (2 * max_in).min(cfg.engine.max_prefill_tokens).max(16);
-        let mut prefill: Vec<(u64, u64)> = geometric(4, prefill_top, 4)
-            .into_iter()
-            .map(|t| (t, 1))
-            .collect();
-        for seqs in [4, 16] {
-            if prefill_top >= seqs {
-                prefill.push((prefill_top, seqs));
-            }
-        }
-        let batch_top = n.min(cfg.engine.max_batch as u64).max(1);
-        let mut decode = Vec::new();
-        for b in geometric(1, batch_top, 4) {
-            for c in [16.min(max_len), max_len] {
-                decode.push((b, c.max(1)));
-            }
-        }
-        decode.dedup();
-        let mut ranks = cfg.adapters.ranks.clone();
-        ranks.sort_unstable();
-        ranks.dedup();
-        ranks.retain(|&r| r > 0);
-        if ranks.is_empty() || cfg.adapters.count == 0 {
-            ranks = vec![8, 64];
-        }
-        let (lo, hi) = (ranks[0], *ranks.last().unwrap());
-        // Decode-sized points (2 to 32 tokens) only: the profile's LoRA fit is an unweighted least-squares
-        // line, so long-prefill points (hundreds of ms, with ms of noise) would set its intercept and swamp
-        // every decode step (about a millisecond on the CPU); LoRA work is linear in tokens x rank, so longer
-        // prefills extrapolate along the line.
-        let mut lora = Vec::new();
-        let mut sizes = vec![2, 8, 32.min(prefill_top)];
-        sizes.sort_unstable();
-        sizes.dedup();
-        for t in sizes {
-            lora.push((t, vec![lo]));
-            lora.push((t, vec![hi]));
-            if ranks.len() > 1 && t >= ranks.len() as u64 {
-                lora.push((t, ranks.clone()));
-            }
-        }
-        let mut load_ranks = ranks.clone();
-        if load_ranks.len() < 2 {
-            load_ranks.push(2 * lo);
-        }
-        Plan {
-            prefill,
-            decode,
-            lora,
-            load_ranks,
-            repeats: repeats.max(1),
-        }
-    }
-}
-
-fn median(mut v: Vec<Nanos>) -> Nanos {
-    v.sort_unstable();
-    v[v.len() / 2].max(1)
-}
-
-/// Request ids the calibration uses (far above any trace's).
-const CAL_REQ: u32 = 0x8000_0000;
-/// Adapter ids the calibration uses.
-const CAL_ADAPTER: u32 = 0x4000_0000;
-
-struct Calibrator<'a> {
-    b: &'a mut dyn Clock,
-    next_req: u32,
-}
-
-impl Calibrator<'_> {
-    /// One prefill of `lens` sequences (adapters per sequence); returns its time and the request ids used.
-    fn prefill(&mut self, lens: &[u64], adapters: &[(u32, u32)]) -> Result<(Nanos, Vec<u32>)> {
-        let mut seqs = Vec::new();
-        let mut shape = BatchShape::default();
-        for (i, &l) in lens.iter().enumerate() {
-            let (adapter, rank) = adapters.get(i).copied().unwrap_or((NO_ADAPTER, 0));
-            let id = self.next_req;
-            self.next_req += 1;
-            seqs.push(Seq {
-                request: id,
-                new_tokens: l as u32,
-                context: 0,
-                adapter,
-                rank,
-            });
-            shape.prefill_seqs += 1;
-            shape.prefill_tokens += l;
-            shape.prefill_sq_tokens += l * l;
-            if adapter != NO_ADAPTER {
-                shape.lora_tokens += l;
-            }
-            shape.lora_token_rank += l * rank as u64;
-        }
-        let t = self.b.iteration(&shape, &mut seqs.iter().copied())?;
-        Ok((t, seqs.iter().map(|s| s.request).collect()))
-    }
-
-    fn release(&mut self, ids: &[u32]) {
-        ids.iter().for_each(|&id| self.b.release(id));
-    }
-
-    fn split(tokens: u64, seqs: u64) -> Vec<u64> {
-        (0..seqs)
-            .map(|i| tokens / seqs + u64::from(i < tokens % seqs))
-            .collect()
-    }
-
-    /// Measures every point of the plan. Repeats run in rounds (each round measures every point once) so a
-    /// burst of interference from other processes lands on different points, not on all repeats of one.
-    fn measure(
-        &mut self,
-        plan: &Plan,
-        engine_model: &ModelSpec,
-        kv_slots: u64,
-    ) -> Result<CalTables> {
-        let reps = plan.repeats as usize;
-        let path = LoadPath::slora(engine_model.layers);
-        // Warm-up: one small prefill (first-touch allocation, caches).
-        let (_, ids) = self.prefill(&[8, 8], &[])?;
-        self.release(&ids);
-
-        let mut prefill = vec![Vec::new(); plan.prefill.len()];
-        for _ in 0..reps {
-            for (i, &(tokens, seqs)) in plan.prefill.iter().enumerate() {
-                let (ns, ids) = self.prefill(&Self::split(tokens, seqs), &[])?;
-                self.release(&ids);
-                prefill[i].push(ns);
-            }
-        }
-
-        // Decode: prefill the sequences of as many points as the KV pool holds at once, then rounds of one
-        // timed step per point.
-        let mut decode = vec![Vec::new(); plan.decode.len()];
-        let mut start = 0;
-        while start < plan.decode.len() {
-            let (mut end, mut live) = (start, 0);
-            while end < plan.decode.len() {
-                let (b, c) = plan.decode[end];
-                let need = b * (c + reps as u64 + 1 + 16);
-                if end > start && live + need > kv_slots {
-                    break;
-                }
-                live += need;
-                end += 1;
-            }
-            let mut groups = Vec::new();
-            for &(batch, context) in &plan.decode[start..end] {
-                groups.push(self.prefill(&vec![context; batch as usize], &[])?.1);
-            }
-            for step in 0..reps as u64 {
-                for (g, &(batch, context)) in plan.decode[start..end].iter().enumerate() {
-                    let ctx = context + 1 + step;
-                    let seqs: Vec<Seq> = groups[g]
-                        .iter()
-                        .map(|&id| Seq {
-                            request: id,
-                            new_tokens: 1,
-                            context: ctx as u32,
-                            adapter: NO_ADAPTER,
-                            rank: 0,
-                        })
-                        .collect();
-                    let shape = BatchShape {
-                        decode_seqs: batch,
-                        decode_context: batch * ctx,
-                        ..Default::default()
-                    };
-                    decode[start + g].push(self.b.iteration(&shape, &mut seqs.iter().copied())?);
-                }
-            }
-            for ids in &groups {
-                self.release(ids);
-            }
-            start = end;
-        }
-
-        // Adapter loads: each rank once per round, evicted in between. Every calibration adapter is put in
-        // host memory first, as the run's adapters are.
-        let adapter = |id: u32, rank: u32| Adapter {
-            id,
-            rank,
-            bytes: engine_model.adapter_bytes(rank),
-            slots: engine_model.adapter_slots(rank),
-        };
-        let mut host: Vec<Adapter> = plan
-            .load_ranks
-            .iter()
-            .enumerate()
-            .map(|(i, &r)| adapter(CAL_ADAPTER + i as u32, r))
-            .collect();
-        for (k, (_, ranks)) in plan.lora.iter().enumerate() {
-            for (i, &r) in ranks.iter().enumerate() {
-                host.push(adapter(CAL_ADAPTER + 1000 + 100 * k as u32 + i as u32, r));
-            }
-        }
-        self.b.prepare(&host)?;
-        let mut loads = vec![Vec::new(); plan.load_ranks.len()];
-        for _ in 0..reps {
-            for (i, &rank) in plan.load_ranks.iter().enumerate() {
-                let a = CAL_ADAPTER + i as u32;
-                let bytes = engine_model.adapter_bytes(rank);
-                loads[i].push(self.b.load(a, bytes, &path.shape(bytes))?);
-                self.b.evict(a);
-            }
-        }
-
-        // LoRA: the same prefill with and without adapters, back to back; the difference is the LoRA work.
-        // Up to 16 tokens: one-token sequences dealt round-robin to the adapters (a decode step's shape);
-        // more: one sequence per adapter.
-        let mut lora_in = Vec::new();
-        for (k, (tokens, ranks)) in plan.lora.iter().enumerate() {
-            let adapters: Vec<(u32, u32)> = ranks
-                .iter()
-                .enumerate()
-                .map(|(i, &r)| (CAL_ADAPTER + 1000 + 100 * k as u32 + i as u32, r))
-                .collect();
-            for &(a, r) in &adapters {
-                let bytes = engine_model.adapter_bytes(r);
-                self.b.load(a, bytes, &path.shape(bytes))?;
-            }
-            lora_in.push(if *tokens <= 16 {
-                let per: Vec<(u32, u32)> = (0..*tokens as usize)
-                    .map(|i| adapters[i % adapters.len()])
-                    .collect();
-                (vec![1; *tokens as usize], per, adapters)
-            } else {
-                (
-                    Self::split(*tokens, ranks.len() as u64),
-                    adapters.clone(),
-                    adapters,
-                )
-            });
-        }
-        let mut lora = vec![Vec::new(); plan.lora.len()];
-        for _ in 0..reps {
-            for (i, (lens, per_seq, _)) in lora_in.iter().enumerate() {
-                let (with, ids) = self.prefill(lens, per_seq)?;
-                self.release(&ids);
-                let (base, ids) = self.prefill(lens, &[])?;
-                self.release(&ids);
-                lora[i].push(with.saturating_sub(base));
-            }
-        }
-        for (_, _, adapters) in &lora_in {
-            adapters.iter().for_each(|&(a, _)| self.b.evict(a));
-        }
-
-        let zip = |v: Vec<Vec<Nanos>>| v.into_iter().map(median);
-        Ok(CalTables {
-            prefill: plan
-                .prefill
-                .iter()
-                .zip(zip(prefill))
-                .map(|(&(tokens, seqs), time_ns)| PrefillPoint {
-                    tokens,
-                    seqs,
-                    time_ns,
-                })
-                .collect(),
-            decode: plan
-                .decode
-                .iter()
-                .zip(zip(decode))
-                .map(|(&(batch, context), time_ns)| DecodePoint {
-                    batch,
-                    context,
-                    time_ns,
-                })
-                .collect(),
-            lora: plan
-                .lora
-                .iter()
-                .zip(zip(lora))
-                .map(|((tokens, ranks), time_ns)| LoraPoint {
-                    tokens: *tokens,
-                    ranks: ranks.clone(),
-                    time_ns,
-                })
-                .collect(),
-            adapter_load: plan
-                .load_ranks
-                .iter()
-                .zip(zip(loads))
-                .map(|(&rank, time_ns)| LoadPoint {
-                    bytes: engine_model.adapter_bytes(rank),
-                    method: LoadMethod::PerLayerPinned.name().into(),
-                    with_compute: false,
-                    time_ns,
-                })
-                .collect(),
-        })
-    }
-}
-
-#[derive(Default)]
-struct CalTables {
-    prefill: Vec<PrefillPoint>,
-    decode: Vec<DecodePoint>,
-    lora: Vec<LoraPoint>,
-    adapter_load: Vec<LoadPoint>,
-}
-
 /// Measures a cost profile of `spec`'s backend for a run of `cfg` (the trace rows give the grid's range).
 pub fn calibrate(
     spec: &BackendSpec,
@@ -391,11 +52,12 @@ pub fn calibrate(
     let mut clock = Timed(backend::build(spec, cfg)?);
     let engine_model = cfg.model;
     let plan = Plan::for_run(cfg, rows, repeats);
-    let mut cal = Calibrator {
-        b: &mut clock,
-        next_req: CAL_REQ,
-    };
-    let t = cal.measure(&plan, engine_model, cfg.engine.pool_slots)?;
+    let t = measure(
+        &mut OnClock(&mut clock),
+        &plan,
+        engine_model,
+        cfg.engine.pool_slots,
+    )?;
     let (model, gpu) = match spec {
         BackendSpec::Cpu(c) => (
             ModelInfo {
@@ -508,17 +170,6 @@ fn latencies(r: &Report) -> Vec<Option<Lat>> {
         .collect()
 }
 
-/// Linear-interpolated quantile of sorted values.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let x = q * (sorted.len() - 1) as f64;
-    let (i, f) = (x.floor() as usize, x - x.floor());
-    let hi = sorted[(i + 1).min(sorted.len() - 1)];
-    sorted[i] + f * (hi - sorted[i])
-}
-
 /// One row of the comparison.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
@@ -575,7 +226,7 @@ pub fn compare(sim: &Report, real: &Report) -> Result<Comparison> {
                 kind,
                 sim: f64::NAN,
                 real: f64::NAN,
-                error: quantile(&errs, q),
+                error: percentile(&errs, q),
                 n: errs.len(),
             });
         }
@@ -828,9 +479,9 @@ mod tests {
 
     #[test]
     fn quantiles_interpolate() {
-        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.5);
-        assert_eq!(quantile(&[5.0], 0.9), 5.0);
-        assert!(quantile(&[], 0.5).is_nan());
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.5);
+        assert_eq!(percentile(&[5.0], 0.9), 5.0);
+        assert!(percentile(&[], 0.5).is_nan());
     }
 
     #[test]
@@ -842,7 +493,7 @@ mod tests {
         assert_eq!(p.prefill.iter().map(|x| x.0).max(), Some(200));
         assert_eq!(p.decode.iter().map(|x| x.0).max(), Some(3));
         assert_eq!(p.decode.iter().map(|x| x.1).max(), Some(120));
-        assert_eq!(p.load_ranks, vec![8, 16, 32, 64, 128]);
+        assert_eq!(p.load_ranks(), vec![8, 16, 32, 64, 128]);
         assert!(p.lora.iter().any(|(_, r)| r.len() == 5));
         assert_eq!(iso_now().len(), 20);
     }

@@ -45,6 +45,15 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
+/// Median (the mean of the middle two for an even count); `None` when empty. Sorts `v`.
+pub fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(percentile(v, 0.5))
+}
+
 impl Dist {
     pub fn of(values: &mut [f64]) -> Dist {
         if values.is_empty() {
@@ -388,6 +397,13 @@ pub fn write_requests_csv(mut f: impl Write, w: &Workload, out: &RunOutput) -> s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
 
     #[test]
     fn percentiles_interpolate_between_order_statistics() {

@@ -1,7 +1,7 @@
 //! The CPU backend: a tiny Llama-shaped decoder executed for real in plain Rust f32, so CI runs real mode end
-//! to end. The math is the kernels crate's CPU references (`kernels::reference`: RMSNorm, RoPE, paged
-//! attention, SiLU-MLP, batched mixed-rank LoRA), the same definitions the CUDA kernels are checked against;
-//! only the dense matmuls (cuBLAS on the GPU) are written here.
+//! to end. The decoder is the kernels crate's (`kernels::decoder`, the same forward pass the CUDA backend
+//! runs) over its CPU operations (`kernels::reference`: RMSNorm, RoPE, paged attention, SiLU-MLP, batched
+//! mixed-rank LoRA, the dense matmul), the definitions the CUDA kernels are checked against.
 //!
 //! - Weights are random (seeded), at the tiny configuration's size; the cost does not depend on their values.
 //! - KV cache: paged. Each layer has one K and one V cache of `[slots, kv_heads, head_dim]`; a request holds a
@@ -9,24 +9,23 @@
 //!   slots, rounded up to pages) plus one page per sequence of slack for partly filled last pages; past that a
 //!   forward pass fails with "out of KV pages", which stops the run cleanly like a CUDA out-of-memory error.
 //! - Adapters: each adapter's weights are generated in "host" memory before the run (`prepare`, outside any
-//!   timing) and copied into the "device" adapter store (one f32 pool, first-fit allocation) on `load`; `evict` frees
-//!   them. The engine's memory accounting (KV slots + adapter slots in one pool) decides what is resident; the
-//!   backend checks that every adapter a batch uses is in its store.
+//!   timing) and copied into the "device" adapter store (one f32 pool, first-fit allocation) on `load`; `evict`
+//!   frees them. The engine's memory accounting (KV slots + adapter slots in one pool) decides what is
+//!   resident; the backend checks that every adapter a batch uses is in its store.
 //! - Every iteration (prefill or decode) runs one batched forward pass over all its sequences, then greedy
 //!   argmax picks each sequence's next token; `engine::Timed` makes its wall time the iteration's duration.
 
-use std::collections::HashMap;
-use std::time::Instant;
+use std::ops::{Deref, DerefMut};
 
-use kernels::reference::{self as kref, AdapterSlot, AttnShape, Paging};
+use kernels::decoder::{self, AdapterStore, Decoder, KvCache, Shape, cpu::CpuOps};
+use kernels::reference::AttnShape;
 
-use super::{Dims, Estimator};
-use crate::cost::{BatchShape, CostModel};
-use crate::engine::{Executor, Seq};
+pub use kernels::decoder::{ForwardOut, Step};
+
+use super::real::RealBackend;
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
 use crate::spec::Spec;
-use crate::workload::{Adapter, NO_ADAPTER};
 
 /// Shape of the tiny decoder. `head_dim = hidden / heads` must be a multiple of 32 (the attention kernels'
 /// warp layout, kept on the CPU so both backends accept the same shapes).
@@ -91,27 +90,10 @@ impl TinyConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |why: String| Err(Error::msg(format!("--backend cpu: {why}")));
-        if [
-            self.layers,
-            self.hidden,
-            self.heads,
-            self.kv_heads,
-            self.intermediate,
-            self.vocab,
-            self.page,
-        ]
-        .contains(&0)
-        {
+        if self.page == 0 {
             return bad("every size must be positive".into());
         }
-        if !self.hidden.is_multiple_of(self.heads) {
-            return bad(format!(
-                "heads {} must divide hidden {}",
-                self.heads, self.hidden
-            ));
-        }
-        let sh = self.attn();
-        sh.check().or_else(|e| bad(e.0))?;
+        self.shape().check().or_else(|e| bad(e.0))?;
         if self.layers * self.hidden * self.vocab.max(self.intermediate) > 1 << 28 {
             return bad(
                 "the model is too large for the CPU backend (it is meant to be tiny)".into(),
@@ -120,48 +102,38 @@ impl TinyConfig {
         Ok(())
     }
 
+    pub fn shape(&self) -> Shape {
+        Shape {
+            layers: self.layers,
+            hidden: self.hidden,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            intermediate: self.intermediate,
+            vocab: self.vocab,
+        }
+    }
+
     pub fn head_dim(&self) -> usize {
-        self.hidden / self.heads
+        self.shape().head_dim()
     }
 
     /// Width of one token's K (or V) row in one layer.
     pub fn kv_row(&self) -> usize {
-        self.kv_heads * self.head_dim()
+        self.shape().kv_row()
     }
 
     pub fn attn(&self) -> AttnShape {
-        AttnShape {
-            heads: self.heads,
-            kv_heads: self.kv_heads,
-            head_dim: self.head_dim(),
-        }
-    }
-
-    /// Output width of projection p (q, k, v, o).
-    fn proj_out(&self, p: usize) -> usize {
-        if p == 1 || p == 2 {
-            self.kv_row()
-        } else {
-            self.hidden
-        }
+        self.shape().attn()
     }
 
     /// Elements of one adapter of rank r: per layer, per projection q,k,v,o, A `[r, hidden]` then B `[r, out]`.
     pub fn adapter_len(&self, rank: u32) -> usize {
-        let per_layer: usize = (0..4)
-            .map(|p| rank as usize * (self.hidden + self.proj_out(p)))
-            .sum();
-        self.layers * per_layer
+        self.shape().adapter_len(rank)
     }
 
     /// Offsets of (A, B) of projection p of layer l inside an adapter of rank r.
     pub fn adapter_offsets(&self, rank: u32, layer: usize, p: usize) -> (usize, usize) {
-        let r = rank as usize;
-        let mut off = layer * self.adapter_len(rank) / self.layers;
-        for q in 0..p {
-            off += r * (self.hidden + self.proj_out(q));
-        }
-        (off, off + r * self.hidden)
+        self.shape().adapter_offsets(rank, layer, p)
     }
 
     pub fn describe(&self) -> String {
@@ -179,599 +151,88 @@ impl TinyConfig {
     }
 }
 
-/// Deterministic values in [-scale, scale) (the kernels crate's generator, so weights need no RNG state).
-fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut v = kref::pseudo_random(n, seed);
-    v.iter_mut().for_each(|x| *x *= scale);
-    v
-}
-
-fn mix(seed: u64, a: u64, b: u64) -> u64 {
-    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ a.wrapping_mul(0xbf58_476d_1ce4_e5b9)
-        ^ b.wrapping_mul(0x94d0_49bb_1331_11eb)
-        ^ 0x5555
-}
-
-struct LayerWeights {
-    attn_norm: Vec<f32>,
-    /// Row-major `[in, out]`: y = x . W.
-    wq: Vec<f32>,
-    wk: Vec<f32>,
-    wv: Vec<f32>,
-    wo: Vec<f32>,
-    mlp_norm: Vec<f32>,
-    w_gate_up: Vec<f32>,
-    w_down: Vec<f32>,
-}
-
-pub struct Weights {
-    embed: Vec<f32>,
-    layers: Vec<LayerWeights>,
-    final_norm: Vec<f32>,
-    lm_head: Vec<f32>,
-}
-
-impl Weights {
-    pub fn random(c: &TinyConfig) -> Weights {
-        let h = c.hidden;
-        let s = |i: u64, j: u64| mix(c.seed, i, j);
-        let w = |n: usize, fan_in: usize, i: u64, j: u64| {
-            random(n, s(i, j), 1.0 / (fan_in as f32).sqrt())
-        };
-        let norm = |i: u64, j: u64| random(h, s(i, j), 0.1).iter().map(|x| 1.0 + x).collect();
-        Weights {
-            embed: random(c.vocab * h, s(0, 0), 1.0),
-            layers: (1..=c.layers as u64)
-                .map(|l| LayerWeights {
-                    attn_norm: norm(l, 1),
-                    wq: w(h * h, h, l, 2),
-                    wk: w(h * c.kv_row(), h, l, 3),
-                    wv: w(h * c.kv_row(), h, l, 4),
-                    wo: w(h * h, h, l, 5),
-                    mlp_norm: norm(l, 6),
-                    w_gate_up: w(h * 2 * c.intermediate, h, l, 7),
-                    w_down: w(c.intermediate * h, c.intermediate, l, 8),
-                })
-                .collect(),
-            final_norm: norm(0, 1),
-            lm_head: w(h * c.vocab, h, 0, 2),
-        }
-    }
-}
-
 /// One adapter's weights of rank r in the store layout (`TinyConfig::adapter_offsets`), seeded by its id.
 pub fn adapter_weights(c: &TinyConfig, adapter: u32, rank: u32) -> Vec<f32> {
-    // Small B (real adapters start at B = 0 and stay small relative to the base weights).
-    let mut w = random(
-        c.adapter_len(rank),
-        mix(c.seed, 1 << 40, adapter as u64),
-        1.0,
-    );
-    for l in 0..c.layers {
-        for p in 0..4 {
-            let (a, b) = c.adapter_offsets(rank, l, p);
-            let sa = 1.0 / (c.hidden as f32).sqrt();
-            w[a..b].iter_mut().for_each(|x| *x *= sa);
-            let sb = 0.5 / (rank as f32).sqrt();
-            w[b..b + rank as usize * c.proj_out(p)]
-                .iter_mut()
-                .for_each(|x| *x *= sb);
-        }
-    }
-    w
+    decoder::adapter_weights(&c.shape(), c.seed, adapter, rank)
 }
 
 /// Sets every B of an adapter to zero (its LoRA then adds nothing).
 pub fn zero_b(c: &TinyConfig, rank: u32, w: &mut [f32]) {
-    for l in 0..c.layers {
-        for p in 0..4 {
-            let (_, b) = c.adapter_offsets(rank, l, p);
-            w[b..b + rank as usize * c.proj_out(p)].fill(0.0);
-        }
-    }
+    decoder::zero_b(&c.shape(), rank, w)
 }
 
-/// y `[m, n]` = x `[m, k]` . w `[k, n]` (row-major).
-pub fn matmul(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    debug_assert_eq!(x.len(), m * k);
-    debug_assert_eq!(w.len(), k * n);
-    let mut y = vec![0.0f32; m * n];
-    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
-        for (&a, wr) in xr.iter().zip(w.chunks_exact(n)) {
-            yr.iter_mut().zip(wr).for_each(|(y, w)| *y += a * w);
-        }
-    }
-    y
+/// A request's prompt: deterministic pseudo-random tokens from its id (the traces carry lengths, not text).
+pub fn prompt(cfg: &TinyConfig, request: u32, len: usize) -> Vec<u32> {
+    decoder::prompt(cfg.seed, cfg.vocab, request, len)
 }
 
 fn kerr(e: kernels::Error) -> Error {
     Error::internal(format!("cpu backend: {e}"))
 }
 
-/// The paged KV cache: per layer one K and one V buffer of `[slots, kv_row]`, grown a page at a time up to
-/// `cap_pages`.
-pub struct KvPool {
-    page: usize,
-    row: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    free: Vec<u32>,
-    pages: usize,
-    cap_pages: usize,
+/// The tiny decoder on the CPU operations: a KV cache of at most `kv_cap_pages` pages grown as used, and an
+/// adapter store of `store` elements allocated (and touched) up front, as GPU memory would be, so a load
+/// never pays for growing it or for first-touch page faults (it still grows if ever needed).
+fn tiny_decoder(cfg: &TinyConfig, kv_cap_pages: usize, store: usize) -> Decoder<CpuOps> {
+    let s = cfg.shape();
+    Decoder::from_host(
+        CpuOps,
+        s,
+        cfg.seed,
+        |o| KvCache::new(o, &s, cfg.page, kv_cap_pages, false),
+        AdapterStore::packed(vec![0.0; store], store),
+    )
+    .expect("the CPU decoder builds from any validated TinyConfig")
 }
 
-impl KvPool {
-    pub fn new(c: &TinyConfig, cap_pages: usize) -> KvPool {
-        KvPool {
-            page: c.page,
-            row: c.kv_row(),
-            k: vec![Vec::new(); c.layers],
-            v: vec![Vec::new(); c.layers],
-            free: Vec::new(),
-            pages: 0,
-            cap_pages,
-        }
-    }
-
-    fn alloc(&mut self) -> Result<u32> {
-        if let Some(p) = self.free.pop() {
-            return Ok(p);
-        }
-        if self.pages >= self.cap_pages {
-            return Err(Error::internal(format!(
-                "cpu backend: out of KV pages ({} pages of {} tokens in use)",
-                self.cap_pages, self.page
-            )));
-        }
-        let add = self.page * self.row;
-        for buf in self.k.iter_mut().chain(self.v.iter_mut()) {
-            buf.resize(buf.len() + add, 0.0);
-        }
-        self.pages += 1;
-        Ok(self.pages as u32 - 1)
-    }
-
-    /// Pages allocated from the pool and not free.
-    pub fn pages_in_use(&self) -> usize {
-        self.pages - self.free.len()
-    }
-}
-
-/// The "device" adapter store: one pool, adapters placed first-fit, freed ranges coalesced.
-#[derive(Default)]
-pub struct AdapterStore {
-    pool: Vec<f32>,
-    /// Free (offset, len) ranges, by offset.
-    free: Vec<(usize, usize)>,
-    /// adapter -> (offset, rank, len)
-    resident: HashMap<u32, (usize, u32, usize)>,
-}
-
-impl AdapterStore {
-    /// A store of `n` elements, zero-filled (so its pages are backed) and free.
-    pub fn with_capacity(n: usize) -> AdapterStore {
-        AdapterStore {
-            pool: vec![0.0; n],
-            free: if n > 0 { vec![(0, n)] } else { vec![] },
-            resident: HashMap::new(),
-        }
-    }
-
-    fn insert(&mut self, adapter: u32, rank: u32, w: &[f32]) {
-        self.remove(adapter);
-        let n = w.len();
-        let off = match self.free.iter().position(|&(_, len)| len >= n) {
-            Some(i) => {
-                let (off, len) = self.free[i];
-                if len == n {
-                    self.free.remove(i);
-                } else {
-                    self.free[i] = (off + n, len - n);
-                }
-                off
-            }
-            None => {
-                self.pool.resize(self.pool.len() + n, 0.0);
-                self.pool.len() - n
-            }
-        };
-        self.pool[off..off + n].copy_from_slice(w);
-        self.resident.insert(adapter, (off, rank, n));
-    }
-
-    fn remove(&mut self, adapter: u32) {
-        let Some((off, _, len)) = self.resident.remove(&adapter) else {
-            return;
-        };
-        let free = &mut self.free;
-        let i = free.partition_point(|&(o, _)| o < off);
-        free.insert(i, (off, len));
-        let mut j = i.saturating_sub(1);
-        while j + 1 < free.len() && j <= i {
-            if free[j].0 + free[j].1 == free[j + 1].0 {
-                free[j].1 += free[j + 1].1;
-                free.remove(j + 1);
-            } else {
-                j += 1;
-            }
-        }
-    }
-
-    pub fn is_resident(&self, adapter: u32) -> bool {
-        self.resident.contains_key(&adapter)
-    }
-
-    pub fn resident(&self) -> usize {
-        self.resident.len()
-    }
-}
-
-/// One request's state in the backend: its KV pages and the token it feeds next.
-struct SeqState {
-    pages: Vec<u32>,
-    len: usize,
-    next: u32,
-}
-
-/// One sequence of a forward pass: `tokens` are appended after what its KV cache holds.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Step {
-    pub request: u32,
-    pub tokens: Vec<u32>,
-    /// Index into the resident adapters (`None`: the base model).
-    pub adapter: Option<u32>,
-}
-
-/// A forward pass's result: each sequence's next token (greedy) and its last position's logits.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ForwardOut {
-    pub next: Vec<u32>,
-    pub logits: Vec<f32>,
-}
-
-/// The tiny decoder with its paged KV cache and adapter store.
+/// The tiny decoder with its paged KV cache and adapter store, erroring as the CPU backend (the decoder's
+/// fields and other methods are reached through `Deref`).
 pub struct TinyModel {
     pub cfg: TinyConfig,
-    w: Weights,
-    pub kv: KvPool,
-    pub store: AdapterStore,
-    seqs: HashMap<u32, SeqState>,
+    dec: Decoder<CpuOps>,
 }
 
-const LORA_SCALE: f32 = 1.0;
-const EPS: f32 = 1e-5;
-const THETA: f32 = 10_000.0;
+impl Deref for TinyModel {
+    type Target = Decoder<CpuOps>;
+    fn deref(&self) -> &Decoder<CpuOps> {
+        &self.dec
+    }
+}
+
+impl DerefMut for TinyModel {
+    fn deref_mut(&mut self) -> &mut Decoder<CpuOps> {
+        &mut self.dec
+    }
+}
 
 impl TinyModel {
+    /// Panics if `cfg` is invalid (`TinyConfig::from_spec` validates).
     pub fn new(cfg: TinyConfig, kv_cap_pages: usize) -> TinyModel {
         TinyModel {
-            w: Weights::random(&cfg),
-            kv: KvPool::new(&cfg, kv_cap_pages),
-            store: AdapterStore::default(),
-            seqs: HashMap::new(),
+            dec: tiny_decoder(&cfg, kv_cap_pages, 0),
             cfg,
         }
     }
 
     /// Copies an adapter's weights into the store (replacing it if present).
     pub fn load_adapter(&mut self, adapter: u32, rank: u32, w: &[f32]) -> Result<()> {
-        if rank == 0 || w.len() != self.cfg.adapter_len(rank) {
-            return Err(Error::internal(format!(
-                "cpu backend: adapter {adapter} of rank {rank} has {} weights, expected {}",
-                w.len(),
-                self.cfg.adapter_len(rank)
-            )));
-        }
-        self.store.insert(adapter, rank, w);
-        Ok(())
-    }
-
-    pub fn evict_adapter(&mut self, adapter: u32) {
-        self.store.remove(adapter);
-    }
-
-    /// Frees a request's KV pages.
-    pub fn release(&mut self, request: u32) {
-        if let Some(s) = self.seqs.remove(&request) {
-            self.kv.free.extend(s.pages);
-        }
-    }
-
-    pub fn has_sequence(&self, request: u32) -> bool {
-        self.seqs.contains_key(&request)
-    }
-
-    /// The token a request feeds at its next decode step (its last generated token).
-    pub fn next_token(&self, request: u32) -> Option<u32> {
-        self.seqs.get(&request).map(|s| s.next)
-    }
-
-    pub fn context_len(&self, request: u32) -> Option<usize> {
-        self.seqs.get(&request).map(|s| s.len)
+        self.dec.load_adapter(adapter, rank, w).map_err(kerr)
     }
 
     /// Runs one batched forward pass: appends each step's tokens to its sequence's KV cache (a sequence
     /// unknown to the model starts empty) and returns each sequence's greedy next token.
     pub fn forward(&mut self, steps: &[Step]) -> Result<ForwardOut> {
-        let c = self.cfg.clone();
-        let (h, row, d) = (c.hidden, c.kv_row(), c.head_dim());
-        if steps.is_empty() {
-            return Ok(ForwardOut {
-                next: vec![],
-                logits: vec![],
-            });
-        }
-        // Positions, cache slots (allocating pages), per-token adapters.
-        let mut tokens = Vec::new();
-        let mut pos = Vec::new();
-        let mut slot = Vec::new();
-        let mut seq_ctx = Vec::with_capacity(steps.len());
-        let mut distinct: Vec<u32> = Vec::new();
-        let mut tok_adapter = Vec::new();
-        for st in steps {
-            if st.tokens.is_empty() {
-                return Err(Error::internal(format!(
-                    "cpu backend: request {} has no tokens to run",
-                    st.request
-                )));
-            }
-            if let Some(t) = st.tokens.iter().find(|&&t| t as usize >= c.vocab) {
-                return Err(Error::internal(format!(
-                    "cpu backend: token {t} outside the vocabulary"
-                )));
-            }
-            let ai = match st.adapter {
-                None => -1,
-                Some(a) => {
-                    if !self.store.is_resident(a) {
-                        return Err(Error::internal(format!(
-                            "cpu backend: request {} uses adapter {a}, which is not loaded",
-                            st.request
-                        )));
-                    }
-                    match distinct.iter().position(|&x| x == a) {
-                        Some(i) => i as i32,
-                        None => {
-                            distinct.push(a);
-                            distinct.len() as i32 - 1
-                        }
-                    }
-                }
-            };
-            let s = self.seqs.entry(st.request).or_insert(SeqState {
-                pages: vec![],
-                len: 0,
-                next: 0,
-            });
-            let start = s.len;
-            seq_ctx.push(start);
-            for (i, &t) in st.tokens.iter().enumerate() {
-                let p = start + i;
-                if p / c.page >= s.pages.len() {
-                    s.pages.push(self.kv.alloc()?);
-                }
-                slot.push((s.pages[p / c.page] as usize * c.page + p % c.page) as i32);
-                pos.push(p as i32);
-                tokens.push(t);
-                tok_adapter.push(ai);
-            }
-        }
-        let t_n = tokens.len();
-        let mut x = Vec::with_capacity(t_n * h);
-        for &t in &tokens {
-            x.extend_from_slice(&self.w.embed[t as usize * h..][..h]);
-        }
-        // LoRA slots of the batch's adapters for one (layer, projection).
-        let ranks: Vec<u32> = distinct.iter().map(|a| self.store.resident[a].1).collect();
-        let max_rank = ranks.iter().copied().max().unwrap_or(0) as usize;
-        let lora_slots = |l: usize, p: usize| -> Vec<AdapterSlot> {
-            distinct
-                .iter()
-                .map(|a| {
-                    let (off, rank, _) = self.store.resident[a];
-                    let (ao, bo) = c.adapter_offsets(rank, l, p);
-                    AdapterSlot {
-                        a_off: (off + ao) as u64,
-                        b_off: (off + bo) as u64,
-                        rank,
-                    }
-                })
-                .collect()
-        };
-        let pool = &self.store.pool;
-        let lora =
-            |xin: &[f32], y: &mut [f32], slots: &[AdapterSlot], h_out: usize| -> Result<()> {
-                if max_rank == 0 {
-                    return Ok(());
-                }
-                let v = kref::lora_shrink_bgmv(xin, pool, slots, &tok_adapter, h, max_rank)
-                    .map_err(kerr)?;
-                kref::lora_expand_bgmv(
-                    &v,
-                    pool,
-                    slots,
-                    &tok_adapter,
-                    y,
-                    h_out,
-                    max_rank,
-                    LORA_SCALE,
-                )
-                .map_err(kerr)
-            };
-        // Prefill sequences (empty cache before this pass) use packed causal attention over their new tokens;
-        // the others attend over the paged cache, one query per new token.
-        let prefill: Vec<bool> = seq_ctx.iter().map(|&s| s == 0).collect();
-        let sh = c.attn();
-        let scale = 1.0 / (d as f32).sqrt();
-        let max_blocks = self.seqs_max_pages(steps);
-        for (l, lw) in self.w.layers.iter().enumerate() {
-            let xn = kref::rms_norm(&x, &lw.attn_norm, EPS).map_err(kerr)?;
-            let mut q = matmul(&xn, &lw.wq, t_n, h, h);
-            let mut k = matmul(&xn, &lw.wk, t_n, h, row);
-            let mut v = matmul(&xn, &lw.wv, t_n, h, row);
-            lora(&xn, &mut q, &lora_slots(l, 0), h)?;
-            lora(&xn, &mut k, &lora_slots(l, 1), row)?;
-            lora(&xn, &mut v, &lora_slots(l, 2), row)?;
-            kref::rope_neox(&mut q, &mut k, &pos, c.heads, c.kv_heads, d, THETA).map_err(kerr)?;
-            kref::kv_cache_write(&k, &v, &mut self.kv.k[l], &mut self.kv.v[l], &slot, row)
-                .map_err(kerr)?;
-            let mut attn = vec![0.0f32; t_n * h];
-            // Packed prefill.
-            let (mut cu, mut rows_p) = (vec![0i32], Vec::new());
-            // Paged decode: one query per token, context = its position + 1.
-            let (mut table, mut ctx_lens, mut rows_d) = (Vec::new(), Vec::new(), Vec::new());
-            let mut t0 = 0;
-            for (si, st) in steps.iter().enumerate() {
-                let n = st.tokens.len();
-                if prefill[si] {
-                    cu.push(cu.last().unwrap() + n as i32);
-                    rows_p.extend(t0..t0 + n);
-                } else {
-                    let pages = &self.seqs[&st.request].pages;
-                    for i in 0..n {
-                        let mut tb: Vec<i32> = pages.iter().map(|&p| p as i32).collect();
-                        tb.resize(max_blocks, -1);
-                        table.extend(tb);
-                        ctx_lens.push((seq_ctx[si] + i + 1) as i32);
-                        rows_d.push(t0 + i);
-                    }
-                }
-                t0 += n;
-            }
-            let gather = |src: &[f32], rows: &[usize], w: usize| -> Vec<f32> {
-                rows.iter()
-                    .flat_map(|&r| src[r * w..][..w].iter().copied())
-                    .collect()
-            };
-            if !rows_p.is_empty() {
-                let (qp, kp, vp) = (
-                    gather(&q, &rows_p, h),
-                    gather(&k, &rows_p, row),
-                    gather(&v, &rows_p, row),
-                );
-                let o = kref::attn_prefill(&qp, &kp, &vp, &cu, sh, scale).map_err(kerr)?;
-                for (i, &r) in rows_p.iter().enumerate() {
-                    attn[r * h..][..h].copy_from_slice(&o[i * h..][..h]);
-                }
-            }
-            if !rows_d.is_empty() {
-                let qd = gather(&q, &rows_d, h);
-                let pg = Paging {
-                    block_size: c.page,
-                    max_blocks,
-                };
-                let o = kref::attn_decode_paged(
-                    &qd,
-                    &self.kv.k[l],
-                    &self.kv.v[l],
-                    &table,
-                    &ctx_lens,
-                    sh,
-                    pg,
-                    scale,
-                )
-                .map_err(kerr)?;
-                for (i, &r) in rows_d.iter().enumerate() {
-                    attn[r * h..][..h].copy_from_slice(&o[i * h..][..h]);
-                }
-            }
-            let mut o = matmul(&attn, &lw.wo, t_n, h, h);
-            lora(&attn, &mut o, &lora_slots(l, 3), h)?;
-            kref::add_inplace(&mut x, &o).map_err(kerr)?;
-            let xn = kref::rms_norm(&x, &lw.mlp_norm, EPS).map_err(kerr)?;
-            let gu = matmul(&xn, &lw.w_gate_up, t_n, h, 2 * c.intermediate);
-            let a = kref::silu_mul(&gu, c.intermediate).map_err(kerr)?;
-            let down = matmul(&a, &lw.w_down, t_n, c.intermediate, h);
-            kref::add_inplace(&mut x, &down).map_err(kerr)?;
-        }
-        // LM head on each sequence's last token only, then greedy argmax.
-        let mut last = Vec::with_capacity(steps.len() * h);
-        let mut t0 = 0;
-        for st in steps {
-            t0 += st.tokens.len();
-            last.extend_from_slice(&x[(t0 - 1) * h..][..h]);
-        }
-        let xn = kref::rms_norm(&last, &self.w.final_norm, EPS).map_err(kerr)?;
-        let logits = matmul(&xn, &self.w.lm_head, steps.len(), h, c.vocab);
-        let mut next = Vec::with_capacity(steps.len());
-        for (st, lg) in steps.iter().zip(logits.chunks_exact(c.vocab)) {
-            let tok = argmax(lg).ok_or_else(|| {
-                Error::internal(format!(
-                    "cpu backend: non-finite logits for request {}",
-                    st.request
-                ))
-            })?;
-            let s = self
-                .seqs
-                .get_mut(&st.request)
-                .expect("sequence created above");
-            s.len += st.tokens.len();
-            s.next = tok;
-            next.push(tok);
-        }
-        Ok(ForwardOut { next, logits })
-    }
-
-    fn seqs_max_pages(&self, steps: &[Step]) -> usize {
-        steps
-            .iter()
-            .map(|s| self.seqs[&s.request].pages.len())
-            .max()
-            .unwrap_or(1)
-            .max(1)
+        self.dec.forward(steps).map_err(kerr)
     }
 }
 
-/// Index of the largest value (the first on ties); `None` if any value is not finite.
-pub fn argmax(v: &[f32]) -> Option<u32> {
-    if v.iter().any(|x| !x.is_finite()) {
-        return None;
-    }
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    Some(best as u32)
-}
+/// The CPU backend: the tiny decoder as an `Executor`.
+pub type CpuBackend = RealBackend<CpuOps>;
 
-/// A request's prompt: deterministic pseudo-random tokens from its id (the traces carry lengths, not text).
-pub fn prompt(cfg: &TinyConfig, request: u32, len: usize) -> Vec<u32> {
-    let mut s = mix(cfg.seed, 2 << 40, request as u64) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % cfg.vocab as u64) as u32
-        })
-        .collect()
-}
-
-struct HostAdapter {
-    rank: u32,
-    weights: Vec<f32>,
-}
-
-/// The CPU backend: a tiny decoder that really runs, as an `Executor`.
-pub struct CpuBackend {
-    model: TinyModel,
-    /// "Host memory": every adapter's weights, made by `prepare` before the run (outside any timing).
-    host: HashMap<u32, HostAdapter>,
-    /// Counters, for tests and the description.
-    iterations: u64,
-    tokens_generated: u64,
-    /// The engine's model: converts the engine's adapter bytes into a rank.
-    engine_model: &'static ModelSpec,
-    describe: String,
-    estimate: Estimator,
-}
-
-impl CpuBackend {
+impl RealBackend<CpuOps> {
     /// `pool_slots` is the engine's unified pool in KV token slots; the KV page pool holds that many tokens
-    /// (rounded up to pages) plus `max_batch` pages of slack for partly filled last pages.
+    /// (rounded up to pages) plus `max_batch` pages of slack for partly filled last pages. Panics if `cfg`
+    /// is invalid (`TinyConfig::from_spec` validates).
     pub fn new(
         cfg: TinyConfig,
         pool_slots: u64,
@@ -786,213 +247,32 @@ impl CpuBackend {
             std::env::consts::ARCH,
             engine_model.name
         );
-        let mut model = TinyModel::new(cfg, cap);
-        // The "device" adapter store can hold as many adapters as the engine's pool (4 x rank slots each),
-        // allocated and touched up front as GPU memory would be, so a load never pays for growing it or for
-        // first-touch page faults (it still grows past this, up to 256 MiB, if ever needed).
-        let most = (pool_slots as usize / 4).saturating_mul(model.cfg.adapter_len(1));
-        model.store = AdapterStore::with_capacity(most.min(1 << 26));
-        let estimate = warm_up(&mut model, engine_model);
-        CpuBackend {
+        // The store can hold as many adapters as the engine's pool (4 x rank slots each).
+        let most = (pool_slots as usize / 4).saturating_mul(cfg.adapter_len(1));
+        let model = tiny_decoder(&cfg, cap, most.min(1 << 26));
+        let mut b = RealBackend::from_decoder(
             model,
-            host: HashMap::new(),
-            iterations: 0,
-            tokens_generated: 0,
+            "cpu backend",
+            cfg.seed,
+            "",
             engine_model,
             describe,
-            estimate,
-        }
-    }
-
-    pub fn estimator(&self) -> Estimator {
-        self.estimate
-    }
-
-    pub fn config(&self) -> TinyConfig {
-        self.model.cfg.clone()
-    }
-
-    /// (KV pages in use, adapters resident, sequences held): what the backend holds now.
-    pub fn occupancy(&self) -> (usize, usize, usize) {
-        (
-            self.model.kv.pages_in_use(),
-            self.model.store.resident(),
-            self.model.seqs.len(),
-        )
-    }
-
-    /// (iterations run, tokens generated).
-    pub fn counters(&self) -> (u64, u64) {
-        (self.iterations, self.tokens_generated)
-    }
-
-    fn rank_of(&self, adapter: u32, bytes: u64) -> Result<u32> {
-        let per_rank = self.engine_model.adapter_bytes(1);
-        if bytes == 0 || !bytes.is_multiple_of(per_rank) {
-            return Err(Error::internal(format!(
-                "cpu backend: adapter {adapter}: {bytes} bytes is not a whole rank of {}",
-                self.engine_model.name
-            )));
-        }
-        Ok((bytes / per_rank) as u32)
-    }
-}
-
-/// Times a few small forward passes and adapter copies (fastest of three) for the policies' estimates, and
-/// leaves the model empty again.
-fn warm_up(m: &mut TinyModel, engine_model: &ModelSpec) -> Estimator {
-    let c = m.cfg.clone();
-    let dims = Dims {
-        layers: c.layers as f64,
-        hidden: c.hidden as f64,
-        kv_row: c.kv_row() as f64,
-        intermediate: c.intermediate as f64,
-        vocab: c.vocab as f64,
-    };
-    let ids = [u32::MAX - 2, u32::MAX - 1];
-    let (n, steps) = (32usize, 4u64);
-    let mut best = f64::INFINITY;
-    let mut best_load = f64::INFINITY;
-    let w = adapter_weights(&c, u32::MAX - 1, 8);
-    for _ in 0..3 {
-        let t = Instant::now();
-        let pre: Vec<Step> = ids
-            .iter()
-            .map(|&r| Step {
-                request: r,
-                tokens: prompt(&c, r, n),
-                adapter: None,
-            })
-            .collect();
-        let mut ok = m.forward(&pre).is_ok();
-        for _ in 0..steps {
-            let dec: Vec<Step> = ids
-                .iter()
-                .map(|&r| Step {
-                    request: r,
-                    tokens: vec![m.next_token(r).unwrap_or(0)],
-                    adapter: None,
-                })
-                .collect();
-            ok &= m.forward(&dec).is_ok();
-        }
-        best = best.min(t.elapsed().as_nanos() as f64);
-        ids.iter().for_each(|&r| m.release(r));
-        let t = Instant::now();
-        ok &= m.load_adapter(u32::MAX - 1, 8, &w).is_ok();
-        best_load = best_load.min(t.elapsed().as_nanos() as f64);
-        m.evict_adapter(u32::MAX - 1);
-        if !ok {
-            break;
-        }
-    }
-    let k = ids.len() as u64;
-    let pre = BatchShape {
-        prefill_seqs: k,
-        prefill_tokens: k * n as u64,
-        prefill_sq_tokens: k * (n * n) as u64,
-        ..Default::default()
-    };
-    let dec = BatchShape {
-        decode_seqs: k,
-        decode_context: k * (n as u64 + steps / 2),
-        ..Default::default()
-    };
-    let flops = dims.flops(&pre) + steps as f64 * dims.flops(&dec);
-    let own_bytes = (c.adapter_len(1) * 4) as f64;
-    Estimator {
-        dims,
-        ns_per_flop: if best.is_finite() { best / flops } else { 1.0 },
-        ns_per_byte: if best_load.is_finite() {
-            best_load / (8.0 * own_bytes)
-        } else {
-            0.1
-        },
-        bytes_ratio: own_bytes / engine_model.adapter_bytes(1) as f64,
-        fixed_ns: 0.0,
-    }
-}
-
-impl Executor for CpuBackend {
-    fn describe(&self) -> String {
-        self.describe.clone()
-    }
-
-    fn estimates(&self) -> &dyn CostModel {
-        &self.estimate
-    }
-
-    fn prepare(&mut self, adapters: &[Adapter]) -> Result<()> {
-        let cfg = self.model.cfg.clone();
-        for a in adapters {
-            self.host.insert(
-                a.id,
-                HostAdapter {
-                    rank: a.rank,
-                    weights: adapter_weights(&cfg, a.id, a.rank),
-                },
-            );
-        }
-        Ok(())
-    }
-
-    fn run_iteration(&mut self, seqs: &mut dyn Iterator<Item = Seq>) -> Result<()> {
-        let cfg = self.model.cfg.clone();
-        let mut steps = Vec::new();
-        for s in seqs {
-            let adapter = (s.adapter != NO_ADAPTER).then_some(s.adapter);
-            let tokens = if s.context == 0 {
-                // A prefill; a request squashed and re-admitted starts over.
-                self.model.release(s.request);
-                prompt(&cfg, s.request, s.new_tokens as usize)
-            } else {
-                let next = self.model.next_token(s.request).ok_or_else(|| {
-                    Error::internal(format!(
-                        "cpu backend: request {} decodes before its prefill",
-                        s.request
-                    ))
-                })?;
-                vec![next; s.new_tokens.min(1) as usize]
-            };
-            steps.push(Step {
-                request: s.request,
-                tokens,
-                adapter,
-            });
-        }
-        let out = self.model.forward(&steps)?;
-        self.iterations += 1;
-        self.tokens_generated += out.next.len() as u64;
-        Ok(())
-    }
-
-    fn load(&mut self, adapter: u32, bytes: u64) -> Result<()> {
-        let rank = self.rank_of(adapter, bytes)?;
-        let host = self.host.get(&adapter).ok_or_else(|| {
-            Error::internal(format!("cpu backend: adapter {adapter} was never prepared"))
-        })?;
-        if host.rank != rank {
-            return Err(Error::internal(format!(
-                "cpu backend: adapter {adapter} loaded with rank {rank}, prepared with {}",
-                host.rank
-            )));
-        }
-        self.model.load_adapter(adapter, rank, &host.weights)
-    }
-
-    fn release(&mut self, request: u32) {
-        self.model.release(request);
-    }
-
-    fn evict(&mut self, adapter: u32) {
-        self.model.evict_adapter(adapter);
+            4,
+        );
+        // A pool too small for the warm-up leaves the default estimates; the run itself reports the error.
+        let _ = b.warm_up(32, 8);
+        b
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Clock, LoadPath, Timed};
+    use crate::cost::BatchShape;
+    use crate::engine::{Clock, LoadPath, Seq, Timed};
+    use crate::workload::{Adapter, NO_ADAPTER};
+    use kernels::decoder::{EPS, THETA, argmax};
+    use kernels::reference::{self as kref, matmul};
 
     fn cfg() -> TinyConfig {
         TinyConfig {

@@ -9,13 +9,21 @@
 //!   Llama-shaped decoder in f32 on the CPU (`cpu.rs`), for CI and for checking the real path end to end;
 //! - `cuda[device=0,dtype=fp16,page=16,adapter_gib=G,seed=0]`: the model named by `--model` at its real
 //!   size, random weights, on an NVIDIA GPU through the kernels crate (`cuda.rs`; compiled, not yet run).
+//!
+//! Both run the kernels crate's decoder (`kernels::decoder`: one forward pass over CPU or GPU operations);
+//! `real.rs` makes either one an `Executor`, so each backend file only configures and builds its decoder.
 
+pub mod calibrate;
 pub mod cpu;
 pub mod cuda;
+pub mod real;
+
+use kernels::decoder::Shape;
 
 use crate::cost::{BatchShape, CostModel, LoadShape};
 use crate::engine::{Executor, Timed};
 use crate::error::{Error, Result};
+use crate::model::ModelSpec;
 use crate::runner::{Report, RunArgs, RunConfig, run};
 use crate::spec::Spec;
 use crate::time::Nanos;
@@ -47,6 +55,18 @@ impl BackendSpec {
             BackendSpec::Cpu(_) => "cpu",
             BackendSpec::Cuda(_) => "cuda",
         }
+    }
+}
+
+/// The decoder shape of an engine model (Llama 1/2 7B-30B: as many KV heads as query heads).
+pub fn model_shape(m: &ModelSpec) -> Shape {
+    Shape {
+        layers: m.layers as usize,
+        hidden: m.hidden as usize,
+        heads: m.heads as usize,
+        kv_heads: m.heads as usize,
+        intermediate: m.intermediate as usize,
+        vocab: m.vocab as usize,
     }
 }
 

@@ -1,7 +1,9 @@
-//! What `calibrate` measures: the grid of points per table, cut to what fits in GPU memory. Pure data, so the
-//! grid logic is tested without a GPU.
+//! What a calibration measures: the grid of points per profile table. `Plan::new` is `calibrate`'s grid for
+//! a GPU at full model size, cut to what fits in memory; `Plan::for_run` is `sim fidelity`'s, spanning the
+//! shapes one run can produce. Pure data, so the grid logic is tested without a backend.
 
-use sim::cost::LoadMethod;
+use crate::cost::LoadMethod;
+use crate::runner::RunConfig;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -13,7 +15,9 @@ pub struct Plan {
     pub lora: Vec<(u64, Vec<u32>)>,
     /// (adapter rank, copy method, alongside compute).
     pub loads: Vec<(u32, LoadMethod, bool)>,
+    /// Rounds run before the measured ones, discarded.
     pub warmup: u32,
+    /// Measured rounds: each point's value is the median of its repeats.
     pub repeats: u32,
     /// Points dropped because they do not fit, for the profile's notes.
     pub skipped: Vec<String>,
@@ -24,8 +28,20 @@ pub const MAX_TOKENS: u64 = 8192;
 
 const PAPER_RANKS: [u32; 5] = [8, 16, 32, 64, 128];
 
+fn geometric(from: u64, to: u64, factor: u64) -> Vec<u64> {
+    let mut v = Vec::new();
+    let mut x = from.max(1);
+    while x < to {
+        v.push(x);
+        x *= factor;
+    }
+    v.push(to.max(1));
+    v.dedup();
+    v
+}
+
 impl Plan {
-    /// The grid; `kv_tokens` is how many KV-cache token slots fit in the memory left for the cache.
+    /// `calibrate`'s grid for a GPU at full model size; `kv_tokens` is how many KV-cache token slots fit in the memory left for the cache.
     pub fn new(quick: bool, kv_tokens: u64) -> Plan {
         let (single, multi_tokens, multi_seqs): (&[u64], &[u64], &[u64]) = if quick {
             (&[16, 128, 512, 2048, 8192], &[2048, 8192], &[4, 32])
@@ -108,6 +124,124 @@ impl Plan {
         p
     }
 
+    /// A grid covering the shapes a run of `args` on `trace` can produce: prompts up to the longest merge the
+    /// trace is likely to make, decode batches up to the number of requests, contexts up to the longest
+    /// request, the run's adapter ranks.
+    pub fn for_run(cfg: &RunConfig, rows: &[(u32, u32)], repeats: u32) -> Plan {
+        let max_in = rows.iter().map(|r| r.0 as u64).max().unwrap_or(16);
+        let max_len = rows.iter().map(|r| (r.0 + r.1) as u64).max().unwrap_or(32);
+        let n = rows.len().max(1) as u64;
+        let prefill_top = (2 * max_in).min(cfg.engine.max_prefill_tokens).max(16);
+        let mut prefill: Vec<(u64, u64)> = geometric(4, prefill_top, 4)
+            .into_iter()
+            .map(|t| (t, 1))
+            .collect();
+        for seqs in [4, 16] {
+            if prefill_top >= seqs {
+                prefill.push((prefill_top, seqs));
+            }
+        }
+        let batch_top = n.min(cfg.engine.max_batch as u64).max(1);
+        let mut decode = Vec::new();
+        for b in geometric(1, batch_top, 4) {
+            for c in [16.min(max_len), max_len] {
+                decode.push((b, c.max(1)));
+            }
+        }
+        decode.dedup();
+        let mut ranks = cfg.adapters.ranks.clone();
+        ranks.sort_unstable();
+        ranks.dedup();
+        ranks.retain(|&r| r > 0);
+        if ranks.is_empty() || cfg.adapters.count == 0 {
+            ranks = vec![8, 64];
+        }
+        let (lo, hi) = (ranks[0], *ranks.last().unwrap());
+        // Decode-sized points (2 to 32 tokens) only: the profile's LoRA fit is an unweighted least-squares
+        // line, so long-prefill points (hundreds of ms, with ms of noise) would set its intercept and swamp
+        // every decode step (about a millisecond on the CPU); LoRA work is linear in tokens x rank, so longer
+        // prefills extrapolate along the line.
+        let mut lora = Vec::new();
+        let mut sizes = vec![2, 8, 32.min(prefill_top)];
+        sizes.sort_unstable();
+        sizes.dedup();
+        for t in sizes {
+            lora.push((t, vec![lo]));
+            lora.push((t, vec![hi]));
+            if ranks.len() > 1 && t >= ranks.len() as u64 {
+                lora.push((t, ranks.clone()));
+            }
+        }
+        let mut load_ranks = ranks.clone();
+        if load_ranks.len() < 2 {
+            load_ranks.push(2 * lo);
+        }
+        Plan {
+            prefill,
+            decode,
+            lora,
+            loads: load_ranks
+                .into_iter()
+                .map(|r| (r, LoadMethod::PerLayerPinned, false))
+                .collect(),
+            warmup: 0,
+            repeats: repeats.max(1),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Rounds the loop runs: warm-up, then measured.
+    pub fn rounds(&self) -> u32 {
+        self.warmup + self.repeats.max(1)
+    }
+
+    /// KV token slots a decode point holds while measured: its context, one token per round, and a page
+    /// of slack per sequence for partly filled last pages.
+    pub fn decode_need(&self, batch: u64, context: u64) -> u64 {
+        decode_need(batch, context, self.rounds())
+    }
+
+    /// The LoRA points' adapters: each distinct adapter's rank, and per point the distinct adapters it
+    /// uses, in its mix's order. The j-th adapter of rank r in a mix is the same adapter in every point
+    /// (only its rank matters to the cost), so a calibration holds one set resident, not one per point.
+    pub fn lora_adapters(&self) -> (Vec<u32>, Vec<Vec<usize>>) {
+        let mut distinct: Vec<(u32, usize)> = Vec::new();
+        let points = self
+            .lora
+            .iter()
+            .map(|(_, ranks)| {
+                ranks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &r)| {
+                        let key = (r, ranks[..i].iter().filter(|&&x| x == r).count());
+                        distinct.iter().position(|&d| d == key).unwrap_or_else(|| {
+                            distinct.push(key);
+                            distinct.len() - 1
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        (distinct.into_iter().map(|d| d.0).collect(), points)
+    }
+
+    /// Sum of the ranks of the LoRA adapters a calibration holds at once: sizes the adapter store.
+    pub fn lora_rank_total(&self) -> u64 {
+        self.lora_adapters().0.iter().map(|&r| r as u64).sum()
+    }
+
+    /// The distinct ranks of the load points, in order.
+    pub fn load_ranks(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = Vec::new();
+        for &(r, _, _) in &self.loads {
+            if !v.contains(&r) {
+                v.push(r);
+            }
+        }
+        v
+    }
+
     /// Drops points whose KV cache would not fit (a prefill writes its tokens, a decode reads batch x context).
     fn fit_kv(&mut self, kv_tokens: u64) {
         let mut skipped = Vec::new();
@@ -118,13 +252,17 @@ impl Plan {
             }
             ok
         });
-        self.decode.retain(|&(b, c)| {
-            let ok = b * c <= kv_tokens;
+        let rounds = self.rounds();
+        let need = |b, c| decode_need(b, c, rounds);
+        let mut decode = std::mem::take(&mut self.decode);
+        decode.retain(|&(b, c)| {
+            let ok = need(b, c) <= kv_tokens;
             if !ok {
                 skipped.push(format!("decode batch {b} x context {c}"));
             }
             ok
         });
+        self.decode = decode;
         self.skipped.extend(skipped);
     }
 
@@ -163,16 +301,8 @@ impl Plan {
     }
 }
 
-/// Tokens of each adapter when `tokens` are split as evenly as possible over `adapters` (first ones get the
-/// remainder), grouped so each adapter's tokens are adjacent.
-pub fn split_tokens(tokens: u64, adapters: usize) -> Vec<i32> {
-    let n = adapters.max(1) as u64;
-    (0..adapters)
-        .flat_map(|a| {
-            let count = tokens / n + u64::from((a as u64) < tokens % n);
-            std::iter::repeat_n(a as i32, count as usize)
-        })
-        .collect()
+fn decode_need(batch: u64, context: u64, rounds: u32) -> u64 {
+    batch * (context + rounds as u64 + 1 + 16)
 }
 
 #[cfg(test)]
@@ -203,6 +333,17 @@ mod tests {
     }
 
     #[test]
+    fn lora_points_share_one_adapter_per_rank_and_occurrence() {
+        let p = Plan::new(true, u64::MAX);
+        // [64, 64] and the paper's ranks share their first rank-64 adapter.
+        let (ranks, points) = p.lora_adapters();
+        assert_eq!(ranks, vec![8, 128, 16, 32, 64, 64]);
+        assert_eq!(p.lora_rank_total(), 312);
+        let mixed = p.lora.iter().position(|l| l.1 == vec![64, 64]).unwrap();
+        assert_eq!(points[mixed], vec![4, 5]);
+    }
+
+    #[test]
     fn full_plan_covers_the_issue_ranges() {
         let p = Plan::new(false, u64::MAX);
         assert_eq!(p.prefill.iter().map(|x| x.0).min(), Some(1));
@@ -226,13 +367,5 @@ mod tests {
         assert!(p.usable().is_ok());
         let tiny = Plan::new(true, 100);
         assert!(tiny.usable().unwrap_err().contains("prefill"));
-    }
-
-    #[test]
-    fn tokens_split_evenly_and_grouped() {
-        assert_eq!(split_tokens(5, 2), vec![0, 0, 0, 1, 1]);
-        assert_eq!(split_tokens(4, 4), vec![0, 1, 2, 3]);
-        assert_eq!(split_tokens(1, 1), vec![0]);
-        assert_eq!(split_tokens(1024, 5).len(), 1024);
     }
 }
