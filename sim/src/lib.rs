@@ -11,6 +11,7 @@ pub mod backend;
 pub mod bench;
 pub mod experiment;
 pub mod fidelity;
+pub mod fit;
 pub mod options;
 pub mod runner;
 pub mod tools;

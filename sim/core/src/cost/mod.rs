@@ -62,18 +62,19 @@ impl BatchShape {
                     && s.prefill_max_len >= 200
                     && s.lora_max_rank >= 64
                 {
-                    // Triton MBGMM: a grid of requests x max rank x max length, weights read per 32-token tile.
+                    // Triton MBGMM: a grid of requests x max rank x max length; each 32-token tile streams its
+                    // adapter's weights again (tiles of requests sharing an adapter hit the cache).
                     let tiles = s.prefill_max_len.div_ceil(32) as f64;
                     LoraWork {
                         compute: s.lora_seqs as f64 * s.prefill_max_len as f64 * r,
-                        weight_rows: s.lora_seqs as f64 * r * tiles,
+                        weight_rows: s.lora_distinct_rank as f64 * tiles,
                     }
                 } else {
-                    // BGMV, one row per token: expand lanes padded to the max rank; each token reads its own
-                    // adapter's rows.
+                    // BGMV, one row per token: expand lanes padded to the max rank; tokens of one adapter
+                    // re-read its rows, which the cache serves after the first (so distinct adapters' rows).
                     LoraWork {
                         compute: s.lora_tokens as f64 * r,
-                        weight_rows: s.lora_token_rank as f64,
+                        weight_rows: s.lora_distinct_rank as f64,
                     }
                 }
             }
