@@ -84,6 +84,8 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         device: usize,
     },
+    /// Fit engine profiles to a real engine's measured end-to-end runs (the same as `sim fit`; no GPU)
+    Fit(sim::fit::cli::FitCmd),
     /// Print the fit report of a profile: per table, model form, R^2, worst relative error.
     Report {
         #[arg(long)]

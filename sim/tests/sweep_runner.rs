@@ -401,7 +401,7 @@ fn plot_writes_png_svg_csv_and_the_index() {
     let csv = std::fs::read_to_string(out.join("tiny.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 8);
     assert!(csv.lines().skip(1).all(|l| l.ends_with(",2")), "{csv}");
-    let readme = report::readme(&[p]);
+    let readme = report::readme(&[p], "");
     assert!(readme.contains("![Tiny sweep](tiny.png)"));
     let claim = readme
         .lines()

@@ -116,7 +116,7 @@ pub fn plot(cmd: PlotCmd) -> Result<()> {
     }
     if cmd.all {
         let path = cmd.out.join("README.md");
-        std::fs::write(&path, report::readme(&done))
+        std::fs::write(&path, report::readme(&done, &report::fit_section(&cmd.out)))
             .map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
         println!("index -> {}", path.display());
     }

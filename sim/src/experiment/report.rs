@@ -200,8 +200,26 @@ pub fn evaluate(claim: &Map<String, Value>, rows: &[Row]) -> String {
     )
 }
 
-/// `plots/README.md`: the claims table, then every figure.
-pub fn readme(plotted: &[Plotted]) -> String {
+/// The engine-fidelity section of plots/README.md, from `sim fit`'s error table (`fit_slora.md` in the
+/// plots folder), if it is there.
+pub fn fit_section(out: &Path) -> String {
+    let Ok(table) = std::fs::read_to_string(out.join("fit_slora.md")) else {
+        return String::new();
+    };
+    format!(
+        "## Engine fidelity: S-LoRA's measured runs\n\n\
+         The cost model of each GPU x model is fitted (`sim fit`) to S-LoRA's own end-to-end benchmark runs \
+         (github.com/S-LoRA/S-LoRA c1ddf48, `calibrate/data/slora`), each run replayed with its exact requests on \
+         the simulator's S-LoRA engine. Relative error of the simulated metric against the measured one, median and \
+         worst over the runs of each profile (the profiles are `calibrate/profiles/slora-*.json`; runs marked out \
+         of sample were not fitted). Regenerate: `sim fit` (fits and writes the profiles, about a minute) or `sim fit \
+         report` (simulates with the committed profiles).\n\n{table}\n\
+         ![measured vs simulated](fit_slora.png)\n\n[SVG](fit_slora.svg) | [every run and metric](fit_slora.csv)\n\n"
+    )
+}
+
+/// `plots/README.md`: the claims table, the engine's fidelity, then every figure.
+pub fn readme(plotted: &[Plotted], fit: &str) -> String {
     let scale = plotted.first().map_or("full", |p| p.scale.as_str());
     let mut o = String::from("# Figures\n\n");
     o += &format!(
@@ -236,7 +254,9 @@ pub fn readme(plotted: &[Plotted]) -> String {
             );
         }
     }
-    o += "\n## Figures\n\n";
+    o += "\n";
+    o += fit;
+    o += "## Figures\n\n";
     for p in plotted {
         o += &format!("<a id=\"{}\"></a>\n### {}\n\n", p.name, p.title);
         if !p.caption.is_empty() {
