@@ -236,3 +236,73 @@ fn policies_lists_the_registry() {
         "{text}"
     );
 }
+
+#[test]
+fn a_fitted_engine_profile_runs_with_the_usual_options_and_refuses_another_gpu() {
+    let profile = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../calibrate/profiles/slora-a100-80gb-llama-7b.json"
+    );
+    let d = tmp("engine-profile");
+    let trace = write_trace(
+        &d,
+        "t.csv",
+        "t,in,out,lora\n0.0,100,20,a\n0.5,200,30,b\n1.0,50,10,a\n1.2,300,40,c\n",
+    );
+    let out = sim(&[
+        "run",
+        "--profile",
+        profile,
+        "--gpu",
+        "a100-80gb",
+        "--model",
+        "llama-7b",
+        "--pool-tokens",
+        "125000",
+        "--trace",
+        &trace,
+        "--trace-format",
+        "csv[time=t,input=in,output=out,adapter=lora]",
+        "--adapter-model",
+        "trace[by=adapter]",
+        "--adapters",
+        "3",
+        "--ranks",
+        "64,32,16,8",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["requests_finished"], 4);
+    assert!(
+        s["cost_model"]
+            .as_str()
+            .unwrap()
+            .starts_with("engine profile"),
+        "{}",
+        s["cost_model"]
+    );
+    // The default GPU is the A40: the profile is for another one.
+    assert_clean_error(
+        &sim(&["run", "--profile", profile, "--max-requests", "10"]),
+        &["a100-80gb", "a40", "--allow-profile-mismatch"],
+    );
+    assert_clean_error(
+        &sim(&[
+            "run",
+            "--profile",
+            profile,
+            "--gpu",
+            "a100-80gb",
+            "--model",
+            "llama-13b",
+            "--max-requests",
+            "10",
+        ]),
+        &["llama-7b", "llama-13b"],
+    );
+}

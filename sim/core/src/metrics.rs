@@ -6,6 +6,7 @@ use std::io::Write;
 use serde_json::{Map, Value, json};
 
 use crate::engine::{Outcome, RunOutput};
+use crate::model::{GpuSpec, ModelSpec};
 use crate::time::{Nanos, secs};
 use crate::workload::Workload;
 
@@ -101,8 +102,9 @@ pub struct RunView<'a> {
     pub predicted: &'a [u32],
     pub out: &'a RunOutput,
     pub slo: Slo,
-    /// Bytes of one pool slot (for GiB figures).
-    pub slot_bytes: u64,
+    /// The model and GPU the run served (GiB figures, utilisation against datasheet peaks).
+    pub model: &'a ModelSpec,
+    pub gpu: &'a GpuSpec,
     /// Indices of the finished requests.
     pub finished: &'a [usize],
 }
@@ -127,7 +129,8 @@ pub fn finished(out: &RunOutput) -> Vec<usize> {
 
 /// The run's metrics as flat keys (summary.json), keyed so that a table of runs needs no nesting.
 pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Map<String, Value> {
-    let (w, slo, out, slot_bytes) = (v.workload, &v.slo, v.out, v.slot_bytes);
+    let (w, slo, out) = (v.workload, &v.slo, v.out);
+    let slot_bytes = v.model.kv_slot_bytes();
     let mut m = Map::new();
     let recs = &out.records;
     let fin = v.finished;
@@ -226,6 +229,7 @@ pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Map<String, Value> {
         num(s.busy_ns as f64 / s.end_ns.max(1) as f64),
     );
     m.insert("simulated_s".into(), num(secs(s.end_ns)));
+    utilisation(&mut m, v);
     let end = s.end_ns.max(1) as f64;
     let gib = |slots: f64| slots * slot_bytes as f64 / (1u64 << 30) as f64;
     m.insert("pool_slots".into(), json!(s.pool_slots));
@@ -250,6 +254,51 @@ pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Map<String, Value> {
         hook(v, &mut m);
     }
     m
+}
+
+/// What the GPU did over the run, against its datasheet peaks (`gpu_busy_fraction` only says an iteration was
+/// running): `gpu_flops_utilisation` = the model's dense + attention FLOPs per second / peak FLOP/s;
+/// `gpu_bandwidth_utilisation` = weights read once per iteration + KV read in decode, per second / peak
+/// bandwidth. And what held requests back: of the merges that left requests waiting, how many because the
+/// first waiting request's memory did not fit (`blocked_memory`), its adapter's (`blocked_adapter_memory`),
+/// the batch was full (`blocked_batch`), its prompt exceeded the prefill budget (`blocked_prefill_tokens`),
+/// or it fit but the scheduler held it (`blocked_policy`); `binding_resource` names the most frequent.
+fn utilisation(m: &mut Map<String, Value>, v: &RunView<'_>) {
+    let (s, model, gpu) = (&v.out.stats, v.model, v.gpu);
+    let (l, h) = (model.layers as f64, model.hidden as f64);
+    let span = secs(s.end_ns.max(1));
+    let flops = 2.0 * l * model.layer_params() as f64 * s.tokens as f64
+        + 2.0 * l * h * s.prefill_sq_tokens as f64
+        + 4.0 * l * h * s.decode_context as f64;
+    let iterations = (s.prefill_iterations + s.decode_iterations) as f64;
+    let bytes = model.weight_bytes() as f64 * iterations
+        + model.kv_slot_bytes() as f64 * s.decode_context as f64;
+    m.insert(
+        "gpu_flops_utilisation".into(),
+        num(flops / span / gpu.fp16_flops),
+    );
+    m.insert(
+        "gpu_bandwidth_utilisation".into(),
+        num(bytes / span / gpu.mem_bw),
+    );
+    let b = &s.blocked;
+    m.insert("merges".into(), json!(s.merges));
+    let reasons = [
+        ("memory", b.memory),
+        ("adapter_memory", b.adapter_memory),
+        ("batch", b.batch),
+        ("prefill_tokens", b.prefill_tokens),
+        ("policy", b.policy),
+    ];
+    for (k, n) in reasons {
+        m.insert(format!("blocked_{k}"), json!(n));
+    }
+    let top = reasons
+        .iter()
+        .filter(|r| r.1 > 0)
+        .max_by_key(|r| r.1)
+        .map_or("none", |r| r.0);
+    m.insert("binding_resource".into(), json!(top));
 }
 
 /// Queueing delay per adapter rank, and fairness across adapters: each adapter's P99 TTFT, the worst and

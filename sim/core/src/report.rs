@@ -129,11 +129,29 @@ impl Report {
             f("mem_adapters_mean_gib")
         );
         o += &format!(
-            "engine      {} prefill + {} decode iterations, GPU busy {:.1}% of {:.1} simulated s\n",
+            "engine      {} prefill + {} decode iterations, GPU busy {:.1}% of {:.1} simulated s; of peak FLOP/s \
+             {:.1}%, of peak bandwidth {:.1}%\n",
             t("iterations_prefill"),
             t("iterations_decode"),
             100.0 * f("gpu_busy_fraction"),
-            f("simulated_s")
+            f("simulated_s"),
+            100.0 * f("gpu_flops_utilisation"),
+            100.0 * f("gpu_bandwidth_utilisation")
+        );
+        let blocked: f64 = [
+            "memory",
+            "adapter_memory",
+            "batch",
+            "prefill_tokens",
+            "policy",
+        ]
+        .iter()
+        .map(|k| f(&format!("blocked_{k}")))
+        .sum();
+        o += &format!(
+            "waiting     {blocked} of {} merges left requests waiting; binding: {}\n",
+            t("merges"),
+            t("binding_resource")
         );
         o
     }

@@ -180,7 +180,8 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
         predicted: &predicted,
         out: &output,
         slo: cfg.slo,
-        slot_bytes: cfg.model.kv_slot_bytes(),
+        model: cfg.model,
+        gpu: cfg.gpu,
         finished: &finished,
     };
     let mut summary = metrics::summarize(&view, SUMMARY_HOOKS);
