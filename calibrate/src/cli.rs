@@ -85,7 +85,7 @@ pub enum Command {
         device: usize,
     },
     /// Fit engine profiles to a real engine's measured end-to-end runs (the same as `sim fit`; no GPU)
-    Fit(sim::fit::cli::FitCmd),
+    Fit(Box<sim::fit::cli::FitCmd>),
     /// Print the fit report of a profile: per table, model form, R^2, worst relative error.
     Report {
         #[arg(long)]

@@ -103,7 +103,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Some(Command::Fit(cmd)) => sim::fit::cli::run(cmd),
+        Some(Command::Fit(cmd)) => sim::fit::cli::run(*cmd),
         Some(Command::Check { dtype, device }) => {
             let dtype = DType::parse(&dtype).map_err(|e| Error::msg(format!("--dtype: {e}")))?;
             check(dtype, device)
