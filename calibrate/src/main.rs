@@ -75,12 +75,28 @@ fn run(cli: Cli) -> Result<()> {
                     "--ranks must be a comma-separated list of positive ranks",
                 ));
             }
-            let cost = load_profile(&profile, &load)?;
-            let rows = predict::predict(&cost, &cost.profile.model, input_tokens, &ranks);
-            print!(
-                "{}",
-                predict::format_table(&rows, input_tokens, &sim::cost::CostModel::describe(&cost))
-            );
+            let text = std::fs::read_to_string(&profile)
+                .map_err(|e| Error::msg(format!("--profile {}: {e}", profile.display())))?;
+            let (rows, describe) = if text.contains(sim::cost::fitted::SCHEMA) {
+                // An engine profile (fitted, or composed for a GPU without measured runs).
+                let source = profile.display().to_string();
+                let p = sim::cost::fitted::EngineProfile::parse(&text, &source)?;
+                let cost = sim::cost::fitted::EngineCost::from_profile(&p, &source)?;
+                let m = ModelSpec::by_name(&p.model)?;
+                let rows = predict::predict_with(
+                    &cost,
+                    m.layers,
+                    |r| m.adapter_bytes(r),
+                    input_tokens,
+                    &ranks,
+                );
+                (rows, sim::cost::CostModel::describe(&cost))
+            } else {
+                let cost = load_profile(&profile, &load)?;
+                let rows = predict::predict(&cost, &cost.profile.model, input_tokens, &ranks);
+                (rows, sim::cost::CostModel::describe(&cost))
+            };
+            print!("{}", predict::format_table(&rows, input_tokens, &describe));
             Ok(())
         }
         Some(Command::Transfer {

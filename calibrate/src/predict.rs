@@ -60,15 +60,32 @@ pub fn predict(
     input_tokens: u64,
     ranks: &[u32],
 ) -> Vec<TtftRow> {
+    predict_with(
+        cost,
+        model.layers,
+        |r| adapter_bytes(model, r),
+        input_tokens,
+        ranks,
+    )
+}
+
+/// `predict` for a model of `layers` layers whose rank-r adapter is `bytes(r)` long.
+pub fn predict_with(
+    cost: &dyn CostModel,
+    layers: u64,
+    bytes: impl Fn(u32) -> u64,
+    input_tokens: u64,
+    ranks: &[u32],
+) -> Vec<TtftRow> {
     ranks
         .iter()
         .map(|&rank| {
-            let bytes = adapter_bytes(model, rank);
+            let bytes = bytes(rank);
             TtftRow {
                 rank,
                 adapter_bytes: bytes,
                 // S-LoRA's path: every layer's A+B block copied twice.
-                load_ns: cost.adapter_load(&LoadPath::slora(model.layers).shape(bytes)),
+                load_ns: cost.adapter_load(&LoadPath::slora(layers).shape(bytes)),
                 prefill_ns: cost.iteration(&single_prefill(input_tokens, rank)),
                 paper_ms: PAPER_A40_TTFT_MS.iter().find(|p| p.0 == rank).map(|p| p.1),
             }

@@ -23,6 +23,9 @@ pub struct FitCmd {
 pub enum FitSub {
     /// Simulate every measured run with the profiles in --profiles and write the report (no fitting)
     Report(FitOpts),
+    /// Compose a profile for a GPU without measured runs: dense layers from Vidur's operator times, the
+    /// engine's terms from a fitted profile of the same GPU family
+    Compose(super::compose::ComposeArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -55,6 +58,12 @@ pub struct FitOpts {
     /// Do not write profiles (report the fit only; the ablation uses it)
     #[arg(long)]
     pub dry_run: bool,
+    /// Dense layers from a Vidur operator profile (mlp.csv) instead of the roofline term, its times multiplied
+    /// by --vidur-scale (e.g. a datasheet ratio when the profile is of a sibling GPU)
+    #[arg(long, value_name = "FILE")]
+    pub vidur: Option<PathBuf>,
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    pub vidur_scale: f64,
     /// Also estimate the error on unseen runs: refit without each run in turn and predict it
     /// (leave-one-out; writes fit_slora_cv.csv)
     #[arg(long)]
@@ -82,10 +91,27 @@ fn groups(opts: &FitOpts, mech: Mechanisms) -> Result<Vec<Group>> {
         }
         keys = vec![k];
     }
+    if !(opts.vidur_scale > 0.0 && opts.vidur_scale.is_finite()) {
+        return Err(Error::msg(format!(
+            "--vidur-scale must be positive, got {}",
+            opts.vidur_scale
+        )));
+    }
     keys.into_iter()
         .map(|k| {
             let sel: Vec<_> = runs.iter().filter(|r| r.group() == k).cloned().collect();
-            Ok((k, prepare(&sel, mech)?))
+            let mut prepared = prepare(&sel, mech)?;
+            if let Some(path) = &opts.vidur {
+                let model = crate::model::ModelSpec::by_name(&k.1)?;
+                let mut dense = super::compose::vidur_dense(path, model)?;
+                for d in &mut dense {
+                    d.ms *= opts.vidur_scale;
+                }
+                for p in &mut prepared {
+                    p.dense = Some(dense.clone());
+                }
+            }
+            Ok((k, prepared))
         })
         .collect()
 }
@@ -103,6 +129,7 @@ fn threads(opts: &FitOpts) -> usize {
 pub fn run(cmd: FitCmd) -> Result<()> {
     match cmd.report {
         Some(FitSub::Report(opts)) => report_only(&opts),
+        Some(FitSub::Compose(a)) => super::compose::compose(&a),
         None => fit_all(&cmd.opts),
     }
 }
@@ -177,8 +204,12 @@ fn fit_all(opts: &FitOpts) -> Result<()> {
                 model: key.1.clone(),
                 params: f.params,
                 lora_kernels: if mech.padded_lora { "slora" } else { "exact" }.into(),
-                dense_table: None,
+                dense_table: everything[0].dense.clone(),
                 provenance: json!({
+                    "dense_layers": opts.vidur.as_ref().map(|v| format!(
+                        "Vidur's operator times {} x {} (instead of the dense roofline term)",
+                        v.display(), opts.vidur_scale
+                    )),
                     "tool": format!("sim fit {}", env!("CARGO_PKG_VERSION")),
                     "data": "S-LoRA's measured end-to-end runs: github.com/S-LoRA/S-LoRA commit c1ddf48, \
                              benchmarks/paper/synthetic/slora/ (Apache-2.0), copied in calibrate/data/slora",
@@ -248,6 +279,10 @@ fn report_only(opts: &FitOpts) -> Result<()> {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::msg(format!("{}: {e} (run sim fit first)", path.display())))?;
         let p = EngineProfile::parse(&text, &path.display().to_string())?;
+        let mut prepared = prepared;
+        for q in &mut prepared {
+            q.dense = p.dense_table.clone();
+        }
         let sim = simulate_all(&prepared, &p.params, mech, threads)?;
         all.push((format!("{}:{}", key.0, key.1), prepared, sim));
     }

@@ -8,6 +8,7 @@
 //! logit (efficiencies) of the free parameters, restarted from its best point until it stops improving.
 
 pub mod cli;
+pub mod compose;
 pub mod data;
 pub mod report;
 
@@ -17,7 +18,7 @@ use argmin::solver::neldermead::NelderMead;
 pub use data::{MeasuredRun, Metrics, Setup};
 
 use crate::cost::LoraKernels;
-use crate::cost::fitted::{EngineCost, EngineParams};
+use crate::cost::fitted::{DensePoint, EngineCost, EngineParams};
 use crate::engine::{Outcome, Simulated};
 use crate::error::{Error, Result};
 use crate::model::{GpuSpec, ModelSpec};
@@ -94,6 +95,8 @@ pub struct Prepared {
     pub workload: Workload,
     pub model: &'static ModelSpec,
     pub gpu: &'static GpuSpec,
+    /// Measured dense-layer times the cost model uses instead of its dense roofline term.
+    pub dense: Option<Vec<DensePoint>>,
 }
 
 /// Builds each run's configuration (S-LoRA's engine with `mech`) and workload.
@@ -127,6 +130,7 @@ pub fn prepare(runs: &[MeasuredRun], mech: Mechanisms) -> Result<Vec<Prepared>> 
                 gpu: cfg.gpu,
                 cfg,
                 workload,
+                dense: None,
             })
         })
         .collect()
@@ -157,7 +161,14 @@ pub fn metrics(w: &Workload, out: &crate::engine::RunOutput) -> Metrics {
 
 /// Simulates one prepared run with `params`.
 pub fn simulate(p: &Prepared, params: &EngineParams, mech: Mechanisms) -> Result<Metrics> {
-    let cost = EngineCost::new(*params, p.model, p.gpu, mech.kernels(), None, "fit");
+    let cost = EngineCost::new(
+        *params,
+        p.model,
+        p.gpu,
+        mech.kernels(),
+        p.dense.as_deref(),
+        "fit",
+    );
     let mut clock = Simulated(&cost);
     let ex = run::execute(&p.cfg, &p.workload, &mut clock)?;
     Ok(metrics(&p.workload, &ex.output))
