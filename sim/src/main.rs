@@ -58,7 +58,7 @@ enum Cmd {
     },
     /// Fit engine profiles to a real engine's measured runs (S-LoRA's, calibrate/data/slora); `sim fit report`
     /// simulates every run with the committed profiles and writes the report
-    Fit(sim::fit::cli::FitCmd),
+    Fit(Box<sim::fit::cli::FitCmd>),
     /// Run an experiment's grid (experiments/*.json) in parallel into a results table (CSV + Parquet);
     /// resumes where a killed sweep stopped
     Sweep(sim::experiment::cli::SweepCmd),
@@ -89,7 +89,7 @@ fn main() -> ExitCode {
             json,
         } => sim::backend::run(&args, &backend).and_then(|r| r.finish(out.as_deref(), json)),
         Cmd::Fidelity { args } => sim::fidelity::run(&args),
-        Cmd::Fit(cmd) => sim::fit::cli::run(cmd),
+        Cmd::Fit(cmd) => sim::fit::cli::run(*cmd),
         Cmd::Sweep(cmd) => sim::experiment::cli::sweep(cmd),
         Cmd::Plot(cmd) => sim::experiment::cli::plot(cmd),
         Cmd::Bench { requests } => sim::bench::run(requests),
