@@ -276,3 +276,53 @@ fn a_bypass_is_squashed_when_the_head_becomes_feasible_first() {
     assert_eq!(out.records[1].admitted, 590 * MS);
     assert!(out.records[2].admitted > out.records[1].admitted);
 }
+
+/// mlq-static's four equal quotas over a pool of `pool` slots; every request below has the largest WRS
+/// (the same lengths, the largest adapter), so all sit in the last queue and the others donate their quota.
+fn static_mlq(w: &Workload, pool: u64, spec: &str) -> Vec<u64> {
+    let out = run_prefetch(w, EngineConfig::new(pool), &Const, spec, "none", "none");
+    out.records
+        .iter()
+        .map(|r| {
+            assert_eq!(r.outcome, Outcome::Finished);
+            r.admitted / MS
+        })
+        .collect()
+}
+
+#[test]
+fn mlq_charges_a_shared_rank_128_adapter_once_per_queue_when_asked() {
+    // Three requests (100 + 100 tokens) on one rank-128 adapter (512 slots); pool 1,600: quotas of 400, so
+    // the last queue may hold 400 + 3 x 400 donated = 1,600. Per request (the paper) they weigh 712 each:
+    // A (idle queue) and B (1,424) go, C (2,136) waits until A and B finish at 130 + 99 x 10 = 1,120 ms.
+    let w = Workload {
+        adapters: adapters(1, 512),
+        requests: (0..3).map(|i| req(i, 0, 100, 100, 0)).collect(),
+    };
+    assert_eq!(static_mlq(&w, 1600, "mlq-static"), [0, 0, 1120]);
+    // Charged once for the queue: 712, 912, 1,112: all three at once.
+    assert_eq!(static_mlq(&w, 1600, "mlq-static[charge=queue]"), [0, 0, 0]);
+    assert_eq!(static_mlq(&w, 1600, "mlq-static[charge=none]"), [0, 0, 0]);
+}
+
+#[test]
+fn mlq_peak_ledger_admits_what_the_lifetime_ledger_refuses() {
+    // Pool 1,000: quotas of 250, the last queue may hold 1,000 with donations. A and B (100 + 300 tokens) at
+    // 0, C (the same) at 2,795 ms. The lifetime ledger holds A and B at 400 each: C would make 1,200, so it
+    // waits until they finish at 100 + 299 x 10 = 3,090 ms (no adapter: the first token comes with the
+    // 100 ms prefill). At 2,800 A and B hold 100 + 271 and have 29 to go: S-LoRA's peak rule counts
+    // C + A + B as 101 + 299 = 400, 472 + 2 x 29 = 530, 843 + 3 x 29 = 930 <= 1,000: C goes at 2,800.
+    let w = Workload {
+        adapters: vec![],
+        requests: vec![
+            req(0, 0, 100, 300, NO_ADAPTER),
+            req(1, 0, 100, 300, NO_ADAPTER),
+            req(2, 2795, 100, 300, NO_ADAPTER),
+        ],
+    };
+    assert_eq!(static_mlq(&w, 1000, "mlq-static"), [0, 0, 3090]);
+    assert_eq!(
+        static_mlq(&w, 1000, "mlq-static[ledger=peak]"),
+        [0, 0, 2800]
+    );
+}

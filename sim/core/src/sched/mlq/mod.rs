@@ -19,6 +19,14 @@
 //! request holds its quota until it finishes. A queue with nothing running may always admit its head, even
 //! past its quota, so a request larger than its quota cannot starve.
 //!
+//! The paper leaves this accounting open; each choice is an option, the paper's reading by default:
+//! `charge` (an adapter per request / once per queue / not at all) and `ledger` (full lifetime / S-LoRA's
+//! peak rule), see `ledger`; `estimate` (S and D from the queue's largest request / the 90th percentile /
+//! the mean of its window); `leftover` (split by demand / equally / in proportion to the minima);
+//! `quotas` (`cap`: a queue admits within its quota, plus donations; `floor`: a queue may go past its quota
+//! as long as every other queue's quota stays available, quotas being reserved minimums); `smooth` (the
+//! weight of a refresh's new minimum against the previous one when the queues stay the same, 1 = none).
+//!
 //! Each merge: phase 1 visits queues small to large, each admitting in FIFO order within its quota and
 //! stopping at its first request that does not fit; only queues emptied in phase 1 donate their unused quota;
 //! phase 2 hands the donated quota out small to large under the same rules. `donate=all` (not the paper's)
@@ -30,32 +38,38 @@
 //! younger request's service time. If the head later fits only without a bypasser still running, that
 //! bypasser is squashed (stopped, its progress dropped) and queued again in arrival order.
 
+mod kmeans;
+mod ledger;
+mod wrs;
+
 use std::collections::VecDeque;
+
+pub use kmeans::{elbow_kmeans, kmeans_1d};
+use ledger::{Book, Charge, Held, Ledger};
+pub use wrs::{Wrs, wrs_summary};
 
 use crate::engine::api::{Admission, Fit, PolicyCtx, Scheduler, Schedulers};
 use crate::error::{Error, Result};
-use crate::metrics::{Dist, RunView, num};
 use crate::registry::{Entry, Param, Params, Props};
 use crate::time::Nanos;
-use crate::workload::{Request, Workload};
+use crate::workload::Request;
 
-const DYNAMIC_PARAMS: &[Param] = &[
-    Param::new("max_k", "4", "most queues K-Means may form"),
+/// The accounting options both variants take.
+const ACCOUNTING: [Param; 6] = [
     Param::new(
-        "elbow",
-        "0.1",
-        "smallest share of variance one more cluster must explain",
-    ),
-    Param::new("refresh_s", "300", "seconds between re-clusterings"),
-    Param::new(
-        "window_s",
-        "300",
-        "seconds of arrivals clustered (mlq) / counted (cache)",
+        "charge",
+        "request",
+        "adapter slots per request (paper) | queue (once per queue) | none",
     ),
     Param::new(
-        "warmup",
-        "200",
-        "arrivals before the first clustering (one queue until then)",
+        "ledger",
+        "lifetime",
+        "a request holds its full size until it ends (paper) | peak (S-LoRA's rule)",
+    ),
+    Param::new(
+        "quotas",
+        "cap",
+        "cap (paper: admit within the quota + donations) | floor (quotas are reserved minimums)",
     ),
     Param::new(
         "bypass",
@@ -74,6 +88,43 @@ const DYNAMIC_PARAMS: &[Param] = &[
     ),
 ];
 
+const DYNAMIC_PARAMS: &[Param] = &[
+    Param::new("max_k", "4", "most queues K-Means may form"),
+    Param::new(
+        "elbow",
+        "0.1",
+        "smallest share of variance one more cluster must explain",
+    ),
+    Param::new("refresh_s", "300", "seconds between re-clusterings"),
+    Param::new("window_s", "300", "seconds of arrivals clustered"),
+    Param::new(
+        "warmup",
+        "200",
+        "arrivals before the first clustering (one queue until then)",
+    ),
+    Param::new(
+        "estimate",
+        "max",
+        "S and D of the quota bound: the queue's largest request (paper) | p90 | mean",
+    ),
+    Param::new(
+        "leftover",
+        "demand",
+        "spare pool split by token demand rate | equal | quota (in proportion to the minima)",
+    ),
+    Param::new(
+        "smooth",
+        "1",
+        "weight of a refresh's new minimum quota against the previous (1 = none)",
+    ),
+    ACCOUNTING[0],
+    ACCOUNTING[1],
+    ACCOUNTING[2],
+    ACCOUNTING[3],
+    ACCOUNTING[4],
+    ACCOUNTING[5],
+];
+
 pub const ENTRY: Entry<Schedulers> = Entry {
     name: "mlq",
     about: "Chameleon: WRS queues from K-Means (elbow), M/M/1 token quotas, two-phase admission, bypass",
@@ -85,23 +136,7 @@ pub const ENTRY: Entry<Schedulers> = Entry {
 pub const STATIC: Entry<Schedulers> = Entry {
     name: "mlq-static",
     about: "4 equal WRS ranges with equal quotas (no K-Means)",
-    params: &[
-        Param::new(
-            "bypass",
-            "true",
-            "opportunistic bypass of a head blocked by its adapter",
-        ),
-        Param::new(
-            "bypass_depth",
-            "8",
-            "requests behind the head a bypasser may come from",
-        ),
-        Param::new(
-            "donate",
-            "empty",
-            "empty (paper): only emptied queues lend quota; all: every queue",
-        ),
-    ],
+    params: &ACCOUNTING,
     props: Props::DEFAULT,
     build: build_static,
 };
@@ -114,6 +149,20 @@ fn build_static(p: &mut Params, ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
     Mlq::boxed(p, ctx, false)
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Estimate {
+    Max,
+    P90,
+    Mean,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leftover {
+    Demand,
+    Equal,
+    Quota,
+}
+
 pub struct Mlq {
     dynamic: bool,
     max_k: usize,
@@ -121,6 +170,10 @@ pub struct Mlq {
     refresh_ns: Nanos,
     window_ns: Nanos,
     warmup: usize,
+    estimate: Estimate,
+    leftover: Leftover,
+    smooth: f64,
+    floors: bool,
     bypass: bool,
     bypass_depth: usize,
     /// Phase 2 lends the unused quota of every queue, not only of queues emptied in phase 1.
@@ -128,17 +181,20 @@ pub struct Mlq {
     slo_s: f64,
     pool: u64,
     decode_ns_per_step: f64,
-    /// Per request: WRS, size in tokens, expected service time (ns), predicted output, owning queue.
+    /// Per request: WRS, size in tokens for the quota bound, expected service time (ns), what the ledger
+    /// holds for it, owning queue.
     wrs: Vec<f64>,
     size: Vec<u64>,
     service_ns: Vec<f64>,
-    predicted: Vec<u32>,
+    held: Vec<Held>,
     owner: Vec<u8>,
     /// Ascending WRS boundaries between queues (len = queues - 1).
     bounds: Vec<f64>,
     queues: Vec<VecDeque<u32>>,
     quota: Vec<u64>,
-    used: Vec<u64>,
+    /// The last refresh's minimum quotas (for `smooth`).
+    minima: Vec<f64>,
+    book: Book,
     /// Admitted, unfinished requests.
     active: Vec<u32>,
     /// Arrivals in the K-Means window: (time, id).
@@ -161,6 +217,49 @@ impl Mlq {
         };
         let window_s: f64 = if dynamic { p.get("window_s")? } else { 1.0 };
         let warmup: usize = if dynamic { p.get("warmup")? } else { 0 };
+        let (estimate, leftover, smooth) = if dynamic {
+            let e: String = p.get("estimate")?;
+            let l: String = p.get("leftover")?;
+            let s: f64 = p.get("smooth")?;
+            let estimate = match e.as_str() {
+                "max" => Estimate::Max,
+                "p90" => Estimate::P90,
+                "mean" => Estimate::Mean,
+                _ => {
+                    return Err(p.bad(format!(
+                        "estimate must be max (the paper), p90 or mean, got '{e}'"
+                    )));
+                }
+            };
+            let leftover = match l.as_str() {
+                "demand" => Leftover::Demand,
+                "equal" => Leftover::Equal,
+                "quota" => Leftover::Quota,
+                _ => {
+                    return Err(p.bad(format!(
+                        "leftover must be demand (the default), equal or quota, got '{l}'"
+                    )));
+                }
+            };
+            if !(s > 0.0 && s <= 1.0) {
+                return Err(p.bad(format!("smooth must be in (0, 1], got {s}")));
+            }
+            (estimate, leftover, s)
+        } else {
+            (Estimate::Max, Leftover::Equal, 1.0)
+        };
+        let charge = Charge::parse(&p.get::<String>("charge")?)?;
+        let ledger = Ledger::parse(&p.get::<String>("ledger")?)?;
+        let quotas: String = p.get("quotas")?;
+        let floors = match quotas.as_str() {
+            "cap" => false,
+            "floor" => true,
+            _ => {
+                return Err(p.bad(format!(
+                    "quotas must be cap (the paper) or floor, got '{quotas}'"
+                )));
+            }
+        };
         let bypass = p.get("bypass")?;
         let bypass_depth: usize = p.get("bypass_depth")?;
         let donate: String = p.get("donate")?;
@@ -183,6 +282,30 @@ impl Mlq {
         let w = ctx.workload;
         let sizer = Wrs::new(w, ctx.predicted_output);
         let wrs = w.requests.iter().map(|r| sizer.of(r)).collect();
+        let held: Vec<Held> = w
+            .requests
+            .iter()
+            .map(|r| Held {
+                id: r.id,
+                input: r.input as u64,
+                output: ctx.predicted_output[r.id as usize] as u64,
+                adapter: r.adapter,
+                adapter_slots: w.adapter(r.adapter).map_or(0, |a| a.slots),
+            })
+            .collect();
+        // The quota bound's request size: what the request holds under this charge when it is alone.
+        let size = held
+            .iter()
+            .map(|h| {
+                h.input
+                    + h.output
+                    + if charge == Charge::None {
+                        0
+                    } else {
+                        h.adapter_slots
+                    }
+            })
+            .collect();
         let (bounds, quota) = if dynamic {
             (Vec::new(), vec![ctx.pool_slots])
         } else {
@@ -196,6 +319,10 @@ impl Mlq {
             refresh_ns: (refresh_s.min(1e9) * 1e9) as Nanos,
             window_ns: (window_s * 1e9) as Nanos,
             warmup,
+            estimate,
+            leftover,
+            smooth,
+            floors,
             bypass,
             bypass_depth,
             donate_all: donate == "all",
@@ -203,14 +330,15 @@ impl Mlq {
             pool: ctx.pool_slots,
             decode_ns_per_step: ctx.decode_ns_per_step,
             wrs,
-            size: w.requests.iter().map(|r| ctx.size_tokens(r)).collect(),
+            size,
             service_ns: w.requests.iter().map(|r| ctx.service_ns(r)).collect(),
-            predicted: ctx.predicted_output.to_vec(),
+            held,
             owner: vec![0; w.requests.len()],
             bounds,
             queues: vec![VecDeque::new(); k],
             quota,
-            used: vec![0; k],
+            minima: Vec::new(),
+            book: Book::new(charge, ledger, k),
             active: Vec::new(),
             recent: VecDeque::new(),
             arrived: 0,
@@ -229,6 +357,41 @@ impl Mlq {
         let queue = &mut self.queues[q];
         let at = queue.partition_point(|&x| x < id);
         queue.insert(at, id);
+    }
+
+    /// S (tokens) and D (ns) of the quota bound for the window's requests of one queue.
+    fn bound_terms(&self, ids: &mut [u32]) -> (f64, f64) {
+        let size = |id: &u32| self.size[*id as usize] as f64;
+        let service = |id: &u32| self.service_ns[*id as usize];
+        match self.estimate {
+            Estimate::Max => {
+                // The largest request and its own service time (the first of equal sizes).
+                let mut best = ids[0];
+                for &id in ids.iter() {
+                    if self.size[id as usize] > self.size[best as usize] {
+                        best = id;
+                    }
+                }
+                (size(&best), service(&best))
+            }
+            Estimate::Mean => {
+                let n = ids.len() as f64;
+                (
+                    ids.iter().map(size).sum::<f64>() / n,
+                    ids.iter().map(service).sum::<f64>() / n,
+                )
+            }
+            Estimate::P90 => {
+                let mut s: Vec<f64> = ids.iter().map(size).collect();
+                let mut d: Vec<f64> = ids.iter().map(service).collect();
+                s.sort_unstable_by(f64::total_cmp);
+                d.sort_unstable_by(f64::total_cmp);
+                (
+                    crate::metrics::percentile(&s, 0.9),
+                    crate::metrics::percentile(&d, 0.9),
+                )
+            }
+        }
     }
 
     fn maybe_refresh(&mut self, now: Nanos) {
@@ -263,33 +426,45 @@ impl Mlq {
         // first refresh comes after `warmup` arrivals, long before a full window).
         let oldest = self.recent.front().map_or(now, |&(t, _)| t);
         let span_s = ((now - oldest) as f64 / 1e9).clamp(1e-3, self.window_ns as f64 / 1e9);
-        let mut count = vec![0usize; k];
-        let mut sum_size = vec![0u64; k];
-        let mut largest: Vec<Option<u32>> = vec![None; k];
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); k];
         for &(_, id) in &self.recent {
-            let q = self.queue_of(id);
-            count[q] += 1;
-            sum_size[q] += self.size[id as usize];
-            if largest[q].is_none_or(|l| self.size[id as usize] > self.size[l as usize]) {
-                largest[q] = Some(id);
-            }
+            members[self.queue_of(id)].push(id);
         }
-        let min: Vec<f64> = (0..k)
+        let mut min: Vec<f64> = (0..k)
             .map(|q| {
-                largest[q].map_or(0.0, |id| {
-                    let lambda = count[q] as f64 / span_s;
-                    let s = self.size[id as usize] as f64;
-                    // Never below S itself: a quota smaller than the queue's largest request could starve it.
-                    (s * self.service_ns[id as usize] / 1e9 * (1.0 / self.slo_s + lambda)).max(s)
-                })
+                if members[q].is_empty() {
+                    return 0.0;
+                }
+                let lambda = members[q].len() as f64 / span_s;
+                let (s, d) = self.bound_terms(&mut members[q]);
+                // Never below S itself: a quota smaller than the queue's largest request could starve it.
+                (s * d / 1e9 * (1.0 / self.slo_s + lambda)).max(s)
             })
             .collect();
+        if self.smooth < 1.0 && self.minima.len() == k {
+            for (m, old) in min.iter_mut().zip(&self.minima) {
+                *m = self.smooth * *m + (1.0 - self.smooth) * old;
+            }
+        }
+        self.minima = min.clone();
         let total_min: f64 = min.iter().sum();
         let pool = self.pool as f64;
         self.quota = if total_min >= pool {
             min.iter().map(|m| (m * pool / total_min) as u64).collect()
         } else {
-            let weight: Vec<f64> = (0..k).map(|q| sum_size[q] as f64 / span_s).collect();
+            let weight: Vec<f64> = (0..k)
+                .map(|q| match self.leftover {
+                    Leftover::Demand => {
+                        members[q]
+                            .iter()
+                            .map(|&id| self.size[id as usize])
+                            .sum::<u64>() as f64
+                            / span_s
+                    }
+                    Leftover::Equal => 1.0,
+                    Leftover::Quota => min[q],
+                })
+                .collect();
             let total_w: f64 = weight.iter().sum();
             (0..k)
                 .map(|q| {
@@ -308,22 +483,40 @@ impl Mlq {
         for id in waiting {
             self.enqueue(id);
         }
-        self.used = vec![0; k];
+        self.book.reset(k);
         for i in 0..self.active.len() {
             let id = self.active[i];
             let q = self.queue_of(id);
             self.owner[id as usize] = q as u8;
-            self.used[q] += self.size[id as usize];
+            self.book.add(q, &self.held[id as usize]);
         }
+    }
+
+    /// Whether queue `q` may admit `id` with `allowance` extra tokens of quota.
+    fn within(&self, q: usize, id: u32, allowance: u64) -> bool {
+        let used = self.book.used(q);
+        if used == 0 {
+            // A queue with nothing running may always admit its head.
+            return true;
+        }
+        let with = self.book.used_with(q, &self.held[id as usize]);
+        if !self.floors {
+            return with <= self.quota[q] + allowance;
+        }
+        // Floors: every other queue keeps at least its quota available.
+        let others: u64 = (0..self.quota.len())
+            .filter(|&o| o != q)
+            .map(|o| self.book.used(o).max(self.quota[o]))
+            .sum();
+        with.max(self.quota[q]) + others <= self.pool
     }
 
     /// Admits heads of queue `q` in FIFO order while they fit its quota plus `allowance` (an idle queue may
     /// always admit its head); returns the part of the allowance used.
     fn admit_from(&mut self, q: usize, adm: &mut Admission<'_>, allowance: u64) -> u64 {
-        let over_before = self.used[q].saturating_sub(self.quota[q]);
+        let over_before = self.book.used(q).saturating_sub(self.quota[q]);
         while let Some(&head) = self.queues[q].front() {
-            let size = self.size[head as usize];
-            if self.used[q] > 0 && self.used[q] + size > self.quota[q] + allowance {
+            if !self.within(q, head, allowance) {
                 break;
             }
             match adm.fit(head) {
@@ -339,12 +532,12 @@ impl Mlq {
                 _ => break,
             }
         }
-        (self.used[q].saturating_sub(self.quota[q]) - over_before).min(allowance)
+        (self.book.used(q).saturating_sub(self.quota[q]) - over_before).min(allowance)
     }
 
     fn take(&mut self, id: u32, q: usize) {
         self.owner[id as usize] = q as u8;
-        self.used[q] += self.size[id as usize];
+        self.book.add(q, &self.held[id as usize]);
         self.active.push(id);
     }
 
@@ -352,7 +545,9 @@ impl Mlq {
         let wait = adm
             .running()
             .map(|(id, done)| {
-                self.predicted[id as usize].saturating_sub(done).max(1) as f64
+                (self.held[id as usize].output as u32)
+                    .saturating_sub(done)
+                    .max(1) as f64
                     * self.decode_ns_per_step
             })
             .fold(f64::INFINITY, f64::min);
@@ -361,11 +556,7 @@ impl Mlq {
             .skip(1)
             .take(self.bypass_depth)
             .copied()
-            .find(|&y| {
-                self.service_ns[y as usize] < wait
-                    && (self.used[q] == 0 || self.used[q] + self.size[y as usize] <= self.quota[q])
-                    && adm.fits(y)
-            });
+            .find(|&y| self.service_ns[y as usize] < wait && self.within(q, y, 0) && adm.fits(y));
         if let Some(y) = pick {
             adm.try_admit(y);
             let at = self.queues[q].iter().position(|&x| x == y).expect("queued");
@@ -375,12 +566,13 @@ impl Mlq {
         }
     }
 
-    /// Squashes bypassers whose head now fits only without them.
+    /// Squashes bypassers whose head now fits only without them. The head is looked for in every queue: a
+    /// refresh may have moved it, and other requests may now be queued before it.
     fn resolve_bypasses(&mut self, adm: &mut Admission<'_>) {
         let mut i = 0;
         while i < self.bypassers.len() {
             let (y, head) = self.bypassers[i];
-            let head_waiting = self.queues.iter().any(|q| q.front() == Some(&head));
+            let head_waiting = self.queues.iter().any(|q| q.contains(&head));
             if !head_waiting || !self.active.contains(&y) {
                 self.bypassers.swap_remove(i);
                 continue;
@@ -398,9 +590,27 @@ impl Mlq {
     fn release(&mut self, id: u32) {
         if let Some(i) = self.active.iter().position(|&x| x == id) {
             self.active.swap_remove(i);
-            let q = (self.owner[id as usize] as usize).min(self.used.len() - 1);
-            self.used[q] = self.used[q].saturating_sub(self.size[id as usize]);
+            let q = (self.owner[id as usize] as usize).min(self.quota.len() - 1);
+            self.book.remove(q, &self.held[id as usize]);
         }
+    }
+
+    /// For the peak ledger: where each running request of ours stands.
+    fn note_progress(&mut self, adm: &Admission<'_>) {
+        if self.book.ledger != Ledger::Peak {
+            return;
+        }
+        let (owner, held) = (&self.owner, &self.held);
+        let k = self.quota.len();
+        self.book.set_progress(adm.running().map(|(id, done)| {
+            let h = &held[id as usize];
+            let q = (owner[id as usize] as usize).min(k - 1);
+            (
+                q,
+                h.input + done as u64,
+                h.output.saturating_sub(done as u64),
+            )
+        }));
     }
 }
 
@@ -414,15 +624,17 @@ impl Scheduler for Mlq {
 
     fn select(&mut self, adm: &mut Admission<'_>) {
         self.maybe_refresh(adm.now());
+        self.note_progress(adm);
         if !self.bypassers.is_empty() {
             self.resolve_bypasses(adm);
+            self.note_progress(adm);
         }
         let k = self.queues.len();
         let mut donated = 0u64;
         for q in 0..k {
             self.admit_from(q, adm, 0);
             if self.queues[q].is_empty() || self.donate_all {
-                donated += self.quota[q].saturating_sub(self.used[q]);
+                donated += self.quota[q].saturating_sub(self.book.used(q));
             }
         }
         for q in 0..k {
@@ -449,149 +661,5 @@ impl Scheduler for Mlq {
 
     fn waiting(&self) -> usize {
         self.queues.iter().map(VecDeque::len).sum()
-    }
-}
-
-/// Chameleon's Weighted Request Size in [0, 1]:
-/// `(0.4 In/MaxIn + 0.6 PredOut/MaxOut) x AdapterSlots/MaxAdapterSlots` (no adapter: factor 1), the maxima
-/// over the workload (the largest prompt, prediction and adapter the server is configured for).
-pub struct Wrs<'a> {
-    workload: &'a Workload,
-    predicted: &'a [u32],
-    max_in: f64,
-    max_out: f64,
-    max_slots: u64,
-}
-
-impl<'a> Wrs<'a> {
-    pub fn new(workload: &'a Workload, predicted: &'a [u32]) -> Wrs<'a> {
-        let max_in = workload.requests.iter().map(|r| r.input).max();
-        Wrs {
-            workload,
-            predicted,
-            max_in: max_in.unwrap_or(1).max(1) as f64,
-            max_out: predicted.iter().copied().max().unwrap_or(1).max(1) as f64,
-            max_slots: workload.adapters.iter().map(|a| a.slots).max().unwrap_or(0),
-        }
-    }
-
-    pub fn of(&self, r: &Request) -> f64 {
-        let len = 0.4 * r.input as f64 / self.max_in
-            + 0.6 * self.predicted[r.id as usize] as f64 / self.max_out;
-        match self.workload.adapter(r.adapter) {
-            Some(a) if self.max_slots > 0 => len * a.slots as f64 / self.max_slots as f64,
-            _ => len,
-        }
-    }
-}
-
-/// Summary hook (every run, whatever its scheduler): queueing delay per WRS class, the quartiles
-/// [0, .25), [.25, .5), [.5, .75), [.75, 1] of the weighted request size (`wrs_class{c}_requests`,
-/// `queue_mean_wrs{c}_s`, `queue_p99_wrs{c}_s`, c = 1..4).
-pub fn wrs_summary(v: &RunView<'_>, m: &mut serde_json::Map<String, serde_json::Value>) {
-    let sizer = Wrs::new(v.workload, v.predicted);
-    let mut classes: [Vec<f64>; 4] = Default::default();
-    for &i in v.finished {
-        let x = sizer.of(&v.workload.requests[i]);
-        let c = ((x * 4.0).floor().max(0.0) as usize).min(3);
-        classes[c].push(v.queue_s(i));
-    }
-    for (c, mut q) in classes.into_iter().enumerate() {
-        m.insert(format!("wrs_class{}_requests", c + 1), q.len().into());
-        let d = Dist::of(&mut q);
-        m.insert(format!("queue_mean_wrs{}_s", c + 1), num(d.mean));
-        m.insert(format!("queue_p99_wrs{}_s", c + 1), num(d.p99));
-    }
-}
-
-/// 1-D K-Means (Lloyd, quantile start) on sorted `xs`; returns sorted centroids.
-pub fn kmeans_1d(xs: &[f64], k: usize) -> (Vec<f64>, f64) {
-    let n = xs.len();
-    let k = k.min(n).max(1);
-    let mut c: Vec<f64> = (0..k)
-        .map(|i| xs[((2 * i + 1) * n / (2 * k)).min(n - 1)])
-        .collect();
-    let mut assign = vec![0usize; n];
-    for _ in 0..100 {
-        // Sorted data and sorted centroids: cluster j is the run of points nearest to c[j].
-        let mut j = 0;
-        for (i, &x) in xs.iter().enumerate() {
-            while j + 1 < k && (x - c[j + 1]).abs() < (x - c[j]).abs() {
-                j += 1;
-            }
-            assign[i] = j;
-        }
-        let mut sum = vec![0.0; k];
-        let mut cnt = vec![0usize; k];
-        for (i, &x) in xs.iter().enumerate() {
-            sum[assign[i]] += x;
-            cnt[assign[i]] += 1;
-        }
-        let next: Vec<f64> = (0..k)
-            .map(|j| {
-                if cnt[j] > 0 {
-                    sum[j] / cnt[j] as f64
-                } else {
-                    c[j]
-                }
-            })
-            .collect();
-        let moved = next.iter().zip(&c).any(|(a, b)| (a - b).abs() > 1e-12);
-        c = next;
-        if !moved {
-            break;
-        }
-    }
-    c.sort_by(f64::total_cmp);
-    c.dedup();
-    let wcss = xs
-        .iter()
-        .map(|&x| {
-            c.iter()
-                .map(|&m| (x - m) * (x - m))
-                .fold(f64::INFINITY, f64::min)
-        })
-        .sum();
-    (c, wcss)
-}
-
-/// The smallest K for which one more cluster would explain less than `elbow` of the total variance
-/// (the WCSS of one cluster).
-pub fn elbow_kmeans(xs: &[f64], max_k: usize, elbow: f64) -> Vec<f64> {
-    let (mut best, total) = kmeans_1d(xs, 1);
-    let mut wcss = total;
-    for k in 2..=max_k {
-        let (c, w) = kmeans_1d(xs, k);
-        if c.len() < k || wcss - w < elbow * total {
-            break;
-        }
-        best = c;
-        wcss = w;
-    }
-    best
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kmeans_finds_separated_clusters_and_the_elbow_stops_there() {
-        let mut xs: Vec<f64> = (0..50)
-            .map(|i| 0.1 + i as f64 * 1e-4)
-            .chain((0..50).map(|i| 0.8 + i as f64 * 1e-4))
-            .collect();
-        xs.sort_by(f64::total_cmp);
-        let c = elbow_kmeans(&xs, 4, 0.1);
-        assert_eq!(c.len(), 2, "{c:?}");
-        assert!(
-            (c[0] - 0.10245).abs() < 1e-9 && (c[1] - 0.80245).abs() < 1e-9,
-            "{c:?}"
-        );
-        // One tight cluster: K = 1.
-        assert_eq!(elbow_kmeans(&[0.5; 10], 4, 0.1).len(), 1);
-        // Uniform data: WCSS falls as 1/K^2 (1, .25, .11, .06); the third cluster explains 14%, the fourth 5%.
-        let u: Vec<f64> = (0..1000).map(|i| i as f64 / 1000.0).collect();
-        assert_eq!(elbow_kmeans(&u, 4, 0.1).len(), 3);
     }
 }
