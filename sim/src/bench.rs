@@ -73,7 +73,7 @@ pub fn run(requests: usize) -> Result<()> {
     // bounded and the synthetic run measures the engine, not an ever-growing queue.
     let synth = RunArgs {
         rate: Some(8.0),
-        length_scale: 0.31,
+        length_scale: crate::length::LengthRule::Fixed(0.31),
         ..RunArgs::defaults()
     };
     one(

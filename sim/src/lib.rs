@@ -3,8 +3,8 @@
 //! `sim::engine`, `sim::trace`, ... name the same things in both crates.
 
 pub use sim_core::{
-    cache, cost, engine, error, metrics, model, predict, prefetch, registry, report, run, sched,
-    spec, time, trace, workload,
+    cache, cost, engine, error, length, metrics, model, predict, prefetch, registry, report, run,
+    sched, spec, time, trace, workload,
 };
 
 pub mod backend;

@@ -11,6 +11,7 @@ pub use sim_core::run::{self, Report, RunConfig};
 use crate::cost;
 use crate::engine::{EngineConfig, LoadPath, Reserve};
 use crate::error::{Error, Result};
+use crate::length::LengthRule;
 use crate::metrics::Slo;
 use crate::model::{GpuSpec, ModelSpec};
 use crate::options;
@@ -44,10 +45,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "RPS")]
     #[serde(deserialize_with = "options::optional")]
     pub rate: Option<f64>,
-    /// Multiply every input and output length by this factor
-    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    /// Scale input and output lengths: a factor F, peak[rate=R] (the largest F <= 1 whose peak KV memory
+    /// fits the pool) or knee[rate=R,p=P] (S-LoRA's P-th percentile TTFT at R RPS equals the TTFT SLO)
+    #[arg(long, default_value = "1", value_name = "F|RULE")]
     #[serde(deserialize_with = "options::scalar")]
-    pub length_scale: f64,
+    pub length_scale: LengthRule,
     /// Seed of every random choice (arrivals, adapter assignment)
     #[arg(long, default_value_t = 0)]
     #[serde(deserialize_with = "options::scalar")]
@@ -306,7 +308,7 @@ impl RunArgs {
         };
         let transform = TraceOptions {
             max_requests: self.max_requests,
-            length_scale: self.length_scale,
+            length_scale: 1.0,
             poisson_rate: self.rate,
             arrivals: Arrivals::parse(&self.arrivals)?,
         };
@@ -364,6 +366,7 @@ impl RunArgs {
             trace: self.trace.clone(),
             workload,
             trace_format: ReadSpec::parse(&self.trace_format)?,
+            length: self.length_scale,
             transform,
             seed: self.seed,
             model,

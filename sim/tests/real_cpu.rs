@@ -16,7 +16,7 @@ use sim::{cache, sched};
 fn args() -> RunArgs {
     let mut a = RunArgs::defaults();
     a.max_requests = Some(24);
-    a.length_scale = 0.02;
+    a.length_scale = sim::length::LengthRule::Fixed(0.02);
     a.rate = Some(40.0);
     a.adapters = 20;
     a.pool_tokens = Some(2500);

@@ -9,7 +9,7 @@ use sim::runner::RunArgs;
 fn fidelity_writes_a_profile_both_runs_and_the_comparison() {
     let mut run = RunArgs::defaults();
     run.max_requests = Some(10);
-    run.length_scale = 0.02;
+    run.length_scale = sim::length::LengthRule::Fixed(0.02);
     run.rate = Some(20.0);
     run.adapters = 6;
     run.ranks = vec![8, 32];

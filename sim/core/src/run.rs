@@ -11,6 +11,7 @@ use crate::cost::CostModel;
 use crate::engine::api::PolicyCtx;
 use crate::engine::{Clock, Engine, EngineConfig, Policies, RunOutput, Simulated};
 use crate::error::Result;
+use crate::length::{self, LengthRule};
 use crate::metrics::{self, RunView, Slo, SummaryHook};
 use crate::model::{GpuSpec, ModelSpec};
 use crate::trace::{ReadSpec, Trace, TraceOptions};
@@ -27,6 +28,8 @@ pub struct RunConfig {
     /// S-LoRA's synthetic benchmark workload instead of a trace.
     pub workload: Option<SloraSource>,
     pub trace_format: ReadSpec,
+    /// `transform.length_scale` is set from this rule when the run is prepared (`length::resolve`).
+    pub length: LengthRule,
     pub transform: TraceOptions,
     pub seed: u64,
     pub model: &'static ModelSpec,
@@ -48,6 +51,7 @@ impl std::fmt::Debug for RunConfig {
             .field("trace", &self.trace)
             .field("workload", &self.workload)
             .field("trace_format", &self.trace_format)
+            .field("length", &self.length)
             .field("transform", &self.transform)
             .field("seed", &self.seed)
             .field("model", &self.model.name)
@@ -114,7 +118,11 @@ pub struct Executed {
 
 /// The trace transformed and the workload built, as `run` would replay them.
 pub fn workload(cfg: &RunConfig, trace: Trace) -> Result<(Trace, Workload)> {
-    let trace = trace.transform(&cfg.transform, cfg.seed)?;
+    let transform = TraceOptions {
+        length_scale: length::resolve(cfg, &trace)?,
+        ..cfg.transform.clone()
+    };
+    let trace = trace.transform(&transform, cfg.seed)?;
     let workload = Workload::build(&trace, cfg.model, &cfg.adapters, cfg.seed)?;
     Ok((trace, workload))
 }
@@ -160,6 +168,7 @@ pub fn execute(cfg: &RunConfig, workload: &Workload, clock: &mut dyn Clock) -> R
 
 /// Runs `cfg` on `trace` (not yet transformed), timed by `clock` or, if `None`, by `cfg.cost`.
 pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Result<Report> {
+    let length_scale = length::resolve(cfg, &trace)?;
     let (trace, workload) = workload(cfg, trace)?;
     let mut simulated = Simulated(cfg.cost.as_ref());
     let clock: &mut dyn Clock = match clock {
@@ -199,7 +208,8 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
         ("popularity_alpha", json!(a.popularity_alpha)),
         ("adapter_model", json!(a.model.describe(a.popularity_alpha))),
         ("arrivals", json!(cfg.transform.arrivals.describe())),
-        ("length_scale", json!(cfg.transform.length_scale)),
+        ("length_scale", json!(length_scale)),
+        ("length_rule", json!(cfg.length.to_string())),
         (
             "rate_rps",
             cfg.transform.poisson_rate.map_or(Value::Null, |r| json!(r)),
