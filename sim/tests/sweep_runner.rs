@@ -274,27 +274,42 @@ fn throughput_experiment_reports_the_rate_and_its_bracket() {
         "grid": { "system": [ { "label": "S-LoRA", "cache": "none", "scheduler": "fifo" } ] },
         "throughput": { "lo": 1, "hi": 64, "tol": 0.5, "seeds": [0, 1], "slo": 2.0 },
         "plot": { "kind": "bar", "x": "system", "panels": [ { "y": "throughput_slo_rps",
-                  "err": ["throughput_slo_lo_rps", "throughput_slo_hi_rps"] } ] }
+                  "err": ["throughput_slo_ci_lo", "throughput_slo_ci_hi"] } ] }
     });
     let exp = load(&d, &cfg.to_string());
     let o = sweep::sweep(&exp, &opts(&d.join("res"), 1)).unwrap();
     let rows = table::read(&o.dir.join("results.csv")).unwrap();
     assert_eq!(rows.len(), 1);
     let r = &rows[0];
-    let (t, lo, hi) = (
-        r["throughput_slo_rps"].as_f64().unwrap(),
+    // One bisection per seed; the throughput is their median, with the per-seed values and an interval.
+    let per_seed: Vec<f64> = r["throughput_slo_per_seed"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(per_seed.len(), 2);
+    let t = r["throughput_slo_rps"].as_f64().unwrap();
+    assert_eq!(t, 0.5 * (per_seed[0] + per_seed[1]));
+    let (lo, hi) = (
         r["throughput_slo_lo_rps"].as_f64().unwrap(),
         r["throughput_slo_hi_rps"].as_f64().unwrap(),
     );
     assert_eq!(r["throughput_slo_status"], json!("bracketed"));
+    let (pmin, pmax) = (per_seed[0].min(per_seed[1]), per_seed[0].max(per_seed[1]));
     assert!(
-        t == lo && hi > lo && hi - lo <= 0.5 && t > 1.0,
+        lo == pmin && hi > pmax && hi - pmax <= 0.5 && t > 1.0,
         "{t} [{lo}, {hi}]"
     );
+    let (ci_lo, ci_hi) = (
+        r["throughput_slo_ci_lo"].as_f64().unwrap(),
+        r["throughput_slo_ci_hi"].as_f64().unwrap(),
+    );
+    assert!(ci_lo >= pmin && ci_hi <= pmax && ci_lo <= t && t <= ci_hi);
     assert_eq!(r["seeds"], json!("0,1"));
-    // The metrics are those at the reported rate: P99 TTFT meets the objective there.
+    // The metrics are those of the median seed (the lower of two) at its rate: P99 TTFT meets the objective.
     assert!(r["ttft_p99_s"].as_f64().unwrap() <= 2.0);
-    assert_eq!(r["rate_rps"].as_f64().unwrap(), t);
+    assert_eq!(r["rate_rps"].as_f64().unwrap(), pmin);
 }
 
 #[test]

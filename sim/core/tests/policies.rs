@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Const, MS, adapters, req, run_predicted, run_prefetch, run_with};
+use common::{Const, MS, Padded, adapters, req, run_predicted, run_prefetch, run_with};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use sim_core::engine::{EngineConfig, Outcome};
@@ -325,4 +325,35 @@ fn mlq_peak_ledger_admits_what_the_lifetime_ledger_refuses() {
         static_mlq(&w, 1000, "mlq-static[ledger=peak]"),
         [0, 0, 2800]
     );
+}
+
+#[test]
+fn pack_keeps_a_short_low_rank_prompt_out_of_a_long_rank_128_prefill() {
+    // A: 2,000-token prompt on a rank-128 adapter; B: 100 tokens on rank 8; both at 0, 5 output tokens each.
+    // The padded prefill of both costs 100 + 2 x 2,000 x 128 us = 612 ms; A alone 356 ms, B alone 100.8 ms.
+    let mut ads = adapters(2, 512);
+    ads[0].rank = 128;
+    ads[1].rank = 8;
+    let w = Workload {
+        adapters: ads,
+        requests: vec![req(0, 0, 2000, 5, 0), req(1, 0, 100, 5, 1)],
+    };
+    let times = |sched: &str| -> Vec<(u64, u64)> {
+        let out = run_prefetch(&w, EngineConfig::new(10_000), &Padded, sched, "lru", "none");
+        out.records
+            .iter()
+            .map(|r| (r.admitted, r.first_token))
+            .collect()
+    };
+    // FIFO merges both: first tokens at 612 ms.
+    assert_eq!(times("fifo"), [(0, 612 * MS), (0, 612 * MS)]);
+    // pack: B would add 256 ms, more than 1.5 x 100.8 ms on its own, so A runs alone (first token at 356,
+    // done after 4 decode steps at 396); the idle engine then admits B: first token at 396 + 100.8 ms. A's
+    // TTFT falls by 256 ms, B's by 115.2 ms, and the GPU spends 155.2 ms less on the two prefills.
+    assert_eq!(
+        times("pack"),
+        [(0, 356 * MS), (396 * MS, 496 * MS + 800_000)]
+    );
+    // With a slack so large any candidate joins, pack is FIFO.
+    assert_eq!(times("pack[slack=1000]"), times("fifo"));
 }

@@ -24,6 +24,7 @@
 pub mod cli;
 pub mod plot;
 pub mod report;
+pub mod stats;
 pub mod sweep;
 pub mod table;
 pub mod throughput;

@@ -10,8 +10,12 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::plot::{self, PlotSpec, fmt_num, label_text};
+use super::stats;
 use super::table::{self, Row};
 use crate::error::{Error, Result};
+
+/// The grid axis that names the cost model (physics) a run used; the claims table has a column per value.
+pub const PHYSICS: &str = "physics";
 
 /// One plotted experiment, for the index.
 pub struct Plotted {
@@ -117,26 +121,58 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn select<'a>(rows: &'a [Row], cond: Option<&Value>) -> Vec<&'a Row> {
+fn select<'a>(rows: &'a [Row], cond: Option<&Value>, extra: Option<(&str, &str)>) -> Vec<&'a Row> {
     let cond = cond.and_then(Value::as_object).cloned().unwrap_or_default();
     rows.iter()
         .filter(|r| {
             cond.iter()
                 .all(|(k, v)| r.get(k).is_some_and(|x| same(x, v)))
+                && extra.is_none_or(|(k, v)| r.get(k).is_some_and(|x| label_text(x) == v))
         })
         .collect()
 }
 
-fn mean(rows: &[&Row], metric: &str) -> Option<f64> {
-    let v: Vec<f64> = rows
-        .iter()
-        .filter_map(|r| r.get(metric).and_then(Value::as_f64))
-        .collect();
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+/// The metric per seed over `rows` (rows of one seed averaged, e.g. when the selection leaves an axis
+/// free). A throughput row carries its per-seed values (`throughput_slo_per_seed`, in `seeds` order).
+fn per_seed(rows: &[&Row], metric: &str) -> Vec<(String, f64)> {
+    let mut acc: Vec<(String, f64, usize)> = Vec::new();
+    let mut add = |seed: String, v: f64| {
+        if !v.is_finite() {
+            return;
+        }
+        match acc.iter_mut().find(|(s, _, _)| *s == seed) {
+            Some(e) => {
+                e.1 += v;
+                e.2 += 1;
+            }
+            None => acc.push((seed, v, 1)),
+        }
+    };
+    for r in rows {
+        let listed = (metric == "throughput_slo_rps")
+            .then(|| {
+                let vals = r.get("throughput_slo_per_seed")?.as_str()?;
+                let seeds = r.get("seeds")?.as_str()?;
+                Some((vals.to_string(), seeds.to_string()))
+            })
+            .flatten();
+        if let Some((vals, seeds)) = listed {
+            for (v, s) in vals.split_whitespace().zip(seeds.split(',')) {
+                add(s.to_string(), v.parse().unwrap_or(f64::NAN));
+            }
+        } else if let Some(v) = r.get(metric).and_then(Value::as_f64) {
+            add(r.get("seed").map(label_text).unwrap_or_default(), v);
+        }
+    }
+    acc.into_iter()
+        .map(|(s, sum, n)| (s, sum / n as f64))
+        .collect()
 }
 
-/// Our side of a claim, as text.
-pub fn evaluate(claim: &Map<String, Value>, rows: &[Row]) -> String {
+/// Our side of a claim, on the rows whose `axis` column is `label` (all rows if `None`), as text: the
+/// median over seeds with its 95% bootstrap interval, and for a comparison the median of the per-seed
+/// changes (or ratios) of paired seeds with their interval; an interval across no-effect says so.
+pub fn evaluate(claim: &Map<String, Value>, rows: &[Row], only: Option<(&str, &str)>) -> String {
     let s = |k: &str| claim.get(k).and_then(Value::as_str).unwrap_or_default();
     let metric = s("metric");
     let unit = s("unit");
@@ -152,51 +188,73 @@ pub fn evaluate(claim: &Map<String, Value>, rows: &[Row]) -> String {
             format!("{} {unit}", fmt_num(v * k))
         }
     };
-    let at = select(rows, claim.get("at"));
-    let Some(a) = mean(&at, metric) else {
+    let show_ci = |i: &stats::Interval| {
+        if i.n < 2 {
+            String::new()
+        } else {
+            format!(" [{}, {}]", fmt_num(i.lo * k), fmt_num(i.hi * k))
+        }
+    };
+    let seeds = |n: usize| {
+        if n == 1 {
+            "1 seed".to_string()
+        } else {
+            format!("{n} seeds")
+        }
+    };
+    let at = per_seed(&select(rows, claim.get("at"), only), metric);
+    let Some(a) = stats::median_ci(&at.iter().map(|x| x.1).collect::<Vec<_>>()) else {
         return format!(
             "(no rows match {} with '{metric}')",
             claim.get("at").map_or("{}".into(), Value::to_string)
         );
     };
-    // A single throughput row: show the search bracket too.
-    let bracket = |sel: &[&Row]| -> String {
-        match sel {
-            [r] if metric == "throughput_slo_rps" => {
-                let hi = r
-                    .get("throughput_slo_hi_rps")
-                    .and_then(Value::as_f64)
-                    .map_or("open".into(), fmt_num);
-                let lo = r
-                    .get("throughput_slo_lo_rps")
-                    .and_then(Value::as_f64)
-                    .map_or("-".into(), fmt_num);
-                format!(" [{lo}, {hi}]")
-            }
-            _ => String::new(),
-        }
-    };
     let Some(vs) = claim.get("vs") else {
-        return format!("{}{}", show_v(a), bracket(&at));
+        return format!("{}{} ({})", show_v(a.median), show_ci(&a), seeds(a.n));
     };
-    let base_rows = select(rows, Some(vs));
-    let Some(b) = mean(&base_rows, metric) else {
+    let base = per_seed(&select(rows, Some(vs), only), metric);
+    let Some(b) = stats::median_ci(&base.iter().map(|x| x.1).collect::<Vec<_>>()) else {
         return format!("(no rows match {vs} with '{metric}')");
     };
-    let show = match s("show") {
-        "" => "change",
-        x => x,
+    let ratio = s("show") == "ratio";
+    let paired: Vec<f64> = at
+        .iter()
+        .filter_map(|(seed, x)| {
+            let y = base.iter().find(|(s, _)| s == seed)?.1;
+            Some(if ratio { x / y } else { x / y - 1.0 })
+        })
+        .collect();
+    let Some(c) = stats::median_ci(&paired) else {
+        return format!("(no seed of {vs} pairs with one of the claim's rows)");
     };
-    let rel = match show {
-        "ratio" => format!("{:.2}x", a / b),
-        _ => format!("{:+.1}%", 100.0 * (a / b - 1.0)),
+    let fmt_c = |x: f64| {
+        if ratio {
+            format!("{x:.2}x")
+        } else {
+            format!("{:+.1}%", 100.0 * x)
+        }
+    };
+    let interval = if c.n < 2 {
+        String::new()
+    } else {
+        format!(" [{}, {}]", fmt_c(c.lo), fmt_c(c.hi))
+    };
+    let null = if ratio { 1.0 } else { 0.0 };
+    let verdict = if c.n >= 2 && c.contains(null) {
+        if ratio {
+            "; the interval holds 1x: no clear effect"
+        } else {
+            "; the interval crosses 0: no clear effect"
+        }
+    } else {
+        ""
     };
     format!(
-        "{}{} vs {}{}: **{rel}**",
-        show_v(a),
-        bracket(&at),
-        show_v(b),
-        bracket(&base_rows)
+        "{} vs {}: **{}**{interval} ({}{verdict})",
+        show_v(a.median),
+        show_v(b.median),
+        fmt_c(c.median),
+        seeds(c.n),
     )
 }
 
@@ -232,10 +290,33 @@ pub fn readme(plotted: &[Plotted], fit: &str) -> String {
     );
     o += "## The paper's claims and this model\n\n";
     o += "Each number is computed from the results table by the `claims` of the experiment's config: the \
-          metric averaged over seeds, and its change or ratio against the baseline. A throughput is followed \
-          by its search bracket [highest passing, lowest failing rate].\n\n";
-    o += "| claim | paper | this model | figure |\n| --- | --- | --- | --- |\n";
+          median over seeds of the metric, and for a comparison the median over seeds of the per-seed change \
+          (or ratio) against the baseline run on the same seed, each with its 95% bootstrap interval [lo, hi] \
+          and the number of seeds. A throughput is found per seed (bisection over the rate). When an \
+          interval holds no effect (0% or 1x) the row says so: that claim is not supported at this seed \
+          count. Experiments with a `physics` axis are evaluated once per cost model (a column each); the \
+          others ran on the analytic model only.\n\n";
+    let mut columns: Vec<String> = Vec::new();
     for p in plotted {
+        for r in &p.rows {
+            if let Some(v) = r.get(PHYSICS) {
+                let v = label_text(v);
+                if !columns.contains(&v) {
+                    columns.push(v);
+                }
+            }
+        }
+    }
+    if columns.is_empty() {
+        columns.push("this model".into());
+    }
+    o += &format!(
+        "| claim | paper | {} | figure |\n| --- | --- |{} --- |\n",
+        columns.join(" | "),
+        " --- |".repeat(columns.len())
+    );
+    for p in plotted {
+        let has_axis = p.rows.iter().any(|r| r.contains_key(PHYSICS));
         for c in &p.claims {
             let Some(c) = c.as_object() else { continue };
             let s = |k: &str| {
@@ -244,11 +325,20 @@ pub fn readme(plotted: &[Plotted], fit: &str) -> String {
                     .unwrap_or_default()
                     .to_string()
             };
+            let cells: Vec<String> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, col)| match (has_axis, i) {
+                    (true, _) => evaluate(c, &p.rows, Some((PHYSICS, col))),
+                    (false, 0) => evaluate(c, &p.rows, None),
+                    (false, _) => "-".into(),
+                })
+                .collect();
             o += &format!(
                 "| {} | {} | {} | [{}](#{}) |\n",
                 s("claim"),
                 s("paper"),
-                evaluate(c, &p.rows),
+                cells.join(" | "),
                 p.name,
                 p.name
             );

@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
+use super::stats;
 use super::table::{self, Row};
-use super::throughput::bisect;
+use super::throughput::{Bracket, bisect};
 use super::{Experiment, Run, ThroughputSpec};
 use crate::error::{Error, Result};
 use crate::runner::{RunConfig, run};
 use crate::trace::{ReadSpec, Trace};
+use crate::workload::slora::SloraSource;
 
 #[derive(Clone, Debug)]
 pub struct SweepOpts {
@@ -128,6 +130,9 @@ pub fn leading_columns(exp: &Experiment) -> Vec<String> {
     if exp.throughput.is_some() {
         for k in [
             "throughput_slo_rps",
+            "throughput_slo_ci_lo",
+            "throughput_slo_ci_hi",
+            "throughput_slo_per_seed",
             "throughput_slo_lo_rps",
             "throughput_slo_hi_rps",
             "throughput_slo_status",
@@ -186,34 +191,27 @@ fn logged_rows(dir: &Path, keys: &[String]) -> Vec<Option<Row>> {
     rows
 }
 
-/// Numeric metrics averaged over seeds; a value equal in every summary is kept as is.
-fn average(sums: &[serde_json::Map<String, Value>]) -> Row {
-    let mut out = Row::new();
-    for (k, v0) in &sums[0] {
-        let vals: Vec<&Value> = sums.iter().filter_map(|s| s.get(k)).collect();
-        let v = if vals.iter().all(|v| *v == v0) {
-            v0.clone()
-        } else if vals.iter().all(|v| v.is_number()) {
-            json!(vals.iter().filter_map(|v| v.as_f64()).sum::<f64>() / vals.len() as f64)
-        } else {
-            v0.clone()
-        };
-        out.insert(k.clone(), v);
-    }
-    out
-}
-
 struct Ctx<'a> {
     exp: &'a Experiment,
     traces: Vec<(TraceKey, Trace)>,
     commit: String,
 }
 
-/// Runs that read the same file the same way share one loaded trace.
-type TraceKey = (Option<PathBuf>, ReadSpec);
+/// Runs that read the same file the same way (or generate the same workload) share one loaded trace.
+type TraceKey = (
+    Option<PathBuf>,
+    ReadSpec,
+    Option<SloraSource>,
+    Option<usize>,
+);
 
 fn trace_key(c: &RunConfig) -> TraceKey {
-    (c.trace.clone(), c.trace_format.clone())
+    (
+        c.trace.clone(),
+        c.trace_format.clone(),
+        c.workload.clone(),
+        c.transform.max_requests,
+    )
 }
 
 impl Ctx<'_> {
@@ -255,46 +253,77 @@ impl Ctx<'_> {
         row: &mut Row,
     ) -> Result<Row> {
         let threshold = t.slo.unwrap_or(run.config.slo.ttft_ns as f64 / 1e9);
-        let mut probed: Vec<(f64, Row)> = Vec::new();
-        let b = bisect(t.lo, t.hi, t.max, t.tol, |rate| {
-            bar.set_message(format!(
-                "{} | probe {} at {rate:.3} RPS",
-                point_label(run),
-                probed.len() + 1
-            ));
-            let mut sums = Vec::new();
-            for &seed in &t.seeds {
+        // One bisection per seed: the claim is the median of per-seed throughputs with a bootstrap
+        // interval (averaging P99s over seeds would let one seed's tail decide).
+        let mut per_seed: Vec<(Bracket, Row)> = Vec::with_capacity(t.seeds.len());
+        for &seed in &t.seeds {
+            let mut probed: Vec<(f64, Row)> = Vec::new();
+            let b = bisect(t.lo, t.hi, t.max, t.tol, |rate| {
+                bar.set_message(format!(
+                    "{} | seed {seed} probe {} at {rate:.3} RPS",
+                    point_label(run),
+                    probed.len() + 1
+                ));
                 let mut c = run.config.clone();
                 c.transform.poisson_rate = Some(rate);
                 c.seed = seed;
-                sums.push(run::run(&c, self.trace(&c).clone(), None)?.summary);
-            }
-            let avg = average(&sums);
-            let m = avg.get(&t.metric).and_then(Value::as_f64).ok_or_else(|| {
-                Error::msg(format!(
-                    "{}: throughput.metric: '{}' is not a numeric metric of a run",
-                    self.exp.path.display(),
-                    t.metric
-                ))
+                let sum = run::run(&c, self.trace(&c).clone(), None)?.summary;
+                let m = sum.get(&t.metric).and_then(Value::as_f64).ok_or_else(|| {
+                    Error::msg(format!(
+                        "{}: throughput.metric: '{}' is not a numeric metric of a run",
+                        self.exp.path.display(),
+                        t.metric
+                    ))
+                })?;
+                probed.push((rate, sum));
+                Ok(m <= threshold)
             })?;
-            probed.push((rate, avg));
-            Ok(m <= threshold)
-        })?;
-        let at = b.pass.unwrap_or(t.lo);
-        let mut summary = probed
-            .into_iter()
-            .find(|(r, _)| *r == at)
-            .map(|(_, s)| s)
-            .unwrap_or_default();
-        summary.insert("seed".into(), json!(t.seeds[0]));
-        row.insert("throughput_slo_rps".into(), json!(b.throughput()));
-        row.insert("throughput_slo_lo_rps".into(), json!(b.pass.unwrap_or(0.0)));
+            let at = b.pass.unwrap_or(t.lo);
+            let summary = probed
+                .into_iter()
+                .find(|(r, _)| *r == at)
+                .map(|(_, s)| s)
+                .unwrap_or_default();
+            per_seed.push((b, summary));
+        }
+        let tputs: Vec<f64> = per_seed.iter().map(|(b, _)| b.throughput()).collect();
+        let ci = stats::median_ci(&tputs).expect("at least one seed");
+        // The run shown beside the throughput: the median seed's (the lower middle for an even count).
+        let mut order: Vec<usize> = (0..tputs.len()).collect();
+        order.sort_by(|&a, &b| tputs[a].total_cmp(&tputs[b]));
+        let mid = order[(order.len() - 1) / 2];
+        let summary = per_seed[mid].1.clone();
+        let worst = |f: fn(&Bracket) -> Option<f64>, max: bool| {
+            let v = per_seed.iter().filter_map(|(b, _)| f(b));
+            if max {
+                v.fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+            } else {
+                v.fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))))
+            }
+        };
+        let status = per_seed
+            .iter()
+            .map(|(b, _)| b.status())
+            .find(|s| *s != "bracketed")
+            .unwrap_or("bracketed");
+        row.insert("throughput_slo_rps".into(), json!(ci.median));
+        row.insert("throughput_slo_ci_lo".into(), json!(ci.lo));
+        row.insert("throughput_slo_ci_hi".into(), json!(ci.hi));
+        let list: Vec<String> = tputs.iter().map(|x| format!("{x}")).collect();
+        row.insert("throughput_slo_per_seed".into(), json!(list.join(" ")));
+        row.insert(
+            "throughput_slo_lo_rps".into(),
+            json!(worst(|b| b.pass, false).unwrap_or(0.0)),
+        );
         row.insert(
             "throughput_slo_hi_rps".into(),
-            b.fail.map_or(Value::Null, |x| json!(x)),
+            worst(|b| b.fail, true).map_or(Value::Null, |x| json!(x)),
         );
-        row.insert("throughput_slo_status".into(), json!(b.status()));
-        row.insert("throughput_slo_probes".into(), json!(b.probes));
+        row.insert("throughput_slo_status".into(), json!(status));
+        row.insert(
+            "throughput_slo_probes".into(),
+            json!(per_seed.iter().map(|(b, _)| b.probes).sum::<usize>()),
+        );
         row.insert("throughput_slo_metric".into(), json!(t.metric));
         row.insert("throughput_slo_threshold".into(), json!(threshold));
         let seeds: Vec<String> = t.seeds.iter().map(u64::to_string).collect();
@@ -374,7 +403,7 @@ pub fn sweep(exp: &Experiment, opts: &SweepOpts) -> Result<Outcome> {
             let c = &runs[i].config;
             let k = trace_key(c);
             if !traces.iter().any(|(t, _)| *t == k) {
-                traces.push((k, Trace::load_with(c.trace.as_deref(), &c.trace_format)?));
+                traces.push((k, c.load_trace()?));
             }
         }
         let ctx = Ctx {

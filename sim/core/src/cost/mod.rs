@@ -40,6 +40,25 @@ pub struct BatchShape {
 }
 
 impl BatchShape {
+    /// Adds one prompt of `input` tokens to a prefill; `lora`: its adapter's rank and whether the adapter is
+    /// new to this batch (`None`: the base model).
+    pub fn add_prompt(&mut self, input: u64, lora: Option<(u64, bool)>) {
+        self.prefill_seqs += 1;
+        self.prefill_tokens += input;
+        self.prefill_sq_tokens += input * input;
+        self.prefill_max_len = self.prefill_max_len.max(input);
+        if let Some((rank, first)) = lora {
+            self.lora_tokens += input;
+            self.lora_token_rank += input * rank;
+            self.lora_seqs += 1;
+            self.lora_max_rank = self.lora_max_rank.max(rank);
+            if first {
+                self.lora_distinct += 1;
+                self.lora_distinct_rank += rank;
+            }
+        }
+    }
+
     pub fn tokens(&self) -> u64 {
         self.prefill_tokens + self.decode_seqs
     }

@@ -8,6 +8,7 @@
 
 use super::api::{CachePolicy, Residency};
 use super::{Clock, EngineConfig, Outcome, State};
+use crate::cost::BatchShape;
 use crate::time::Nanos;
 use crate::workload::{Request, Workload};
 
@@ -192,6 +193,29 @@ impl<'a> Admission<'a> {
         }
         peak_with(&held, (r.input as u64 + 1, self.cfg.budget(r) as u64 - 1)) + pinned + extra
             <= self.cfg.pool_slots
+    }
+
+    /// The estimated duration (the run's cost model, without adapter loads) of this merge's prefill
+    /// iteration: of the requests admitted so far if `admitted`, plus `extra` if given. What a scheduler that
+    /// shapes prefill batches weighs (e.g. the padding of S-LoRA's LoRA kernels).
+    pub fn prefill_estimate(&self, admitted: bool, extra: Option<u32>) -> Nanos {
+        let ids: &[u32] = if admitted {
+            &self.st.batch.admitted
+        } else {
+            &[]
+        };
+        let mut shape = BatchShape::default();
+        for (i, id) in ids.iter().copied().chain(extra).enumerate() {
+            let r = &self.w.requests[id as usize];
+            let lora = self.w.adapter(r.adapter).map(|a| {
+                let first = !ids[..i.min(ids.len())]
+                    .iter()
+                    .any(|&o| self.w.requests[o as usize].adapter == r.adapter);
+                (a.rank as u64, first)
+            });
+            shape.add_prompt(r.input as u64, lora);
+        }
+        self.clock.estimates().iteration(&shape)
     }
 
     /// Running requests as (id, tokens generated so far).

@@ -672,24 +672,17 @@ impl<'a> Engine<'a> {
         for &id in &batch {
             let r = self.w.requests[id as usize];
             kv_need += r.input as u64 + 1;
-            shape.prefill_seqs += 1;
-            shape.prefill_tokens += r.input as u64;
-            shape.prefill_sq_tokens += r.input as u64 * r.input as u64;
-            shape.prefill_max_len = shape.prefill_max_len.max(r.input as u64);
             if r.adapter == NO_ADAPTER {
+                shape.add_prompt(r.input as u64, None);
                 continue;
             }
             let a = r.adapter as usize;
-            let rank = self.w.adapters[a].rank as u64;
-            shape.lora_tokens += r.input as u64;
-            shape.lora_token_rank += r.input as u64 * rank;
-            shape.lora_seqs += 1;
-            shape.lora_max_rank = shape.lora_max_rank.max(rank);
-            if self.st.stamp[a] != stamp {
-                self.st.stamp[a] = stamp;
-                shape.lora_distinct += 1;
-                shape.lora_distinct_rank += rank;
-            }
+            let first = self.st.stamp[a] != stamp;
+            self.st.stamp[a] = stamp;
+            shape.add_prompt(
+                r.input as u64,
+                Some((self.w.adapters[a].rank as u64, first)),
+            );
             if self.st.adapters[a].residency == Residency::Host {
                 self.st.mem.pending_pin -= self.st.adapters[a].slots;
                 self.start_load(r.adapter)?;

@@ -4,6 +4,7 @@
 mod fifo;
 mod lifo;
 pub mod mlq;
+mod pack;
 mod sjf;
 
 use crate::engine::api::Schedulers;
@@ -17,5 +18,6 @@ pub const REGISTRY: Registry<Schedulers> = Registry {
         mlq::ENTRY,
         mlq::STATIC,
         lifo::ENTRY,
+        pack::ENTRY,
     ],
 };

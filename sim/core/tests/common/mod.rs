@@ -51,6 +51,26 @@ impl CostModel for Linear {
     }
 }
 
+/// S-LoRA-like padding: a prefill costs 100 ms + 1 us per cell of its requests x longest prompt x largest
+/// rank grid; decode 10 ms; loads instant.
+pub struct Padded;
+
+impl CostModel for Padded {
+    fn describe(&self) -> String {
+        "padded test costs".into()
+    }
+    fn iteration(&self, s: &BatchShape) -> Nanos {
+        if s.prefill_seqs > 0 {
+            100 * MS + 1000 * s.lora_seqs * s.prefill_max_len * s.lora_max_rank
+        } else {
+            10 * MS
+        }
+    }
+    fn adapter_load(&self, _load: &LoadShape) -> Nanos {
+        0
+    }
+}
+
 pub fn req(id: u32, at_ms: u64, input: u32, output: u32, adapter: u32) -> Request {
     Request {
         id,
