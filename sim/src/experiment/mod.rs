@@ -298,6 +298,7 @@ impl Experiment {
             "plot",
             "claims",
             "notes",
+            "physics",
         ];
         if let Some(k) = root.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(bad(

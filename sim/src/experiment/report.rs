@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 
 /// The grid axis that names the cost model (physics) a run used; the claims table has a column per value.
 pub const PHYSICS: &str = "physics";
+const ANALYTIC: &str = "analytic";
 
 /// One plotted experiment, for the index.
 pub struct Plotted {
@@ -27,6 +28,9 @@ pub struct Plotted {
     pub scale: String,
     pub rows: Vec<Row>,
     pub claims: Vec<Value>,
+    /// The claims-table column of an experiment without a `physics` axis (its config's `physics`, e.g.
+    /// "calibrated A40"; default "analytic").
+    pub physics: String,
 }
 
 /// Plots one results directory (`DIR/config.json` + `DIR/results.csv`), or one results table inside such
@@ -95,6 +99,11 @@ pub fn plot_results(path: &Path, out: &Path) -> Result<Plotted> {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default(),
+        physics: cfg
+            .get(PHYSICS)
+            .and_then(Value::as_str)
+            .unwrap_or(ANALYTIC)
+            .to_string(),
     })
 }
 
@@ -294,21 +303,16 @@ pub fn readme(plotted: &[Plotted], fit: &str) -> String {
           (or ratio) against the baseline run on the same seed, each with its 95% bootstrap interval [lo, hi] \
           and the number of seeds. A throughput is found per seed (bisection over the rate). When an \
           interval holds no effect (0% or 1x) the row says so: that claim is not supported at this seed \
-          count. Experiments with a `physics` axis are evaluated once per cost model (a column each); the \
-          others ran on the analytic model only.\n\n";
-    let mut columns: Vec<String> = Vec::new();
+          count. A column per cost model (physics): an experiment with a `physics` axis is evaluated once \
+          per value; the others ran on one (their config's `physics`, else the analytic model).\n\n";
+    let mut columns: Vec<String> = vec![ANALYTIC.to_string()];
     for p in plotted {
-        for r in &p.rows {
-            if let Some(v) = r.get(PHYSICS) {
-                let v = label_text(v);
-                if !columns.contains(&v) {
-                    columns.push(v);
-                }
+        let labels = p.rows.iter().filter_map(|r| r.get(PHYSICS).map(label_text));
+        for v in labels.chain(std::iter::once(p.physics.clone())) {
+            if !columns.contains(&v) {
+                columns.push(v);
             }
         }
-    }
-    if columns.is_empty() {
-        columns.push("this model".into());
     }
     o += &format!(
         "| claim | paper | {} | figure |\n| --- | --- |{} --- |\n",
@@ -327,11 +331,14 @@ pub fn readme(plotted: &[Plotted], fit: &str) -> String {
             };
             let cells: Vec<String> = columns
                 .iter()
-                .enumerate()
-                .map(|(i, col)| match (has_axis, i) {
-                    (true, _) => evaluate(c, &p.rows, Some((PHYSICS, col))),
-                    (false, 0) => evaluate(c, &p.rows, None),
-                    (false, _) => "-".into(),
+                .map(|col| {
+                    if has_axis {
+                        evaluate(c, &p.rows, Some((PHYSICS, col)))
+                    } else if *col == p.physics {
+                        evaluate(c, &p.rows, None)
+                    } else {
+                        "-".into()
+                    }
                 })
                 .collect();
             o += &format!(
