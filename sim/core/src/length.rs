@@ -129,7 +129,7 @@ pub fn resolve(cfg: &RunConfig, trace: &Trace) -> Result<f64> {
     }
     // Everything the search's runs depend on, and nothing that differs between the runs of a comparison.
     let key = format!(
-        "{rule} | {} {} {:?} | {} {} {} | {:?} | {:?} | {} | {:?}",
+        "{rule} | {} {} {:?} | {} {} {} | {:?} | {:?} | {:?}",
         trace.source,
         trace.rows.len(),
         cfg.transform.arrivals,
@@ -138,7 +138,6 @@ pub fn resolve(cfg: &RunConfig, trace: &Trace) -> Result<f64> {
         cfg.cost.describe(),
         cfg.engine,
         cfg.adapters,
-        cfg.predictor,
         cfg.slo,
     );
     let cell = memo()
@@ -162,6 +161,7 @@ fn probe_config(cfg: &RunConfig, f: f64, rate: Option<f64>) -> RunConfig {
     c.scheduler = "fifo".into();
     c.cache = "none".into();
     c.prefetch = "none".into();
+    c.predictor = "oracle".into();
     c
 }
 

@@ -347,7 +347,8 @@ fn pack_keeps_a_short_low_rank_prompt_out_of_a_long_rank_128_prefill() {
     };
     // FIFO merges both: first tokens at 612 ms.
     assert_eq!(times("fifo"), [(0, 612 * MS), (0, 612 * MS)]);
-    // pack: B would add 256 ms, more than the 100.8 ms of a prefill of its own, so A runs alone (first token at 356,
+    // pack: B would add 256 ms, more than the 100.8 ms of a prefill of its own and more than 1.25 x the 0.8 ms
+    // it adds beside a copy of itself (its unpadded work), so A runs alone (first token at 356,
     // done after 4 decode steps at 396); the idle engine then admits B: first token at 396 + 100.8 ms. A's
     // TTFT falls by 256 ms, B's by 115.2 ms, and the GPU spends 155.2 ms less on the two prefills.
     assert_eq!(

@@ -320,35 +320,10 @@ pub fn readme(plotted: &[Plotted], fit: &str) -> String {
         " --- |".repeat(columns.len())
     );
     for p in plotted {
-        let has_axis = p.rows.iter().any(|r| r.contains_key(PHYSICS));
-        for c in &p.claims {
-            let Some(c) = c.as_object() else { continue };
-            let s = |k: &str| {
-                c.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let cells: Vec<String> = columns
-                .iter()
-                .map(|col| {
-                    if has_axis {
-                        evaluate(c, &p.rows, Some((PHYSICS, col)))
-                    } else if *col == p.physics {
-                        evaluate(c, &p.rows, None)
-                    } else {
-                        "-".into()
-                    }
-                })
-                .collect();
-            o += &format!(
-                "| {} | {} | {} | [{}](#{}) |\n",
-                s("claim"),
-                s("paper"),
-                cells.join(" | "),
-                p.name,
-                p.name
-            );
+        for c in p.claims.iter().filter_map(Value::as_object) {
+            if !own_table(c) {
+                o += &claim_row(p, c, &columns, true);
+            }
         }
     }
     o += "\n";
@@ -368,9 +343,61 @@ pub fn readme(plotted: &[Plotted], fit: &str) -> String {
             );
         }
         o += "\n\n";
+        let own: Vec<&Map<String, Value>> = p
+            .claims
+            .iter()
+            .filter_map(Value::as_object)
+            .filter(|c| own_table(c))
+            .collect();
+        if !own.is_empty() {
+            o += &format!(
+                "| | paper | {} |\n| --- | --- |{}\n",
+                columns.join(" | "),
+                " --- |".repeat(columns.len())
+            );
+            for c in own {
+                o += &claim_row(p, c, &columns, false);
+            }
+            o += "\n";
+        }
         if !p.notes.is_empty() {
             o += &format!("{}\n\n", p.notes);
         }
     }
     o
+}
+
+/// A claim shown in its experiment's section (`"table": "own"`), e.g. the cells of a matrix.
+fn own_table(c: &Map<String, Value>) -> bool {
+    c.get("table").and_then(Value::as_str) == Some("own")
+}
+
+/// One claims-table row: the claim, the paper's number, one cell per physics column, and (in the main
+/// table) a link to its figure.
+fn claim_row(p: &Plotted, c: &Map<String, Value>, columns: &[String], link: bool) -> String {
+    let has_axis = p.rows.iter().any(|r| r.contains_key(PHYSICS));
+    let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default();
+    let cells: Vec<String> = columns
+        .iter()
+        .map(|col| {
+            if has_axis {
+                evaluate(c, &p.rows, Some((PHYSICS, col)))
+            } else if *col == p.physics {
+                evaluate(c, &p.rows, None)
+            } else {
+                "-".into()
+            }
+        })
+        .collect();
+    let figure = if link {
+        format!(" [{0}](#{0}) |", p.name)
+    } else {
+        String::new()
+    };
+    format!(
+        "| {} | {} | {} |{figure}\n",
+        s("claim"),
+        s("paper"),
+        cells.join(" | ")
+    )
 }

@@ -195,22 +195,24 @@ impl<'a> Admission<'a> {
             <= self.cfg.pool_slots
     }
 
-    /// The estimated duration (the run's cost model, without adapter loads) of this merge's prefill
-    /// iteration: of the requests admitted so far if `admitted`, plus `extra` if given. What a scheduler that
-    /// shapes prefill batches weighs (e.g. the padding of S-LoRA's LoRA kernels).
-    pub fn prefill_estimate(&self, admitted: bool, extra: Option<u32>) -> Nanos {
+    /// The estimated duration (the run's cost model, without adapter loads) of a prefill iteration of the
+    /// requests admitted so far at this merge if `admitted`, plus `extra` (which may repeat a request: a
+    /// batch of copies prices a request among its likes). What a scheduler that shapes prefill batches
+    /// weighs, e.g. the padding of S-LoRA's LoRA kernels.
+    pub fn prefill_estimate(&self, admitted: bool, extra: &[u32]) -> Nanos {
         let ids: &[u32] = if admitted {
             &self.st.batch.admitted
         } else {
             &[]
         };
         let mut shape = BatchShape::default();
-        for (i, id) in ids.iter().copied().chain(extra).enumerate() {
+        let all = || ids.iter().chain(extra).copied();
+        for (i, id) in all().enumerate() {
             let r = &self.w.requests[id as usize];
             let lora = self.w.adapter(r.adapter).map(|a| {
-                let first = !ids[..i.min(ids.len())]
-                    .iter()
-                    .any(|&o| self.w.requests[o as usize].adapter == r.adapter);
+                let first = !all()
+                    .take(i)
+                    .any(|o| self.w.requests[o as usize].adapter == r.adapter);
                 (a.rank as u64, first)
             });
             shape.add_prompt(r.input as u64, lora);

@@ -5,12 +5,13 @@
 //! requests x the longest prompt x the largest rank, and its BGMV kernel pads every token to the largest rank,
 //! so one long rank-128 prompt makes every short low-rank prompt beside it cost as much as itself. FIFO merges
 //! whatever arrived; this scheduler prices each candidate with the run's cost model
-//! (`Admission::prefill_estimate`): a candidate joins the merge only if what it adds to the prefill is at most
-//! `1 + slack` times what a prefill of its own would cost (the most it can cost later). Those refused wait for
-//! a later merge (10 decode steps on S-LoRA), where they lead or join a better-matched batch. `slack` defaults
-//! to 0, tuned on the Azure code trace (experiments/ours_tune_code.json), never on the conversation trace the
-//! result is claimed on. Under unpadded kernels adding a request rarely costs more than running it alone, so
-//! pack is then FIFO with a little skipping.
+//! (`Admission::prefill_estimate`) three ways: what it adds to the merge's prefill, what a prefill of its own
+//! would cost, and what it adds to a batch of its likes (same prompt and adapter: its work unpadded). It
+//! joins unless merging it costs more than a prefill of its own *and* pads its work by more than `slack`
+//! (default 0.25, tuned on the Azure code trace in experiments/ours_tune_code.json, never on the
+//! conversation trace the result is claimed on). Those refused wait for a later merge (10 decode steps on
+//! S-LoRA), where they lead or join a better-matched batch. Where padding is cheap (the analytic model) the
+//! second test admits nearly everything, and pack is FIFO.
 
 use std::collections::VecDeque;
 
@@ -22,13 +23,13 @@ use crate::workload::Request;
 
 pub const ENTRY: Entry<Schedulers> = Entry {
     name: "pack",
-    about: "FIFO head first; others join its prefill only if they add at most (1 + slack) x a prefill of \
-            their own (avoids S-LoRA's padded LoRA kernels)",
+    about: "FIFO head first; others join its prefill unless that costs more than a prefill of their own and \
+            pads their work by more than slack (avoids S-LoRA's padded LoRA kernels)",
     params: &[
         Param::new(
             "slack",
-            "0",
-            "a candidate may add up to (1 + slack) x the cost of a prefill of its own",
+            "0.25",
+            "padding a candidate may add, as a fraction of its own unpadded work, when merging it costs more than a prefill of its own",
         ),
         Param::new(
             "window",
@@ -80,10 +81,16 @@ impl Scheduler for Pack {
         while i < self.queue.len() && seen < self.window {
             seen += 1;
             let id = self.queue[i];
-            let now = adm.prefill_estimate(true, None) as f64;
-            let added = adm.prefill_estimate(true, Some(id)) as f64 - now;
-            let alone = adm.prefill_estimate(false, Some(id)) as f64;
-            if added <= (1.0 + self.slack) * alone && adm.try_admit(id) {
+            let now = adm.prefill_estimate(true, &[]) as f64;
+            let added = adm.prefill_estimate(true, &[id]) as f64 - now;
+            let alone = adm.prefill_estimate(false, &[id]) as f64;
+            // What it adds to a batch of its likes (same prompt, same adapter): its work without padding.
+            let like = (adm.prefill_estimate(false, &[id, id]) - adm.prefill_estimate(false, &[id]))
+                as f64;
+            // Joins unless merging it costs more than a prefill of its own *and* pads its work by more
+            // than `slack`.
+            let cheap = added <= alone || added <= (1.0 + self.slack) * like;
+            if cheap && adm.try_admit(id) {
                 self.queue.remove(i);
             } else {
                 i += 1;
