@@ -244,8 +244,37 @@ pub fn build(
                 .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
             let source = path.display().to_string();
             if text.contains(fitted::SCHEMA) {
-                spec.finish(&[])?;
-                let p = fitted::EngineProfile::parse(&text, &source)?;
+                let mut p = fitted::EngineProfile::parse(&text, &source)?;
+                // A sensitivity study may override fitted parameters or the kernels:
+                // `--cost profile[lora_eff=0.2,lora_kernels=exact]`.
+                let mut v = p.params.to_vec();
+                let mut changed = Vec::new();
+                for (i, name) in fitted::EngineParams::NAMES.iter().enumerate() {
+                    if let Some(x) = spec.take_str(name) {
+                        v[i] = x.parse().map_err(|_| {
+                            Error::msg(format!("--cost profile[{name}=..]: '{x}' is not a number"))
+                        })?;
+                        changed.push(format!("{name}={x}"));
+                    }
+                }
+                if let Some(k) = spec.take_str("lora_kernels") {
+                    LoraKernels::parse(&k)
+                        .map_err(|e| e.context("--cost profile[lora_kernels=..]"))?;
+                    changed.push(format!("lora_kernels={k}"));
+                    p.lora_kernels = k;
+                }
+                let mut known = fitted::EngineParams::NAMES.to_vec();
+                known.push("lora_kernels");
+                spec.finish(&known)?;
+                p.params = fitted::EngineParams::from_slice(&v);
+                p.params
+                    .validate()
+                    .map_err(|e| e.context("--cost profile[..]"))?;
+                let source = if changed.is_empty() {
+                    source
+                } else {
+                    format!("{source} with {} overridden", changed.join(", "))
+                };
                 if !allow_mismatch && p.model != model.name {
                     return Err(mismatch("model", &p.model, model.name, path));
                 }
