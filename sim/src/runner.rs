@@ -153,6 +153,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 3072, value_name = "N")]
     #[serde(deserialize_with = "options::scalar")]
     pub max_total_tokens: u64,
+    /// Reject requests whose prompt + output exceeds the model's context window; 0 = no limit (a
+    /// long-context variant) [default: the model's, 2048 for LLaMA-1 7B/13B/30B]
+    #[arg(long, value_name = "N")]
+    #[serde(deserialize_with = "options::optional")]
+    pub context_tokens: Option<u64>,
     /// How an adapter crosses PCIe: slora (each layer's A+B block copied twice, per layer, pinned: S-LoRA's
     /// load_lora_A/B) | once[per_layer=true,pinned=true] (one pass)
     #[arg(long, default_value = "slora", value_name = "SPEC")]
@@ -344,6 +349,7 @@ impl RunArgs {
         let limit = |n: u64| (n > 0).then_some(n);
         engine.max_input_tokens = limit(self.max_input_tokens);
         engine.max_total_tokens = limit(self.max_total_tokens);
+        engine.context_tokens = limit(self.context_tokens.unwrap_or(model.context_tokens));
         engine.load_path = parse_load_path(&self.adapter_load, model)?;
         if !(self.idle_poll_ms >= 0.0 && self.idle_poll_ms.is_finite()) {
             return Err(Error::msg(format!(

@@ -219,6 +219,8 @@ fn base_model_alone_with_zero_adapters() {
         "0",
         "--max-total-tokens",
         "0",
+        "--context-tokens",
+        "0",
         "--json",
     ]);
     assert!(out.status.success());
