@@ -21,6 +21,7 @@ pub mod report;
 pub mod run;
 pub mod sched;
 pub mod spec;
+pub mod summary;
 pub mod time;
 pub mod trace;
 pub mod workload;

@@ -49,10 +49,12 @@ impl TraceRow {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Trace {
     pub source: String,
     pub rows: Vec<TraceRow>,
+    /// What reading it made doubtful (e.g. the time unit), one line each; shown with a run's results.
+    pub warnings: Vec<String>,
 }
 
 /// A trace with what was learnt reading it.
@@ -220,7 +222,11 @@ fn collect(rr: reader::RowReader, spec: &ReadSpec) -> Result<Loaded> {
     rows.shrink_to_fit();
     let [a, t] = ids;
     Ok(Loaded {
-        trace: Trace { source, rows },
+        trace: Trace {
+            source,
+            rows,
+            warnings: Vec::new(),
+        },
         mapping: rr.mapping.clone(),
         adapter_names: a.1,
         tenant_names: t.1,
