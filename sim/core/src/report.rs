@@ -38,6 +38,15 @@ pub fn check_out_dir(dir: &Path, option: &str) -> Result<()> {
     }
 }
 
+/// Three significant digits (a rate of 0.0035 req/s must not print as 0.00).
+fn sig3(x: f64) -> String {
+    if !x.is_finite() || x == 0.0 {
+        return format!("{x}");
+    }
+    let decimals = (2 - x.abs().log10().floor() as i32).max(0) as usize;
+    format!("{x:.decimals$}")
+}
+
 impl Report {
     /// Writes `summary.json`, `requests.csv` and `adapters.csv` into `dir` (created if missing). Each file
     /// is written to a temporary name and renamed, so a failure leaves no half-written file.
@@ -129,11 +138,11 @@ impl Report {
         );
         o += &format!("cost model  {}\n", s.cost_model);
         o += &format!(
-            "arrivals    {}{}; offered {:.2} req/s; lengths x {}\n",
+            "arrivals    {}{}; offered {} req/s; lengths x {}\n",
             s.arrivals,
             s.rate_rps
                 .map_or(String::new(), |r| format!(" at {r} req/s")),
-            opt(s.offered_rps),
+            sig3(opt(s.offered_rps)),
             s.length_scale
         );
         let total = s.requests_total.max(1) as f64;

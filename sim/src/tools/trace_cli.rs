@@ -185,6 +185,15 @@ pub fn stats(
             rr.source()
         )));
     }
+    let check = crate::trace::check_time_unit(
+        &rr.mapping,
+        st.rows,
+        st.first_time(),
+        st.span_ns(),
+        rr.all_integer,
+    );
+    st.warnings
+        .extend(check.error.into_iter().chain(check.warning));
     let mapping = rr.mapping.describe();
     Ok((st, rr.source().to_string(), mapping))
 }
