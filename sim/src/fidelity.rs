@@ -37,7 +37,7 @@ pub struct FidelityArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Timed repeats per calibration point (the median is kept)
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = crate::options::whole::<u32>(crate::options::Range::AtLeast(1)))]
     pub repeats: u32,
 }
 
@@ -465,6 +465,7 @@ pub fn fidelity(f: &FidelityArgs) -> Result<Comparison> {
 
 /// `sim fidelity`: runs [`fidelity`] and prints the table.
 pub fn run(f: &FidelityArgs) -> Result<()> {
+    crate::report::check_out_dir(&f.out, "--out")?;
     let cmp = fidelity(f)?;
     print!("{}", cmp.table());
     println!(

@@ -392,6 +392,13 @@ impl Experiment {
                 values,
             });
         }
+        if axes.is_empty() {
+            return Err(bad(
+                path,
+                "grid",
+                "no axes: give at least one option with a list of values",
+            ));
+        }
         let throughput = match root.get("throughput") {
             None => None,
             Some(Value::Object(t)) => Some(Self::throughput(path, t)?),
