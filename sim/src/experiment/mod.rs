@@ -432,7 +432,21 @@ impl Experiment {
         // Validate every run's options now: a typo fails before anything runs.
         exp.runs()?;
         if let Some(p) = exp.json.get("plot") {
-            plot::PlotSpec::parse(path, p)?;
+            let spec = plot::PlotSpec::parse(path, p)?;
+            for (i, p) in spec.panels.iter().enumerate() {
+                exp.check_column(&format!("plot.panels[{i}].y"), &p.y)?;
+                if let Some((lo, hi)) = &p.err {
+                    exp.check_column(&format!("plot.panels[{i}].err"), lo)?;
+                    exp.check_column(&format!("plot.panels[{i}].err"), hi)?;
+                }
+            }
+        }
+        if let Some(Value::Array(claims)) = exp.json.get("claims") {
+            for (i, c) in claims.iter().enumerate() {
+                if let Some(m) = c.get("metric").and_then(Value::as_str) {
+                    exp.check_column(&format!("claims[{i}].metric"), m)?;
+                }
+            }
         }
         Ok(exp)
     }
@@ -550,6 +564,21 @@ impl Experiment {
             });
         }
         Ok(runs)
+    }
+
+    /// `name` must be a column of this experiment's results: a summary key (`Summary`, so a renamed
+    /// metric fails here, not as an empty figure) or one of the table's own columns.
+    fn check_column(&self, field: &str, name: &str) -> Result<()> {
+        if crate::metrics::Summary::is_key(name)
+            || sweep::leading_columns(self).iter().any(|c| c == name)
+        {
+            return Ok(());
+        }
+        Err(bad(
+            &self.path,
+            field,
+            format!("'{name}' is not a column of the results (a summary key or a grid axis)"),
+        ))
     }
 
     /// Every `experiments/*.json` in `dir`, sorted by file name.
