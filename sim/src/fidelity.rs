@@ -360,8 +360,11 @@ impl Comparison {
         self.draw(SVGBackend::new(&svg, size).into_drawing_area())
             .map_err(|e| Error::internal(format!("{}: {e}", svg.display())))?;
         let png = stem.with_extension("png");
-        self.draw(BitMapBackend::new(&png, size).into_drawing_area())
-            .map_err(|e| Error::internal(format!("{}: {e}", png.display())))
+        self.draw(
+            crate::experiment::glyphs::Glyphs::new(BitMapBackend::new(&png, size))
+                .into_drawing_area(),
+        )
+        .map_err(|e| Error::internal(format!("{}: {e}", png.display())))
     }
 
     fn draw<DB: plotters::prelude::DrawingBackend>(

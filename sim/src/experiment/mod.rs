@@ -22,6 +22,7 @@
 //! what the results table and the plot show, every other key is an option.
 
 pub mod cli;
+pub mod glyphs;
 pub mod plot;
 pub mod report;
 pub mod sweep;

@@ -71,8 +71,14 @@ pub fn plot_results(path: &Path, out: &Path) -> Result<Plotted> {
         )));
     }
     let rows = table::read(&table_path)?;
-    let fig =
+    let claims = cfg
+        .get("claims")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut fig =
         plot::figure(&s("title"), &spec, &rows).map_err(|e| e.context(table_path.display()))?;
+    plot::add_claims(&mut fig, &spec, &rows, &claims);
     plot::write_figure(&fig, out, &name)?;
     Ok(Plotted {
         name,
@@ -86,11 +92,7 @@ pub fn plot_results(path: &Path, out: &Path) -> Result<Plotted> {
             .map(label_text)
             .unwrap_or_default(),
         rows,
-        claims: cfg
-            .get("claims")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default(),
+        claims,
     })
 }
 
