@@ -303,8 +303,12 @@ pub fn pool_slots(args: &RunArgs, model: &ModelSpec, gpu: &GpuSpec) -> Result<u6
     };
     let pool = mem * args.mem_util - model.weight_bytes() as f64;
     if pool < model.kv_slot_bytes() as f64 {
+        let memory = match args.gpu_mem_gib {
+            Some(g) => format!("--gpu-mem-gib {g}"),
+            None => format!("--gpu {}", gpu.name),
+        };
         return Err(Error::msg(format!(
-            "{} ({:.1} GiB of weights) does not fit in {:.1} GiB x {} of GPU memory",
+            "{memory}: {} ({:.1} GiB of weights) does not fit in {:.1} GiB x {} (--mem-util) of GPU memory",
             model.name,
             model.weight_bytes() as f64 / (1u64 << 30) as f64,
             mem / (1u64 << 30) as f64,
@@ -312,6 +316,17 @@ pub fn pool_slots(args: &RunArgs, model: &ModelSpec, gpu: &GpuSpec) -> Result<u6
         )));
     }
     Ok((pool / model.kv_slot_bytes() as f64) as u64)
+}
+
+/// `e` naming `flag` first (unless it already does): every bad value is reported against its option.
+fn flagged(flag: &'static str) -> impl Fn(Error) -> Error {
+    move |e| {
+        if e.to_string().starts_with(flag) {
+            e
+        } else {
+            e.context(flag)
+        }
+    }
 }
 
 impl RunArgs {
@@ -358,8 +373,8 @@ impl RunArgs {
     /// Resolves the options into the typed configuration the core runs (every value checked once, here).
     pub fn resolve(&self) -> Result<RunConfig> {
         self.check()?;
-        let model = ModelSpec::by_name(&self.model)?;
-        let gpu = GpuSpec::by_name(&self.gpu)?;
+        let model = ModelSpec::by_name(&self.model).map_err(flagged("--model"))?;
+        let gpu = GpuSpec::by_name(&self.gpu).map_err(flagged("--gpu"))?;
         let workload = match &self.workload {
             None => None,
             Some(text) => {
@@ -371,14 +386,14 @@ impl RunArgs {
                         "--workload sets its own arrivals: give its rate as slora[rate=R], not --rate",
                     ));
                 }
-                Some(SloraSource::parse(text)?)
+                Some(SloraSource::parse(text).map_err(flagged("--workload"))?)
             }
         };
         let transform = TraceOptions {
             max_requests: self.max_requests,
             length_scale: self.length_scale,
             poisson_rate: self.rate,
-            arrivals: Arrivals::parse(&self.arrivals)?,
+            arrivals: Arrivals::parse(&self.arrivals).map_err(flagged("--arrivals"))?,
         };
         let adapters = match &workload {
             // S-LoRA's generator numbers its adapters; adapter k has rank ranks[k % len].
@@ -395,7 +410,8 @@ impl RunArgs {
                 count: self.adapters,
                 ranks: self.ranks.clone(),
                 popularity_alpha: self.popularity,
-                model: AdapterModel::parse(&self.adapter_model)?,
+                model: AdapterModel::parse(&self.adapter_model)
+                    .map_err(flagged("--adapter-model"))?,
             },
         };
         let cost = cost::build(
@@ -404,7 +420,14 @@ impl RunArgs {
             model,
             gpu,
             self.allow_profile_mismatch,
-        )?;
+        )
+        .map_err(|e| {
+            // A problem in the profile names its file; anything else is the --cost spec's.
+            match &self.profile {
+                Some(p) if e.to_string().starts_with(&p.display().to_string()) => e,
+                _ => flagged("--cost")(e),
+            }
+        })?;
         let mut engine = EngineConfig::slora(pool_slots(self, model, gpu)?, model.layers);
         engine.max_wait_tokens = self.max_wait_tokens;
         engine.max_batch = self.max_batch;
@@ -415,7 +438,8 @@ impl RunArgs {
         engine.max_input_tokens = limit(self.max_input_tokens);
         engine.max_total_tokens = limit(self.max_total_tokens);
         engine.context_tokens = limit(self.context_tokens.unwrap_or(model.context_tokens));
-        engine.load_path = parse_load_path(&self.adapter_load, model)?;
+        engine.load_path =
+            parse_load_path(&self.adapter_load, model).map_err(flagged("--adapter-load"))?;
         if !(self.idle_poll_ms >= 0.0 && self.idle_poll_ms.is_finite()) {
             return Err(Error::msg(format!(
                 "--idle-poll-ms must be >= 0, got {}",
@@ -423,7 +447,7 @@ impl RunArgs {
             )));
         }
         engine.idle_poll_ns = (self.idle_poll_ms * 1e6).round() as u64;
-        engine.reserve = Reserve::parse(&self.reserve)?;
+        engine.reserve = Reserve::parse(&self.reserve).map_err(flagged("--reserve"))?;
         for (name, v) in [("--ttft-slo", self.ttft_slo), ("--tbt-slo", self.tbt_slo)] {
             if !(v > 0.0 && v.is_finite()) {
                 return Err(Error::msg(format!(
@@ -434,7 +458,7 @@ impl RunArgs {
         let cfg = RunConfig {
             trace: self.trace.clone(),
             workload,
-            trace_format: ReadSpec::parse(&self.trace_format)?,
+            trace_format: ReadSpec::parse(&self.trace_format).map_err(flagged("--trace-format"))?,
             transform,
             seed: self.seed,
             model,

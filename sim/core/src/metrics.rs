@@ -236,6 +236,20 @@ pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Summary {
         ));
     }
 
+    if fin.is_empty() {
+        let why = Reject::KEYS
+            .iter()
+            .zip(by_reason)
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{n} {}", k.replace('_', " ")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        m.warnings.push(format!(
+            "no request finished ({} rejected: {}): every latency is undefined",
+            rejected,
+            if why.is_empty() { "none" } else { &why }
+        ));
+    }
     let with_adapter: Vec<usize> = fin
         .iter()
         .copied()

@@ -59,6 +59,8 @@ pub struct PlotCmd {
 }
 
 pub fn sweep(cmd: SweepCmd) -> Result<()> {
+    // The options first: a bad one fails before any config is read.
+    let shard = cmd.shard.as_deref().map(sweep::parse_shard).transpose()?;
     let mut exps = Vec::new();
     if cmd.all {
         exps.extend(Experiment::load_dir(&cmd.experiments, cmd.scale)?);
@@ -72,7 +74,7 @@ pub fn sweep(cmd: SweepCmd) -> Result<()> {
     crate::report::check_out_dir(&cmd.out, "--out")?;
     let mut opts = SweepOpts::new(&cmd.out);
     opts.threads = cmd.threads.unwrap_or_else(sweep::default_threads).max(1);
-    opts.shard = cmd.shard.as_deref().map(sweep::parse_shard).transpose()?;
+    opts.shard = shard;
     opts.fresh = cmd.fresh;
     opts.merge_only = cmd.merge;
     opts.progress = !cmd.quiet;

@@ -523,7 +523,10 @@ impl Experiment {
 
     /// Every grid point in order (last axis fastest), with its options validated.
     pub fn runs(&self) -> Result<Vec<Run>> {
-        run_args(&self.base).map_err(|e| bad(&self.path, "base", e))?;
+        // The base's own values against their ranges, so a bad one is reported against `base`.
+        run_args(&self.base)
+            .and_then(|a| a.check().map_err(|e| e.to_string()))
+            .map_err(|e| bad(&self.path, "base", e))?;
         let total: usize = self.axes.iter().map(|a| a.values.len()).product();
         let mut runs = Vec::with_capacity(total);
         for index in 0..total {
