@@ -451,3 +451,36 @@ fn an_overloaded_run_says_so_and_a_light_one_does_not() {
         String::from_utf8_lossy(&light.stderr)
     );
 }
+
+#[test]
+fn every_summary_key_is_documented_in_the_readme() {
+    let readme = include_str!("../../README.md");
+    let outputs =
+        &readme[readme.find("### Outputs").unwrap()..readme.find("## What is simulated").unwrap()];
+    let documented = |k: &str| outputs.contains(&format!("`{k}`"));
+    let mut missing = Vec::new();
+    for key in sim::metrics::Summary::keys() {
+        let dist = ["_mean_s", "_p50_s", "_p90_s", "_p99_s", "_max_s"]
+            .iter()
+            .find_map(|s| key.strip_suffix(s))
+            .is_some_and(|stem| documented(&format!("{stem}_*")));
+        let share = key.strip_suffix("_share").is_some_and(documented);
+        if !(documented(&key) || dist || share) {
+            missing.push(key);
+        }
+    }
+    for family in [
+        "queue_mean_rank{r}_s",
+        "queue_p99_rank{r}_s",
+        "wrs_class{c}_requests",
+        "queue_mean_wrs{c}_s",
+    ] {
+        if !documented(family) {
+            missing.push(family.to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README.md's Outputs section lacks: {missing:?}"
+    );
+}
