@@ -29,10 +29,11 @@ pub struct MeasureArgs {
     #[arg(long, default_value = "fp16")]
     pub dtype: String,
     /// CUDA device ordinal.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = sim::options::whole::<usize>(sim::options::Range::AtLeast(0)))]
     pub device: usize,
     /// Use at most this much GPU memory (GiB); it bounds the KV cache and so the decode points measured.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = sim::options::real(sim::options::Range::Positive(4096.0)))]
     pub mem_limit_gib: Option<f64>,
     /// A small grid and few repeats: a few minutes.
     #[arg(long)]
@@ -52,10 +53,11 @@ pub enum Command {
         #[arg(long)]
         profile: PathBuf,
         /// Input (prompt) length of the request.
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = sim::options::whole::<u64>(sim::options::Range::AtLeast(1)))]
         input_tokens: u64,
         /// Adapter ranks, comma-separated.
-        #[arg(long, default_value = "8,16,32,64,128", value_delimiter = ',')]
+        #[arg(long, default_value = "8,16,32,64,128", value_delimiter = ',',
+              allow_negative_numbers = true, value_parser = sim::options::whole::<u32>(sim::options::Range::Between(1, 65_536)))]
         ranks: Vec<u32>,
         /// How adapters are copied: per_layer_pinned, per_layer_pageable, contiguous_pinned, contiguous_pageable.
         #[arg(long, default_value = "per_layer_pinned")]
@@ -81,7 +83,7 @@ pub enum Command {
         #[arg(long, default_value = "fp16")]
         dtype: String,
         /// CUDA device ordinal.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = sim::options::whole::<usize>(sim::options::Range::AtLeast(0)))]
         device: usize,
     },
     /// Fit engine profiles to a real engine's measured end-to-end runs (the same as `sim fit`; no GPU)

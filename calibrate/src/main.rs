@@ -8,7 +8,6 @@ use calibrate::cli::{Cli, Command, MeasureArgs};
 use calibrate::cost::transfer::transfer;
 use calibrate::{Error, Result, measure, predict, report};
 use clap::Parser;
-use clap::error::ErrorKind;
 use kernels::dtype::DType;
 use sim::cost::LoadMethod;
 use sim::cost::profile::{CostProfile, ProfileCost};
@@ -30,23 +29,17 @@ fn main() -> ExitCode {
     }));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            print!("{e}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // clap's message spans lines (e.g. the missing flags each on their own); keep what precedes the
-            // usage block, on one line.
-            let text = e.to_string();
-            let body = text
-                .split("\n\n")
-                .next()
-                .unwrap_or("bad arguments")
-                .trim_start_matches("error: ");
-            let one_line = body.split_whitespace().collect::<Vec<_>>().join(" ");
-            eprintln!("calibrate: {one_line} (see calibrate --help)");
-            return ExitCode::from(2);
-        }
+        // clap's message spans lines (usage, tips): one line, as sim does.
+        Err(e) => match sim::clap_error_line(&e) {
+            None => {
+                print!("{e}");
+                return ExitCode::SUCCESS;
+            }
+            Some(line) => {
+                eprintln!("calibrate: {line}");
+                return ExitCode::from(2);
+            }
+        },
     };
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,

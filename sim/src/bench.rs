@@ -37,6 +37,7 @@ pub fn synthetic(n: usize, seed: u64) -> Result<Trace> {
     Ok(Trace {
         source: format!("synthetic {n} requests (conversation lengths)"),
         rows,
+        ..Default::default()
     })
 }
 

@@ -15,7 +15,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use serde_json::Value;
 
 use crate::backend::calibrate::{OnClock, Plan, measure};
 use crate::backend::{self, BackendSpec};
@@ -24,7 +23,7 @@ use crate::cost::profile::{CostProfile, GpuInfo, ModelInfo, ProfileCost, Provena
 use crate::engine::Outcome;
 use crate::engine::{Clock, Simulated, Timed};
 use crate::error::{Error, Result};
-use crate::metrics::percentile;
+use crate::metrics::{Summary, percentile};
 use crate::runner::{Report, RunArgs, RunConfig, run};
 
 #[derive(Args, Clone, Debug)]
@@ -38,7 +37,7 @@ pub struct FidelityArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Timed repeats per calibration point (the median is kept)
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = crate::options::whole::<u32>(crate::options::Range::AtLeast(1)))]
     pub repeats: u32,
 }
 
@@ -231,20 +230,22 @@ pub fn compare(sim: &Report, real: &Report) -> Result<Comparison> {
             });
         }
     }
-    let f = |r: &Report, k: &str| r.summary.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
-    for k in [
-        "ttft_p50_s",
-        "ttft_p99_s",
-        "tbt_p50_s",
-        "tbt_p99_s",
-        "e2e_mean_s",
-        "e2e_p99_s",
-        "throughput_rps",
-        "throughput_output_tps",
-        "load_stall_s",
-        "duration_s",
-    ] {
-        let (s, r) = (f(sim, k), f(real, k));
+    type Of = fn(&Summary) -> Option<f64>;
+    let run_metrics: [(&str, Of); 10] = [
+        ("ttft_p50_s", |s| s.ttft_p50_s),
+        ("ttft_p99_s", |s| s.ttft_p99_s),
+        ("tbt_p50_s", |s| s.tbt_p50_s),
+        ("tbt_p99_s", |s| s.tbt_p99_s),
+        ("e2e_mean_s", |s| s.e2e_mean_s),
+        ("e2e_p99_s", |s| s.e2e_p99_s),
+        ("throughput_rps", |s| s.throughput_rps),
+        ("throughput_output_tps", |s| s.throughput_output_tps),
+        ("load_stall_s", |s| Some(s.load_stall_s)),
+        ("simulated_s", |s| Some(s.simulated_s)),
+    ];
+    for (k, of) in run_metrics {
+        let f = |r: &Report| of(&r.summary).unwrap_or(f64::NAN);
+        let (s, r) = (f(sim), f(real));
         rows.push(Row {
             metric: k.into(),
             kind: "run",
@@ -359,8 +360,11 @@ impl Comparison {
         self.draw(SVGBackend::new(&svg, size).into_drawing_area())
             .map_err(|e| Error::internal(format!("{}: {e}", svg.display())))?;
         let png = stem.with_extension("png");
-        self.draw(BitMapBackend::new(&png, size).into_drawing_area())
-            .map_err(|e| Error::internal(format!("{}: {e}", png.display())))
+        self.draw(
+            crate::experiment::glyphs::Glyphs::new(BitMapBackend::new(&png, size))
+                .into_drawing_area(),
+        )
+        .map_err(|e| Error::internal(format!("{}: {e}", png.display())))
     }
 
     fn draw<DB: plotters::prelude::DrawingBackend>(
@@ -464,6 +468,7 @@ pub fn fidelity(f: &FidelityArgs) -> Result<Comparison> {
 
 /// `sim fidelity`: runs [`fidelity`] and prints the table.
 pub fn run(f: &FidelityArgs) -> Result<()> {
+    crate::report::check_out_dir(&f.out, "--out")?;
     let cmp = fidelity(f)?;
     print!("{}", cmp.table());
     println!(

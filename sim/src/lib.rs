@@ -27,3 +27,33 @@ pub fn policies_text() -> String {
         predict::REGISTRY.help()
     )
 }
+
+/// A clap parse error as one line: the message and its tip, without the usage block; "unexpected argument
+/// '-1'" style messages keep naming the flag. Help and version requests are not errors: `None`.
+pub fn clap_error_line(e: &clap::Error) -> Option<String> {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => return None,
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+            return Some("a subcommand is required (see --help)".into());
+        }
+        _ => {}
+    }
+    let text = e.to_string();
+    let mut parts = Vec::new();
+    for block in text.split("\n\n") {
+        let block = block.trim();
+        if block.starts_with("Usage:") || block.starts_with("For more information") {
+            continue;
+        }
+        let one = block
+            .trim_start_matches("error: ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !one.is_empty() {
+            parts.push(one);
+        }
+    }
+    Some(format!("{} (see --help)", parts.join("; ")))
+}

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -22,7 +22,7 @@ enum Cmd {
     Run {
         #[command(flatten)]
         args: Box<RunArgs>,
-        /// Also write DIR/summary.json and DIR/requests.csv
+        /// Also write DIR/summary.json, DIR/requests.csv and DIR/adapters.csv (README.md, "Outputs")
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// Print the summary as JSON instead of a table
@@ -44,7 +44,7 @@ enum Cmd {
         /// cuda[device=0,dtype=fp16,page=16,adapter_gib=G,seed=0]
         #[arg(long, default_value = "cpu", value_name = "SPEC")]
         backend: String,
-        /// Also write DIR/summary.json and DIR/requests.csv
+        /// Also write DIR/summary.json, DIR/requests.csv and DIR/adapters.csv
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// Print the summary as JSON instead of a table
@@ -67,17 +67,35 @@ enum Cmd {
     /// Measure simulator speed on the conversation trace and a synthetic trace
     Bench {
         /// Requests in the synthetic trace
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 1_000_000, allow_negative_numbers = true,
+              value_parser = sim::options::whole::<usize>(sim::options::Range::AtLeast(1)))]
         requests: usize,
     },
 }
 
+/// Checks `--out` before a run so a bad directory fails at once and leaves nothing behind.
+fn out_ok(out: Option<&Path>) -> sim::error::Result<()> {
+    out.map_or(Ok(()), |d| sim::report::check_out_dir(d, "--out"))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => match sim::clap_error_line(&e) {
+            None => {
+                print!("{e}");
+                return ExitCode::SUCCESS;
+            }
+            Some(line) => {
+                eprintln!("error: {line}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let res = match cli.cmd {
-        Cmd::Run { args, out, json } => {
-            runner::execute(&args).and_then(|r| r.finish(out.as_deref(), json))
-        }
+        Cmd::Run { args, out, json } => out_ok(out.as_deref())
+            .and_then(|_| runner::execute(&args))
+            .and_then(|r| r.finish(out.as_deref(), json)),
         Cmd::Policies => {
             print!("{}", sim::policies_text());
             Ok(())
@@ -87,7 +105,9 @@ fn main() -> ExitCode {
             backend,
             out,
             json,
-        } => sim::backend::run(&args, &backend).and_then(|r| r.finish(out.as_deref(), json)),
+        } => out_ok(out.as_deref())
+            .and_then(|_| sim::backend::run(&args, &backend))
+            .and_then(|r| r.finish(out.as_deref(), json)),
         Cmd::Fidelity { args } => sim::fidelity::run(&args),
         Cmd::Fit(cmd) => sim::fit::cli::run(*cmd),
         Cmd::Sweep(cmd) => sim::experiment::cli::sweep(cmd),

@@ -14,12 +14,36 @@ use crate::error::{Error, Result};
 use crate::length::LengthRule;
 use crate::metrics::Slo;
 use crate::model::{GpuSpec, ModelSpec};
-use crate::options;
+use crate::options::{self, Range};
 use crate::spec::Spec;
 use crate::trace::arrivals::Arrivals;
 use crate::trace::{ReadSpec, Trace, TraceOptions};
 use crate::workload::slora::SloraSource;
 use crate::workload::{AdapterModel, AdapterOptions};
+
+/// The valid values of `RunArgs`' numeric options, for the flags' value parsers and for `RunArgs::check`
+/// (values from JSON). Upper bounds keep a run meaningful: a rate of 1e30 req/s puts every arrival at one
+/// nanosecond, a length scale of 1e6 overflows token counts.
+pub mod range {
+    use crate::options::Range::{self, *};
+    pub const MAX_REQUESTS: Range = AtLeast(1);
+    pub const RATE: Range = Positive(1e6);
+    pub const LENGTH_SCALE: Range = Positive(1000.0);
+    pub const SEED: Range = AtLeast(0);
+    pub const GPU_MEM_GIB: Range = Positive(4096.0);
+    pub const MEM_UTIL: Range = Fraction;
+    pub const POOL_TOKENS: Range = AtLeast(1);
+    pub const ADAPTERS: Range = Between(0, 1_000_000);
+    pub const RANK: Range = Between(1, 65_536);
+    pub const POPULARITY: Range = NonNegative(100.0);
+    pub const MAX_WAIT_TOKENS: Range = AtLeast(0);
+    pub const MAX_BATCH: Range = AtLeast(1);
+    pub const MAX_PREFILL_TOKENS: Range = AtLeast(1);
+    /// 0 = no limit.
+    pub const LENGTH_LIMIT: Range = AtLeast(0);
+    pub const IDLE_POLL_MS: Range = NonNegative(1e6);
+    pub const SLO_S: Range = Positive(1e6);
+}
 
 /// Every option of a run, with the flag names of `sim run`. The same struct is read from JSON (sweep configs,
 /// `--config` files) by those names, each value parsed as its flag would be (`options`).
@@ -38,20 +62,20 @@ pub struct RunArgs {
     #[serde(deserialize_with = "options::optional")]
     pub workload: Option<String>,
     /// Replay only the first N requests
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = options::whole::<usize>(range::MAX_REQUESTS), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::optional")]
     pub max_requests: Option<usize>,
     /// Re-time arrivals as a Poisson process at this rate, requests/s [default: keep trace timestamps]
-    #[arg(long, value_name = "RPS")]
+    #[arg(long, value_name = "RPS", value_parser = options::real(range::RATE), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::optional")]
     pub rate: Option<f64>,
     /// Scale input and output lengths: a factor F, peak[rate=R] (the largest F <= 1 whose peak KV memory
     /// fits the pool) or knee[rate=R,p=P] (S-LoRA's P-th percentile TTFT at R RPS equals the TTFT SLO)
-    #[arg(long, default_value = "1", value_name = "F|RULE")]
+    #[arg(long, default_value = "1", value_name = "F|RULE", value_parser = length_rule, allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub length_scale: LengthRule,
     /// Seed of every random choice (arrivals, adapter assignment)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = options::whole::<u64>(range::SEED), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub seed: u64,
 
@@ -64,28 +88,28 @@ pub struct RunArgs {
     #[serde(deserialize_with = "options::scalar")]
     pub gpu: String,
     /// Override the GPU's memory, GiB (the paper also runs 24 and 48)
-    #[arg(long, value_name = "GIB")]
+    #[arg(long, value_name = "GIB", value_parser = options::real(range::GPU_MEM_GIB), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::optional")]
     pub gpu_mem_gib: Option<f64>,
     /// Fraction of GPU memory the server may use (weights + pool); the rest is activations and workspace
-    #[arg(long, default_value_t = 0.9, value_name = "F")]
+    #[arg(long, default_value_t = 0.9, value_name = "F", value_parser = options::real(range::MEM_UTIL), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub mem_util: f64,
     /// Size the KV + adapter pool directly, in token slots (overrides the memory arithmetic)
-    #[arg(long, value_name = "SLOTS")]
+    #[arg(long, value_name = "SLOTS", value_parser = options::whole::<u64>(range::POOL_TOKENS), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::optional")]
     pub pool_tokens: Option<u64>,
 
     /// Number of LoRA adapters (0 = base model only)
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = options::whole::<u32>(range::ADAPTERS), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub adapters: u32,
     /// Adapter ranks, dealt round-robin over the adapters
-    #[arg(long, value_delimiter = ',', default_value = "8,16,32,64,128")]
+    #[arg(long, value_delimiter = ',', default_value = "8,16,32,64,128", value_parser = options::whole::<u32>(range::RANK), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::list")]
     pub ranks: Vec<u32>,
     /// Popularity exponent within a rank: weight (j+1)^-alpha; 0 = uniform, 1 = Zipf
-    #[arg(long, default_value_t = 1.0, value_name = "ALPHA")]
+    #[arg(long, default_value_t = 1.0, value_name = "ALPHA", value_parser = options::real(range::POPULARITY), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub popularity: f64,
     /// How requests pick adapters: paper (rank uniform, --popularity within a rank) | zipf[alpha=A] (over all
@@ -135,26 +159,31 @@ pub struct RunArgs {
     pub predictor: String,
 
     /// S-LoRA: decode steps between merges of new requests
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = options::whole::<u32>(range::MAX_WAIT_TOKENS), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub max_wait_tokens: u32,
     /// Most requests in the running batch (S-LoRA's running_max_req_size)
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = options::whole::<u32>(range::MAX_BATCH), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub max_batch: u32,
     /// Most prompt tokens in one prefill iteration (S-LoRA's batch_max_tokens); a longer prompt is rejected
     /// [default: max(pool / 6, 3072), S-LoRA's rule]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = options::whole::<u64>(range::MAX_PREFILL_TOKENS), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::optional")]
     pub max_prefill_tokens: Option<u64>,
     /// Reject prompts longer than this (S-LoRA's max_req_input_len; 0 = no limit)
-    #[arg(long, default_value_t = 2048, value_name = "N")]
+    #[arg(long, default_value_t = 2048, value_name = "N", value_parser = options::whole::<u64>(range::LENGTH_LIMIT), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub max_input_tokens: u64,
     /// Reject requests whose prompt + output exceeds this (S-LoRA's max_req_total_len; 0 = no limit)
-    #[arg(long, default_value_t = 3072, value_name = "N")]
+    #[arg(long, default_value_t = 3072, value_name = "N", value_parser = options::whole::<u64>(range::LENGTH_LIMIT), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub max_total_tokens: u64,
+    /// Reject requests whose prompt + output exceeds the model's context window; 0 = no limit (a
+    /// long-context variant) [default: the model's, 2048 for LLaMA-1 7B/13B/30B]
+    #[arg(long, value_name = "N", value_parser = options::whole::<u64>(range::LENGTH_LIMIT), allow_negative_numbers = true)]
+    #[serde(deserialize_with = "options::optional")]
+    pub context_tokens: Option<u64>,
     /// How an adapter crosses PCIe: slora (each layer's A+B block copied twice, per layer, pinned: S-LoRA's
     /// load_lora_A/B) | once[per_layer=true,pinned=true] (one pass)
     #[arg(long, default_value = "slora", value_name = "SPEC")]
@@ -162,7 +191,7 @@ pub struct RunArgs {
     pub adapter_load: String,
     /// An idle server polls its queue at this interval, ms (S-LoRA's router sleeps 10 ms; 0 = admit on
     /// arrival)
-    #[arg(long, default_value_t = 10.0, value_name = "MS")]
+    #[arg(long, default_value_t = 10.0, value_name = "MS", value_parser = options::real(range::IDLE_POLL_MS), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub idle_poll_ms: f64,
     /// Output budget reserved at admission: `oracle` (true length) or `max:N` (N tokens, at least the true length)
@@ -178,11 +207,11 @@ pub struct RunArgs {
     pub prefetch: String,
 
     /// TTFT objective, seconds
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = options::real(range::SLO_S), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub ttft_slo: f64,
     /// Time-between-tokens objective, seconds
-    #[arg(long, default_value_t = 0.15)]
+    #[arg(long, default_value_t = 0.15, value_parser = options::real(range::SLO_S), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub tbt_slo: f64,
 }
@@ -276,8 +305,12 @@ pub fn pool_slots(args: &RunArgs, model: &ModelSpec, gpu: &GpuSpec) -> Result<u6
     };
     let pool = mem * args.mem_util - model.weight_bytes() as f64;
     if pool < model.kv_slot_bytes() as f64 {
+        let memory = match args.gpu_mem_gib {
+            Some(g) => format!("--gpu-mem-gib {g}"),
+            None => format!("--gpu {}", gpu.name),
+        };
         return Err(Error::msg(format!(
-            "{} ({:.1} GiB of weights) does not fit in {:.1} GiB x {} of GPU memory",
+            "{memory}: {} ({:.1} GiB of weights) does not fit in {:.1} GiB x {} (--mem-util) of GPU memory",
             model.name,
             model.weight_bytes() as f64 / (1u64 << 30) as f64,
             mem / (1u64 << 30) as f64,
@@ -287,11 +320,65 @@ pub fn pool_slots(args: &RunArgs, model: &ModelSpec, gpu: &GpuSpec) -> Result<u6
     Ok((pool / model.kv_slot_bytes() as f64) as u64)
 }
 
+/// `e` naming `flag` first (unless it already does): every bad value is reported against its option.
+fn flagged(flag: &'static str) -> impl Fn(Error) -> Error {
+    move |e| {
+        if e.to_string().starts_with(flag) {
+            e
+        } else {
+            e.context(flag)
+        }
+    }
+}
+
 impl RunArgs {
+    /// The numeric options against their ranges (`range`): what the flags' parsers check, for values that
+    /// came from JSON. One line naming the option.
+    pub fn check(&self) -> Result<()> {
+        let named = |name: &str, r: Range, v: f64| {
+            r.check(v).map_err(|e| Error::msg(format!("--{name}: {e}")))
+        };
+        let some = |name: &str, r: Range, v: Option<f64>| v.map_or(Ok(()), |v| named(name, r, v));
+        some(
+            "max-requests",
+            range::MAX_REQUESTS,
+            self.max_requests.map(|n| n as f64),
+        )?;
+        some("rate", range::RATE, self.rate)?;
+        if let LengthRule::Fixed(f) = self.length_scale {
+            named("length-scale", range::LENGTH_SCALE, f)?;
+        }
+        some("gpu-mem-gib", range::GPU_MEM_GIB, self.gpu_mem_gib)?;
+        named("mem-util", range::MEM_UTIL, self.mem_util)?;
+        some(
+            "pool-tokens",
+            range::POOL_TOKENS,
+            self.pool_tokens.map(|n| n as f64),
+        )?;
+        named("adapters", range::ADAPTERS, self.adapters as f64)?;
+        if self.ranks.is_empty() {
+            return Err(Error::msg("--ranks: give at least one rank"));
+        }
+        for &r in &self.ranks {
+            named("ranks", range::RANK, r as f64)?;
+        }
+        named("popularity", range::POPULARITY, self.popularity)?;
+        named("max-batch", range::MAX_BATCH, self.max_batch as f64)?;
+        some(
+            "max-prefill-tokens",
+            range::MAX_PREFILL_TOKENS,
+            self.max_prefill_tokens.map(|n| n as f64),
+        )?;
+        named("idle-poll-ms", range::IDLE_POLL_MS, self.idle_poll_ms)?;
+        named("ttft-slo", range::SLO_S, self.ttft_slo)?;
+        named("tbt-slo", range::SLO_S, self.tbt_slo)
+    }
+
     /// Resolves the options into the typed configuration the core runs (every value checked once, here).
     pub fn resolve(&self) -> Result<RunConfig> {
-        let model = ModelSpec::by_name(&self.model)?;
-        let gpu = GpuSpec::by_name(&self.gpu)?;
+        self.check()?;
+        let model = ModelSpec::by_name(&self.model).map_err(flagged("--model"))?;
+        let gpu = GpuSpec::by_name(&self.gpu).map_err(flagged("--gpu"))?;
         let workload = match &self.workload {
             None => None,
             Some(text) => {
@@ -303,14 +390,14 @@ impl RunArgs {
                         "--workload sets its own arrivals: give its rate as slora[rate=R], not --rate",
                     ));
                 }
-                Some(SloraSource::parse(text)?)
+                Some(SloraSource::parse(text).map_err(flagged("--workload"))?)
             }
         };
         let transform = TraceOptions {
             max_requests: self.max_requests,
             length_scale: 1.0,
             poisson_rate: self.rate,
-            arrivals: Arrivals::parse(&self.arrivals)?,
+            arrivals: Arrivals::parse(&self.arrivals).map_err(flagged("--arrivals"))?,
         };
         let adapters = match &workload {
             // S-LoRA's generator numbers its adapters; adapter k has rank ranks[k % len].
@@ -327,7 +414,8 @@ impl RunArgs {
                 count: self.adapters,
                 ranks: self.ranks.clone(),
                 popularity_alpha: self.popularity,
-                model: AdapterModel::parse(&self.adapter_model)?,
+                model: AdapterModel::parse(&self.adapter_model)
+                    .map_err(flagged("--adapter-model"))?,
             },
         };
         let cost = cost::build(
@@ -336,17 +424,26 @@ impl RunArgs {
             model,
             gpu,
             self.allow_profile_mismatch,
-        )?;
+        )
+        .map_err(|e| {
+            // A problem in the profile names its file; anything else is the --cost spec's.
+            match &self.profile {
+                Some(p) if e.to_string().starts_with(&p.display().to_string()) => e,
+                _ => flagged("--cost")(e),
+            }
+        })?;
         let mut engine = EngineConfig::slora(pool_slots(self, model, gpu)?, model.layers);
         engine.max_wait_tokens = self.max_wait_tokens;
-        engine.max_batch = self.max_batch.max(1);
+        engine.max_batch = self.max_batch;
         if let Some(n) = self.max_prefill_tokens {
             engine.max_prefill_tokens = n;
         }
         let limit = |n: u64| (n > 0).then_some(n);
         engine.max_input_tokens = limit(self.max_input_tokens);
         engine.max_total_tokens = limit(self.max_total_tokens);
-        engine.load_path = parse_load_path(&self.adapter_load, model)?;
+        engine.context_tokens = limit(self.context_tokens.unwrap_or(model.context_tokens));
+        engine.load_path =
+            parse_load_path(&self.adapter_load, model).map_err(flagged("--adapter-load"))?;
         if !(self.idle_poll_ms >= 0.0 && self.idle_poll_ms.is_finite()) {
             return Err(Error::msg(format!(
                 "--idle-poll-ms must be >= 0, got {}",
@@ -354,7 +451,7 @@ impl RunArgs {
             )));
         }
         engine.idle_poll_ns = (self.idle_poll_ms * 1e6).round() as u64;
-        engine.reserve = Reserve::parse(&self.reserve)?;
+        engine.reserve = Reserve::parse(&self.reserve).map_err(flagged("--reserve"))?;
         for (name, v) in [("--ttft-slo", self.ttft_slo), ("--tbt-slo", self.tbt_slo)] {
             if !(v > 0.0 && v.is_finite()) {
                 return Err(Error::msg(format!(
@@ -365,7 +462,7 @@ impl RunArgs {
         let cfg = RunConfig {
             trace: self.trace.clone(),
             workload,
-            trace_format: ReadSpec::parse(&self.trace_format)?,
+            trace_format: ReadSpec::parse(&self.trace_format).map_err(flagged("--trace-format"))?,
             length: self.length_scale,
             transform,
             seed: self.seed,
@@ -398,4 +495,99 @@ pub fn execute(args: &RunArgs) -> Result<Report> {
 /// Runs the simulation on an already loaded trace (before `args`' trace options are applied).
 pub fn execute_on(args: &RunArgs, trace: Trace) -> Result<Report> {
     run::run(&args.resolve()?, trace, None)
+}
+
+/// `--length-scale`: a rule, or a factor within `range::LENGTH_SCALE`.
+fn length_rule(s: &str) -> Result<LengthRule, String> {
+    let rule: LengthRule = s.parse().map_err(|e: Error| e.to_string())?;
+    if let LengthRule::Fixed(f) = rule {
+        range::LENGTH_SCALE.check(f)?;
+    }
+    Ok(rule)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every numeric option's out-of-range values, refused alike as a flag and as a JSON value.
+    const BAD: &[(&str, &[&str])] = &[
+        ("max-requests", &["0", "-1", "1.5"]),
+        ("rate", &["0", "-1", "1e30", "inf", "NaN"]),
+        ("length-scale", &["0", "-1", "1e6"]),
+        ("seed", &["-1", "0.5"]),
+        ("gpu-mem-gib", &["0", "-24"]),
+        ("mem-util", &["0", "1.5", "-0.1"]),
+        ("pool-tokens", &["0", "-5"]),
+        ("adapters", &["-1", "2000000"]),
+        ("ranks", &["0", "-8", "100000"]),
+        ("popularity", &["-1", "1000"]),
+        ("max-wait-tokens", &["-1"]),
+        ("max-batch", &["0", "-1"]),
+        ("max-prefill-tokens", &["0"]),
+        ("max-input-tokens", &["-1"]),
+        ("max-total-tokens", &["-1"]),
+        ("context-tokens", &["-2048"]),
+        ("idle-poll-ms", &["-1", "1e9"]),
+        ("ttft-slo", &["0", "-1", "inf"]),
+        ("tbt-slo", &["0", "-0.15"]),
+    ];
+
+    #[derive(clap::Parser)]
+    struct P {
+        #[command(flatten)]
+        a: RunArgs,
+    }
+
+    #[test]
+    fn flags_and_json_values_share_each_options_range() {
+        use clap::Parser;
+        for (name, values) in BAD {
+            for v in *values {
+                let flag = format!("--{name}");
+                let e = match P::try_parse_from(["sim", flag.as_str(), v]) {
+                    Ok(p) => p.a.resolve().map(|_| ()).unwrap_err().to_string(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(e.contains(&flag), "flag {flag} {v}: {e}");
+                let json = serde_json::Value::String(v.to_string());
+                let e = match RunArgs::with_options([(*name, json)]) {
+                    Ok(a) => a.resolve().map(|_| ()).unwrap_err().to_string(),
+                    Err(e) => e,
+                };
+                assert!(e.contains(&flag), "JSON {name}: {v}: {e}");
+            }
+        }
+        // Native JSON numbers take the same path.
+        let e = RunArgs::with_options([("rate", serde_json::json!(-1))])
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--rate: must be a number in (0, 1000000], got -1"
+        );
+        // Every numeric option of RunArgs is in the table.
+        let numeric = serde_json::to_value(RunArgs::default()).unwrap();
+        for (k, v) in numeric.as_object().unwrap() {
+            let is_number = v.is_number()
+                || v.as_array()
+                    .is_some_and(|a| a.iter().all(|x| x.is_number()));
+            let nullable_number = matches!(
+                k.as_str(),
+                "max-requests"
+                    | "rate"
+                    | "gpu-mem-gib"
+                    | "pool-tokens"
+                    | "max-prefill-tokens"
+                    | "context-tokens"
+            );
+            if is_number || nullable_number {
+                assert!(
+                    BAD.iter().any(|(n, _)| n == k),
+                    "{k} has no out-of-range case"
+                );
+            }
+        }
+    }
 }

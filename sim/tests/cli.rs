@@ -219,6 +219,8 @@ fn base_model_alone_with_zero_adapters() {
         "0",
         "--max-total-tokens",
         "0",
+        "--context-tokens",
+        "0",
         "--json",
     ]);
     assert!(out.status.success());
@@ -304,5 +306,181 @@ fn a_fitted_engine_profile_runs_with_the_usual_options_and_refuses_another_gpu()
             "10",
         ]),
         &["llama-7b", "llama-13b"],
+    );
+}
+
+/// 300 requests 250 ms apart with integer millisecond timestamps; every fourth prompt is 126,000 tokens.
+fn ms_trace_with_long_prompts(d: &Path) -> String {
+    let body: String = (0..300)
+        .map(|i| {
+            let input = if i % 4 == 0 { 126_000 } else { 100 };
+            format!(
+                "{{\"timestamp\": {}, \"prompt_tokens\": {input}, \"completion_tokens\": 20}}\n",
+                i * 250
+            )
+        })
+        .collect();
+    write_trace(d, "ms.jsonl", &body)
+}
+
+#[test]
+fn a_millisecond_trace_with_overlong_prompts_is_flagged_and_its_rejections_counted() {
+    let d = tmp("ms-jsonl");
+    let trace = ms_trace_with_long_prompts(&d);
+    let out = sim(&["run", "--trace", &trace, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The unit: 300 requests over 20.8 hours read as seconds; the fix named.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning:") && err.contains("0.0040 req/s") && err.contains("add unit=ms"),
+        "{err}"
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["requests_total"], 300);
+    assert_eq!(s["requests_rejected"], 75);
+    assert_eq!(s["rejected_context_length"], 75);
+    assert_eq!(s["rejected_context_length_share"], 0.25);
+    // A refused request missed its SLO: attainment counts all 300 (the 225 served ones meet it).
+    assert_eq!(s["slo_attainment"], 0.75);
+    assert!(
+        s["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("unit=ms"))
+    );
+    // The table shows the reason, count and share.
+    let table = String::from_utf8_lossy(&sim(&["run", "--trace", &trace]).stdout).to_string();
+    let line = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("rejected  context length"))
+        .unwrap_or_else(|| panic!("no rejection line: {table}"));
+    assert!(line.ends_with(" 75 (25.0%)"), "{line}");
+    assert!(table.contains("both: 75.0%"), "{table}");
+    // With the unit given: no warning, 4 req/s, the same rejections.
+    let fmt = sim(&[
+        "run",
+        "--trace",
+        &trace,
+        "--trace-format",
+        "jsonl[unit=ms]",
+        "--json",
+    ]);
+    assert!(
+        fmt.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&fmt.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&fmt.stdout).unwrap();
+    assert!((s["offered_rps"].as_f64().unwrap() - 4.0).abs() < 1e-9);
+    assert_eq!(s["rejected_context_length"], 75);
+    // The limits combine: the first one a request breaks is its reason, in the order context length, pool,
+    // input limit, input + output limit, prefill budget. Lifting them one by one:
+    let reason = |extra: &[&str]| {
+        let mut a = vec![
+            "run",
+            "--trace",
+            &trace,
+            "--trace-format",
+            "jsonl[unit=ms]",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        let s: serde_json::Value = serde_json::from_slice(&sim(&a).stdout).unwrap();
+        let keys = [
+            "context_length",
+            "pool",
+            "input_limit",
+            "total_limit",
+            "prefill_limit",
+        ];
+        match keys.into_iter().find(|k| s[format!("rejected_{k}")] == 75) {
+            Some(k) => k.to_string(),
+            None => format!("{} rejected", s["requests_rejected"]),
+        }
+    };
+    let mut lifted = vec!["--context-tokens", "0"];
+    assert_eq!(reason(&lifted), "pool", "126,020 slots in a pool of 62,768");
+    lifted.extend(["--pool-tokens", "400000"]);
+    assert_eq!(reason(&lifted), "input_limit");
+    lifted.extend(["--max-input-tokens", "0", "--max-total-tokens", "0"]);
+    assert_eq!(
+        reason(&lifted),
+        "prefill_limit",
+        "max(pool / 6, 3072) = 66,666"
+    );
+    lifted.extend(["--max-prefill-tokens", "200000"]);
+    assert_eq!(reason(&lifted), "0 rejected");
+    std::fs::remove_dir_all(d).ok();
+}
+
+#[test]
+fn an_overloaded_run_says_so_and_a_light_one_does_not() {
+    let over = sim(&[
+        "run",
+        "--max-requests",
+        "2000",
+        "--rate",
+        "12",
+        "--length-scale",
+        "0.31",
+    ]);
+    let err = String::from_utf8_lossy(&over.stderr);
+    assert!(over.status.success(), "{err}");
+    assert!(
+        err.contains("warning: overloaded") && err.contains("Lower --rate"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&over.stdout).contains("OVERLOADED"));
+    let light = sim(&[
+        "run",
+        "--max-requests",
+        "2000",
+        "--rate",
+        "4",
+        "--length-scale",
+        "0.31",
+    ]);
+    assert!(
+        light.status.success() && light.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&light.stderr)
+    );
+}
+
+#[test]
+fn every_summary_key_is_documented_in_the_readme() {
+    let readme = include_str!("../../README.md");
+    let outputs =
+        &readme[readme.find("### Outputs").unwrap()..readme.find("## What is simulated").unwrap()];
+    let documented = |k: &str| outputs.contains(&format!("`{k}`"));
+    let mut missing = Vec::new();
+    for key in sim::metrics::Summary::keys() {
+        let dist = ["_mean_s", "_p50_s", "_p90_s", "_p99_s", "_max_s"]
+            .iter()
+            .find_map(|s| key.strip_suffix(s))
+            .is_some_and(|stem| documented(&format!("{stem}_*")));
+        let share = key.strip_suffix("_share").is_some_and(documented);
+        if !(documented(&key) || dist || share) {
+            missing.push(key);
+        }
+    }
+    for family in [
+        "queue_mean_rank{r}_s",
+        "queue_p99_rank{r}_s",
+        "wrs_class{c}_requests",
+        "queue_mean_wrs{c}_s",
+    ] {
+        if !documented(family) {
+            missing.push(family.to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README.md's Outputs section lacks: {missing:?}"
     );
 }

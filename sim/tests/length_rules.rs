@@ -81,6 +81,6 @@ fn knee_rule_puts_the_baselines_p99_ttft_at_the_slo() {
     assert!(p99(f * 1.1) > 5.0, "{}", p99(f * 1.1));
     let cfg = a.resolve().unwrap();
     let r = run::run(&cfg, cfg.load_trace().unwrap(), None).unwrap();
-    assert_eq!(r.summary["length_scale"], serde_json::json!(f));
-    assert_eq!(r.summary["length_rule"], "knee[rate=6,p=99]");
+    assert_eq!(r.summary.length_scale, f);
+    assert_eq!(r.summary.length_rule, "knee[rate=6,p=99]");
 }

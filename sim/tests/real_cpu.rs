@@ -56,7 +56,7 @@ fn check_accounting(r: &Report, b: &CpuBackend, what: &str) {
             Outcome::Waiting => panic!("{what}: request {} never ran", q.id),
         }
     }
-    let s = &r.summary;
+    let s = r.summary.to_map();
     let n = |k: &str| s[k].as_u64().unwrap();
     assert_eq!(n("requests_total"), 24, "{what}");
     assert_eq!(
@@ -116,7 +116,7 @@ fn real_outputs_have_the_simulators_schema() {
     let (r, b) = real(&a, b);
     check_accounting(&r, &b, "default");
     let s = runner::execute_on(&a, trace(&a)).unwrap();
-    let keys = |r: &Report| r.summary.keys().cloned().collect::<Vec<_>>();
+    let keys = |r: &Report| r.summary.to_map().keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&r), keys(&s));
     let (dr, ds) = (tmp("schema-real"), tmp("schema-sim"));
     r.write(&dr).unwrap();
@@ -131,7 +131,7 @@ fn real_outputs_have_the_simulators_schema() {
     }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dr.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(json.as_object().unwrap().len(), s.summary.len());
+    assert_eq!(json.as_object().unwrap().len(), s.summary.to_map().len());
     // Same trace, same workload: the requests (arrivals, lengths, adapters) are identical.
     assert_eq!(r.workload.requests, s.workload.requests);
     let _ = std::fs::remove_dir_all(dr);
@@ -159,7 +159,7 @@ fn a_backend_failure_stops_the_run_with_every_request_recorded() {
             .iter()
             .any(|rec| rec.outcome == Outcome::Waiting)
     );
-    assert_eq!(r.summary["aborted"].as_str(), Some(why));
+    assert_eq!(r.summary.aborted.as_deref(), Some(why));
     let d = tmp("aborted");
     r.write(&d).unwrap();
     let csv = std::fs::read_to_string(d.join("requests.csv")).unwrap();

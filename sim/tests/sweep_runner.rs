@@ -412,10 +412,21 @@ fn plot_writes_png_svg_csv_and_the_index() {
     assert_eq!(&png[1..4], b"PNG");
     let svg = std::fs::read_to_string(out.join("tiny.svg")).unwrap();
     assert!(svg.contains("Tiny sweep") && svg.contains("P99 TTFT (s)") && svg.contains("S-LoRA"));
-    // 2 panels x 2 series x 2 rates, each the mean of 2 seeds.
+    // 2 panels x 2 series x 2 rates, each the mean of 2 seeds with a bootstrap interval; then the claim's
+    // paper change drawn on this model's S-LoRA value.
     let csv = std::fs::read_to_string(out.join("tiny.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 8);
-    assert!(csv.lines().skip(1).all(|l| l.ends_with(",2")), "{csv}");
+    let (paper, points): (Vec<&str>, Vec<&str>) =
+        csv.lines().skip(1).partition(|l| l.contains(",paper"));
+    assert_eq!(points.len(), 8, "{csv}");
+    assert!(
+        points.iter().all(|l| l.ends_with(",bootstrap95_mean,2")),
+        "{csv}"
+    );
+    assert_eq!(paper.len(), 1, "{csv}");
+    assert!(
+        paper[0].starts_with("ttft_p99_s,P99 TTFT (s),Cached,8,")
+            && paper[0].contains(",paper_relative,")
+    );
     let readme = report::readme(&[p], "");
     assert!(readme.contains("![Tiny sweep](tiny.png)"));
     let claim = readme

@@ -445,3 +445,113 @@ fn gentd26_lora_ids_give_the_published_popularity() {
     assert!((0.85..1.0).contains(&fit.alpha), "{}", fit.alpha);
     println!("{}", fit.text());
 }
+
+/// `n` JSON lines, one every `gap` time units from `t0`.
+fn jsonl_times(n: u64, t0: u64, gap: u64) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\": {}, \"input\": 10, \"output\": 5}}\n",
+                t0 + i * gap
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn time_units_are_checked_against_llm_traffic() {
+    let d = dir("units");
+    // Milliseconds since 1970 read as seconds: certainly wrong, an error with the fix.
+    let p = write(&d, "epoch.jsonl", &jsonl_times(200, 1_700_000_000_000, 300));
+    let l = load_detailed(&p, &ReadSpec::default()).unwrap();
+    let e = l
+        .trace
+        .clone()
+        .transform(&Default::default(), 0)
+        .unwrap_err();
+    let e = e.to_string();
+    for n in [
+        "epoch.jsonl",
+        "line 1",
+        "field timestamp",
+        "2023-11-14",
+        "unit=ms",
+        "assumed",
+    ] {
+        assert!(e.contains(n), "'{n}' not in: {e}");
+    }
+    // Re-timed arrivals do not use the timestamps: no error, no warning.
+    let opts = sim::trace::TraceOptions {
+        poisson_rate: Some(5.0),
+        ..Default::default()
+    };
+    let t = l.trace.transform(&opts, 0).unwrap();
+    assert!(t.warnings.is_empty() && t.unit_error.is_none());
+    // With the unit given, the same file is 3.3 req/s and clean.
+    let l = load_detailed(&p, &spec("jsonl[unit=ms]")).unwrap();
+    assert!(l.trace.warnings.is_empty() && l.trace.unit_error.is_none());
+    assert!(l.mapping.describe().contains("time=timestamp [ms] (given)"));
+
+    // Relative milliseconds read as seconds: 0.0033 req/s, a warning naming unit=ms.
+    let p = write(&d, "rel.jsonl", &jsonl_times(200, 0, 300));
+    let t = Trace::load(Some(&p)).unwrap();
+    assert!(t.unit_error.is_none());
+    let w = t.warnings.join("\n");
+    assert!(
+        w.contains("0.0033 req/s") && w.contains("unit=ms") && w.contains("integers"),
+        "{w}"
+    );
+    // Seconds read as milliseconds (a column named ..._ms holding seconds): thousands per second.
+    // 5 requests a second over 40 s, in a column whose name says milliseconds.
+    let body = "arrival_ms,input,output\n".to_string()
+        + &(0..200)
+            .map(|i| format!("{},10,5\n", i as f64 * 0.2))
+            .collect::<String>();
+    let p = write(&d, "fast.csv", &body);
+    let t = Trace::load(Some(&p)).unwrap();
+    let w = t.warnings.join("\n");
+    assert!(w.contains("5000 req/s") && w.contains("unit=s"), "{w}");
+    // A plausible trace, and a short one, pass without a word.
+    for (name, n, gap) in [("ok.jsonl", 200, 1), ("short.jsonl", 20, 300)] {
+        let t = Trace::load(Some(&write(&d, name, &jsonl_times(n, 0, gap)))).unwrap();
+        assert!(t.warnings.is_empty(), "{name}: {:?}", t.warnings);
+    }
+    // `sim trace stats` says which unit it assumed and repeats the doubt.
+    let (st, _, mapping) = stats(&d.join("rel.jsonl"), &ReadSpec::default()).unwrap();
+    assert!(mapping.contains("time=timestamp [s] (assumed"), "{mapping}");
+    assert!(st.warnings.iter().any(|w| w.contains("unit=ms")));
+}
+
+#[test]
+fn byte_order_marks_zoned_dates_and_impossible_dates() {
+    let d = dir("dates");
+    // A BOM before the first JSON object (CSV already accepted one).
+    let p = write(
+        &d,
+        "bom.jsonl",
+        "\u{feff}{\"time\": 0, \"input\": 1, \"output\": 2}\n",
+    );
+    assert_eq!(Trace::load(Some(&p)).unwrap().rows.len(), 1);
+    // Zoned date-times are read as dates and converted to UTC.
+    let p = write(
+        &d,
+        "zoned.csv",
+        "time,input,output\n2023-11-16T18:15:46Z,1,1\n2023-11-16T19:15:47+01:00,1,1\n",
+    );
+    assert_eq!(
+        arrivals(&Trace::load(Some(&p)).unwrap()),
+        [0, 1_000_000_000]
+    );
+    // February has no 31st: an error about a date, not about a number of seconds.
+    let p = write(
+        &d,
+        "feb.csv",
+        "time,input,output\n2023-02-28 00:00:00,1,1\n2023-02-31 00:00:00,1,1\n",
+    );
+    let e = Trace::load(Some(&p)).unwrap_err().to_string();
+    assert!(
+        e.contains("line 3") && e.contains("'2023-02-31 00:00:00' is not a timestamp"),
+        "{e}"
+    );
+    assert!(!e.contains("number of s"), "{e}");
+}

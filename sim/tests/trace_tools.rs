@@ -247,6 +247,7 @@ fn trace_of(rows: Vec<TraceRow>) -> Trace {
     Trace {
         source: "t".into(),
         rows,
+        ..Default::default()
     }
 }
 

@@ -47,3 +47,83 @@ impl From<std::io::Error> for Error {
         Error::internal(e.to_string())
     }
 }
+
+/// A serde_json error on `text` as one line naming where it is: `line L, field NAME: what`. serde reports
+/// a bad value ("invalid value: integer `-5`, expected u64") with its position but not its field; the field
+/// is the last object key before that position.
+pub fn json_error(text: &str, e: &serde_json::Error) -> String {
+    let what = e.to_string();
+    let what = match what.rfind(" at line ") {
+        Some(i) => &what[..i],
+        None => &what,
+    };
+    if e.line() == 0 {
+        return what.to_string();
+    }
+    let offset: usize = text
+        .split_inclusive('\n')
+        .take(e.line() - 1)
+        .map(str::len)
+        .sum::<usize>()
+        + e.column();
+    let upto = &text[..offset.min(text.len())];
+    match (what.starts_with("invalid "), last_key(upto)) {
+        (true, Some(k)) => format!("line {}, field {k}: {what}", e.line()),
+        _ => format!("line {}: {what}", e.line()),
+    }
+}
+
+/// The last `"key":` of a JSON prefix (strings and escapes respected).
+fn last_key(prefix: &str) -> Option<String> {
+    let b = prefix.as_bytes();
+    let (mut i, mut key, mut last) = (0, None, None);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                last = prefix.get(start..i.min(b.len())).map(str::to_string);
+            }
+            b':' => key = last.take(),
+            c if !c.is_ascii_whitespace() => last = None,
+            _ => {}
+        }
+        i += 1;
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_name_the_line_and_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct P {
+            name: String,
+            points: Vec<Q>,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Q {
+            tokens: u64,
+            time_ns: u64,
+        }
+        let text = "{\n  \"name\": \"a:b \\\"q\\\"\",\n  \"points\": [\n    {\"tokens\": 1, \"time_ns\": 5},\n    {\"tokens\": 2, \"time_ns\": -5}\n  ]\n}";
+        let e = serde_json::from_str::<P>(text).unwrap_err();
+        assert_eq!(
+            json_error(text, &e),
+            "line 5, field time_ns: invalid value: integer `-5`, expected u64"
+        );
+        let e = serde_json::from_str::<P>("{\"name\": \"x\"}").unwrap_err();
+        assert_eq!(
+            json_error("{\"name\": \"x\"}", &e),
+            "line 1: missing field `points`"
+        );
+    }
+}

@@ -22,6 +22,7 @@ pub mod report;
 pub mod run;
 pub mod sched;
 pub mod spec;
+pub mod summary;
 pub mod time;
 pub mod trace;
 pub mod workload;

@@ -1,11 +1,14 @@
-//! Per-request records and the run summary: latency percentiles, throughput, SLO attainment, adapter
-//! traffic and memory use. Percentiles interpolate linearly between order statistics (numpy's default).
+//! Per-request records and the run summary: latency percentiles, throughput, SLO attainment, rejections,
+//! adapter traffic and memory use; and the one definition of the sample statistics (mean, percentile,
+//! median) every crate uses. Percentiles interpolate linearly between order statistics (numpy's default).
 
 use std::io::Write;
 
 use serde_json::{Map, Value, json};
 
-use crate::engine::{Outcome, RunOutput};
+pub use crate::summary::{Dist, Latency, Summary, stat};
+
+use crate::engine::{Outcome, Reject, RunOutput};
 use crate::model::{GpuSpec, ModelSpec};
 use crate::time::{Nanos, secs};
 use crate::workload::Workload;
@@ -26,24 +29,27 @@ impl Default for Slo {
     }
 }
 
-/// Mean and percentiles of a sample, in seconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Dist {
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
+/// The `p`-quantile (0..=1) of `n` ordered values, `at(k)` being the k-th smallest: linear interpolation
+/// between order statistics (numpy's default). NaN when `n` is 0. Every percentile in the workspace, over a
+/// sorted slice or a counting histogram, is this one.
+pub fn percentile_by(n: usize, p: f64, at: impl Fn(usize) -> f64) -> f64 {
+    if n == 0 {
         return f64::NAN;
     }
-    let pos = p * (sorted.len() - 1) as f64;
+    let pos = p.clamp(0.0, 1.0) * (n - 1) as f64;
     let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+    let hi = (lo + 1).min(n - 1);
+    let (a, b) = (at(lo), at(hi));
+    if lo == hi {
+        a
+    } else {
+        a + (b - a) * (pos - lo as f64)
+    }
+}
+
+/// The `p`-quantile of a sorted slice.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    percentile_by(sorted.len(), p, |k| sorted[k])
 }
 
 /// Median (the mean of the middle two for an even count); `None` when empty. Sorts `v`.
@@ -53,6 +59,11 @@ pub fn median(v: &mut [f64]) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     Some(percentile(v, 0.5))
+}
+
+/// Arithmetic mean; NaN when empty.
+pub fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
 }
 
 impl Dist {
@@ -69,23 +80,11 @@ impl Dist {
         // Unstable is exact here: values equal under total_cmp are the same bits.
         values.sort_unstable_by(f64::total_cmp);
         Dist {
-            mean: values.iter().sum::<f64>() / values.len() as f64,
+            mean: mean(values),
             p50: percentile(values, 0.50),
             p90: percentile(values, 0.90),
             p99: percentile(values, 0.99),
             max: values[values.len() - 1],
-        }
-    }
-
-    fn put(&self, m: &mut Map<String, Value>, prefix: &str) {
-        for (k, v) in [
-            ("mean", self.mean),
-            ("p50", self.p50),
-            ("p90", self.p90),
-            ("p99", self.p99),
-            ("max", self.max),
-        ] {
-            m.insert(format!("{prefix}_{k}_s"), num(v));
         }
     }
 }
@@ -117,7 +116,7 @@ impl RunView<'_> {
 }
 
 /// Extra summary keys from outside the core summary (e.g. a policy's own breakdowns): the composition root
-/// passes them to `summarize`, so this module imports no policy.
+/// passes them to `summarize`, so this module imports no policy. They land in `Summary::extra`.
 pub type SummaryHook = fn(&RunView<'_>, &mut Map<String, Value>);
 
 /// The indices of `out`'s finished requests.
@@ -127,20 +126,40 @@ pub fn finished(out: &RunOutput) -> Vec<usize> {
         .collect()
 }
 
-/// The run's metrics as flat keys (summary.json), keyed so that a table of runs needs no nesting.
-pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Map<String, Value> {
+/// When the run did not keep up with its arrivals: served well below offered (the run outlasted its
+/// arrivals by more than 1/19, i.e. it finished under 95% of the admitted arrival rate) and queueing grew
+/// with the trace (the last tenth of requests queued longer than the first by more than the TTFT objective
+/// and by more than 5% of the arrival span: the backlog of an offered load 5% over capacity). A burst the
+/// server recovers from, a short trace of long requests, or heavy rejections alone do not trip it.
+pub fn overloaded(arrival_span_s: f64, run_span_s: f64, growth_s: f64, slo_ttft_s: f64) -> bool {
+    arrival_span_s > 0.0
+        && run_span_s * 0.95 > arrival_span_s
+        && growth_s > slo_ttft_s.max(0.05 * arrival_span_s)
+}
+
+/// The run's metrics; `run` adds the settings. Latencies are over finished requests; SLO attainment,
+/// goodput and throughput count every request (rejected and unfinished ones missed their objectives).
+pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Summary {
     let (w, slo, out) = (v.workload, &v.slo, v.out);
-    let slot_bytes = v.model.kv_slot_bytes();
-    let mut m = Map::new();
     let recs = &out.records;
     let fin = v.finished;
-    let rejected = recs
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Rejected(_)))
-        .count();
-    m.insert("requests_total".into(), json!(recs.len()));
-    m.insert("requests_finished".into(), json!(fin.len()));
-    m.insert("requests_rejected".into(), json!(rejected));
+    let total = recs.len() as u64;
+    let mut by_reason = [0u64; Reject::KEYS.len()];
+    for r in recs {
+        if let Outcome::Rejected(why) = r.outcome {
+            by_reason[why.index()] += 1;
+        }
+    }
+    let rejected: u64 = by_reason.iter().sum();
+    let mut m = Summary {
+        requests_total: total,
+        requests_finished: fin.len() as u64,
+        requests_rejected: rejected,
+        requests_unfinished: total - rejected - fin.len() as u64,
+        requests_rejected_share: rejected as f64 / total.max(1) as f64,
+        ..Default::default()
+    };
+    m.set_rejections(by_reason);
 
     let req = |i: usize| &w.requests[i];
     let col = |f: &dyn Fn(usize) -> Option<f64>| -> Vec<f64> {
@@ -148,62 +167,89 @@ pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Map<String, Value> {
     };
     let mut ttft = col(&|i| Some(secs(recs[i].first_token - req(i).arrival)));
     let mut e2e = col(&|i| Some(secs(recs[i].finished - req(i).arrival)));
-    let mut queue = col(&|i| Some(secs(recs[i].admitted - req(i).arrival)));
+    let queue = col(&|i| Some(secs(recs[i].admitted - req(i).arrival)));
     let mut tbt = col(&|i| {
         (req(i).output > 1)
             .then(|| secs(recs[i].finished - recs[i].first_token) / (req(i).output - 1) as f64)
     });
     let mut tbt_max = col(&|i| (req(i).output > 1).then(|| secs(recs[i].max_gap)));
     let mut load_wait = col(&|i| Some(secs(recs[i].load_wait)));
-    let n_fin = fin.len().max(1) as f64;
-    let ttft_ok = ttft.iter().filter(|&&t| t <= secs(slo.ttft_ns)).count() as f64 / n_fin;
-    let both_ok = fin
-        .iter()
-        .filter(|&&i| {
-            let r = &recs[i];
-            let tbt_ok = req(i).output <= 1
-                || (r.finished - r.first_token) as f64 / (req(i).output - 1) as f64
-                    <= slo.tbt_ns as f64;
-            r.first_token - req(i).arrival <= slo.ttft_ns && tbt_ok
-        })
-        .count() as f64
-        / n_fin;
-    let tbt_ok =
-        tbt.iter().filter(|&&t| t <= secs(slo.tbt_ns)).count() as f64 / tbt.len().max(1) as f64;
-    Dist::of(&mut ttft).put(&mut m, "ttft");
-    Dist::of(&mut tbt).put(&mut m, "tbt");
-    Dist::of(&mut tbt_max).put(&mut m, "tbt_worst");
-    Dist::of(&mut e2e).put(&mut m, "e2e");
-    Dist::of(&mut queue).put(&mut m, "queue");
-    Dist::of(&mut load_wait).put(&mut m, "load_wait");
+    // Objectives per finished request (one output token has no gap: it meets the TBT objective).
+    let ttft_ok = |i: usize| recs[i].first_token - req(i).arrival <= slo.ttft_ns;
+    let tbt_ok = |i: usize| {
+        let r = &recs[i];
+        req(i).output <= 1
+            || (r.finished - r.first_token) as f64 / (req(i).output - 1) as f64 <= slo.tbt_ns as f64
+    };
+    let count = |ok: &dyn Fn(usize) -> bool| fin.iter().filter(|&&i| ok(i)).count() as f64;
+    let n_all = total.max(1) as f64;
+    let good = count(&|i| ttft_ok(i) && tbt_ok(i));
+    m.slo_ttft_attainment = count(&ttft_ok) / n_all;
+    m.slo_tbt_attainment = count(&tbt_ok) / n_all;
+    m.slo_attainment = good / n_all;
+    m.slo_ttft_s = secs(slo.ttft_ns);
+    m.slo_tbt_s = secs(slo.tbt_ns);
 
+    // Queueing growth: late arrivals against early ones (finished requests are in arrival order).
+    let tenth = queue.len() / 10;
+    let (early, late) = match tenth {
+        0 => (f64::NAN, f64::NAN),
+        _ => (mean(&queue[..tenth]), mean(&queue[queue.len() - tenth..])),
+    };
+    m.queue_growth_s = stat(late - early);
+    let mut queue = queue;
+    m.set_dist(Latency::Ttft, &Dist::of(&mut ttft));
+    m.set_dist(Latency::Tbt, &Dist::of(&mut tbt));
+    m.set_dist(Latency::TbtWorst, &Dist::of(&mut tbt_max));
+    m.set_dist(Latency::E2e, &Dist::of(&mut e2e));
+    m.set_dist(Latency::Queue, &Dist::of(&mut queue));
+    m.set_dist(Latency::LoadWait, &Dist::of(&mut load_wait));
+
+    // Rates over the run: from the first arrival to the end of the run (the last finish, or a later
+    // arrival that was rejected), so requests refused at the end do not shorten the window.
+    let s = &out.stats;
     let first_arrival = w.requests.first().map_or(0, |r| r.arrival);
-    let last_finish = fin
-        .iter()
-        .map(|&i| recs[i].finished)
-        .max()
-        .unwrap_or(first_arrival);
-    let span = secs(last_finish.saturating_sub(first_arrival));
+    let last_arrival = w.requests.last().map_or(0, |r| r.arrival);
+    let run_span = secs(s.end_ns.max(last_arrival).saturating_sub(first_arrival));
+    let arrival_span = secs(last_arrival - first_arrival);
+    let per_s = |x: f64| stat(x / run_span);
     let out_tokens: u64 = fin.iter().map(|&i| req(i).output as u64).sum();
-    m.insert("duration_s".into(), num(span));
-    m.insert("throughput_rps".into(), num(fin.len() as f64 / span));
-    m.insert(
-        "throughput_output_tps".into(),
-        num(out_tokens as f64 / span),
+    m.throughput_rps = per_s(fin.len() as f64);
+    m.throughput_output_tps = per_s(out_tokens as f64);
+    m.goodput_rps = per_s(good);
+    m.offered_rps = stat(total.saturating_sub(1) as f64 / arrival_span);
+    m.overloaded = overloaded(
+        arrival_span,
+        run_span,
+        m.queue_growth_s.unwrap_or(0.0),
+        m.slo_ttft_s,
     );
-    m.insert(
-        "offered_rps".into(),
-        num({
-            let last = w.requests.last().map_or(0, |r| r.arrival);
-            (w.requests.len().saturating_sub(1)) as f64 / secs(last - first_arrival)
-        }),
-    );
-    m.insert("slo_ttft_s".into(), num(secs(slo.ttft_ns)));
-    m.insert("slo_tbt_s".into(), num(secs(slo.tbt_ns)));
-    m.insert("slo_ttft_attainment".into(), num(ttft_ok));
-    m.insert("slo_tbt_attainment".into(), num(tbt_ok));
-    m.insert("slo_attainment".into(), num(both_ok));
+    if m.overloaded {
+        let served = fin.len() as f64 / run_span;
+        m.warnings.push(format!(
+            "overloaded: requests arrived at {:.3} req/s but finished at {served:.3} req/s, and queueing grew from \
+             {:.1} s (first tenth of requests) to {:.1} s (last tenth) without levelling off, so the latencies \
+             grow with the trace's length and describe no steady state. Lower --rate or shorten requests (--length-scale)",
+            (total - rejected).saturating_sub(1) as f64 / arrival_span,
+            early,
+            late,
+        ));
+    }
 
+    if fin.is_empty() {
+        let why = Reject::KEYS
+            .iter()
+            .zip(by_reason)
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{n} {}", k.replace('_', " ")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        m.warnings.push(format!(
+            "no request finished ({} rejected: {}): every latency is undefined",
+            rejected,
+            if why.is_empty() { "none" } else { &why }
+        ));
+    }
     let with_adapter: Vec<usize> = fin
         .iter()
         .copied()
@@ -213,45 +259,30 @@ pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Map<String, Value> {
         .iter()
         .filter(|&&i| recs[i].adapter_hit)
         .count();
-    let s = &out.stats;
-    m.insert("adapter_loads".into(), json!(s.adapter_loads));
-    m.insert("adapter_evictions".into(), json!(s.evictions));
-    m.insert(
-        "adapter_hit_rate".into(),
-        num(hits as f64 / with_adapter.len() as f64),
-    );
-    m.insert("pcie_bytes".into(), json!(s.pcie_bytes));
-    m.insert("load_stall_s".into(), num(secs(s.load_stall_ns)));
-    m.insert("iterations_prefill".into(), json!(s.prefill_iterations));
-    m.insert("iterations_decode".into(), json!(s.decode_iterations));
-    m.insert(
-        "gpu_busy_fraction".into(),
-        num(s.busy_ns as f64 / s.end_ns.max(1) as f64),
-    );
-    m.insert("simulated_s".into(), num(secs(s.end_ns)));
+    m.adapter_loads = s.adapter_loads;
+    m.adapter_evictions = s.evictions;
+    m.adapter_hit_rate = stat(hits as f64 / with_adapter.len() as f64);
+    m.pcie_bytes = s.pcie_bytes;
+    m.load_stall_s = secs(s.load_stall_ns);
+    m.iterations_prefill = s.prefill_iterations;
+    m.iterations_decode = s.decode_iterations;
+    m.gpu_busy_fraction = s.busy_ns as f64 / s.end_ns.max(1) as f64;
+    m.simulated_s = secs(s.end_ns);
     utilisation(&mut m, v);
     let end = s.end_ns.max(1) as f64;
+    let slot_bytes = v.model.kv_slot_bytes();
     let gib = |slots: f64| slots * slot_bytes as f64 / (1u64 << 30) as f64;
-    m.insert("pool_slots".into(), json!(s.pool_slots));
-    m.insert("pool_gib".into(), num(gib(s.pool_slots as f64)));
-    m.insert("mem_kv_peak_gib".into(), num(gib(s.peak_kv_slots as f64)));
-    m.insert(
-        "mem_kv_mean_gib".into(),
-        num(gib(s.kv_slot_ns as f64 / end)),
-    );
-    m.insert(
-        "mem_adapters_peak_gib".into(),
-        num(gib(s.peak_adapter_slots as f64)),
-    );
-    m.insert(
-        "mem_adapters_mean_gib".into(),
-        num(gib(s.adapter_slot_ns as f64 / end)),
-    );
-    m.insert("mem_total_peak_slots".into(), json!(s.peak_total_slots));
-    m.insert("squashes".into(), json!(s.squashes));
+    m.pool_slots = s.pool_slots;
+    m.pool_gib = gib(s.pool_slots as f64);
+    m.mem_kv_peak_gib = gib(s.peak_kv_slots as f64);
+    m.mem_kv_mean_gib = gib(s.kv_slot_ns as f64 / end);
+    m.mem_adapters_peak_gib = gib(s.peak_adapter_slots as f64);
+    m.mem_adapters_mean_gib = gib(s.adapter_slot_ns as f64 / end);
+    m.mem_total_peak_slots = s.peak_total_slots;
+    m.squashes = s.squashes;
     breakdowns(&mut m, v);
     for hook in hooks {
-        hook(v, &mut m);
+        hook(v, &mut m.extra);
     }
     m
 }
@@ -263,7 +294,7 @@ pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Map<String, Value> {
 /// first waiting request's memory did not fit (`blocked_memory`), its adapter's (`blocked_adapter_memory`),
 /// the batch was full (`blocked_batch`), its prompt exceeded the prefill budget (`blocked_prefill_tokens`),
 /// or it fit but the scheduler held it (`blocked_policy`); `binding_resource` names the most frequent.
-fn utilisation(m: &mut Map<String, Value>, v: &RunView<'_>) {
+fn utilisation(m: &mut Summary, v: &RunView<'_>) {
     let (s, model, gpu) = (&v.out.stats, v.model, v.gpu);
     let (l, h) = (model.layers as f64, model.hidden as f64);
     let span = secs(s.end_ns.max(1));
@@ -273,16 +304,15 @@ fn utilisation(m: &mut Map<String, Value>, v: &RunView<'_>) {
     let iterations = (s.prefill_iterations + s.decode_iterations) as f64;
     let bytes = model.weight_bytes() as f64 * iterations
         + model.kv_slot_bytes() as f64 * s.decode_context as f64;
-    m.insert(
-        "gpu_flops_utilisation".into(),
-        num(flops / span / gpu.fp16_flops),
-    );
-    m.insert(
-        "gpu_bandwidth_utilisation".into(),
-        num(bytes / span / gpu.mem_bw),
-    );
+    m.gpu_flops_utilisation = flops / span / gpu.fp16_flops;
+    m.gpu_bandwidth_utilisation = bytes / span / gpu.mem_bw;
     let b = &s.blocked;
-    m.insert("merges".into(), json!(s.merges));
+    m.merges = s.merges;
+    m.blocked_memory = b.memory;
+    m.blocked_adapter_memory = b.adapter_memory;
+    m.blocked_batch = b.batch;
+    m.blocked_prefill_tokens = b.prefill_tokens;
+    m.blocked_policy = b.policy;
     let reasons = [
         ("memory", b.memory),
         ("adapter_memory", b.adapter_memory),
@@ -290,20 +320,17 @@ fn utilisation(m: &mut Map<String, Value>, v: &RunView<'_>) {
         ("prefill_tokens", b.prefill_tokens),
         ("policy", b.policy),
     ];
-    for (k, n) in reasons {
-        m.insert(format!("blocked_{k}"), json!(n));
-    }
-    let top = reasons
+    m.binding_resource = reasons
         .iter()
         .filter(|r| r.1 > 0)
         .max_by_key(|r| r.1)
-        .map_or("none", |r| r.0);
-    m.insert("binding_resource".into(), json!(top));
+        .map_or("none", |r| r.0)
+        .to_string();
 }
 
 /// Queueing delay per adapter rank, and fairness across adapters: each adapter's P99 TTFT, the worst and
 /// median of those, and Jain's index over them (1 = every adapter sees the same tail).
-fn breakdowns(m: &mut Map<String, Value>, v: &RunView<'_>) {
+fn breakdowns(m: &mut Summary, v: &RunView<'_>) {
     let (w, out, fin) = (v.workload, v.out, v.finished);
     let queue = |i: usize| v.queue_s(i);
     let mut ranks: Vec<u32> = w.adapters.iter().map(|a| a.rank).collect();
@@ -319,8 +346,8 @@ fn breakdowns(m: &mut Map<String, Value>, v: &RunView<'_>) {
             .map(|&i| queue(i))
             .collect();
         let d = Dist::of(&mut q);
-        m.insert(format!("queue_mean_rank{r}_s"), num(d.mean));
-        m.insert(format!("queue_p99_rank{r}_s"), num(d.p99));
+        m.extra.insert(format!("queue_mean_rank{r}_s"), num(d.mean));
+        m.extra.insert(format!("queue_p99_rank{r}_s"), num(d.p99));
     }
     let mut p99: Vec<f64> = per_adapter_ttft(w, out, fin)
         .into_iter()
@@ -333,9 +360,9 @@ fn breakdowns(m: &mut Map<String, Value>, v: &RunView<'_>) {
             / (p99.len() as f64 * p99.iter().map(|x| x * x).sum::<f64>())
     };
     let d = Dist::of(&mut p99);
-    m.insert("ttft_p99_adapter_worst_s".into(), num(d.max));
-    m.insert("ttft_p99_adapter_median_s".into(), num(d.p50));
-    m.insert("jain_ttft_p99_adapters".into(), num(jain));
+    m.ttft_p99_adapter_worst_s = stat(d.max);
+    m.ttft_p99_adapter_median_s = stat(d.p50);
+    m.jain_ttft_p99_adapters = stat(jain);
 }
 
 /// TTFTs (s) of each adapter's finished requests.
@@ -350,39 +377,52 @@ fn per_adapter_ttft(w: &Workload, out: &RunOutput, fin: &[usize]) -> Vec<Vec<f64
     per
 }
 
-/// One row per adapter: requests served, hit rate, TTFT mean and P99.
+/// One row per adapter: its requests in the trace, how many finished and were rejected, and over the
+/// finished ones the hit rate, TTFT mean and P99.
 pub fn write_adapters_csv(mut f: impl Write, w: &Workload, out: &RunOutput) -> std::io::Result<()> {
-    let fin: Vec<usize> = (0..out.records.len())
-        .filter(|&i| out.records[i].outcome == Outcome::Finished)
-        .collect();
+    let fin = finished(out);
     let per = per_adapter_ttft(w, out, &fin);
-    let mut hits = vec![0usize; w.adapters.len()];
+    let n = w.adapters.len();
+    let (mut hits, mut requests, mut rejected) =
+        (vec![0usize; n], vec![0usize; n], vec![0usize; n]);
     for &i in &fin {
         if let Some(h) = hits.get_mut(w.requests[i].adapter as usize) {
             *h += out.records[i].adapter_hit as usize;
         }
     }
-    writeln!(f, "adapter,rank,requests,hit_rate,ttft_mean_s,ttft_p99_s")?;
+    for (r, rec) in w.requests.iter().zip(&out.records) {
+        if let Some(k) = requests.get_mut(r.adapter as usize) {
+            *k += 1;
+            rejected[r.adapter as usize] += matches!(rec.outcome, Outcome::Rejected(_)) as usize;
+        }
+    }
+    writeln!(
+        f,
+        "adapter,rank,requests,finished,rejected,hit_rate,ttft_mean_s,ttft_p99_s"
+    )?;
+    let fmt = |x: f64| {
+        if x.is_finite() {
+            format!("{x:.9}")
+        } else {
+            String::new()
+        }
+    };
     for (a, mut t) in w.adapters.iter().zip(per) {
-        let n = t.len();
+        let done = t.len();
         let d = Dist::of(&mut t);
-        let fmt = |x: f64| {
-            if x.is_finite() {
-                format!("{x:.9}")
-            } else {
-                String::new()
-            }
-        };
-        let hr = if n > 0 {
-            format!("{:.6}", hits[a.id as usize] as f64 / n as f64)
+        let k = a.id as usize;
+        let hr = if done > 0 {
+            format!("{:.6}", hits[k] as f64 / done as f64)
         } else {
             String::new()
         };
         writeln!(
             f,
-            "{},{},{n},{hr},{},{}",
+            "{},{},{},{done},{},{hr},{},{}",
             a.id,
             a.rank,
+            requests[k],
+            rejected[k],
             fmt(d.mean),
             fmt(d.p99)
         )?;
@@ -435,7 +475,8 @@ pub fn write_requests_csv(mut f: impl Write, w: &Workload, out: &RunOutput) -> s
                 )?;
             }
             Outcome::Rejected(why) => {
-                writeln!(f, "rejected,\"{}\",,,,,,,", why.replace('"', "\"\""))?
+                // The reasons' texts hold no quote or comma to escape.
+                writeln!(f, "rejected,\"{why}\",,,,,,,")?
             }
             Outcome::Waiting => writeln!(f, "waiting,,,,,,,,")?,
         }

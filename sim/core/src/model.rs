@@ -13,6 +13,8 @@ pub struct ModelSpec {
     pub vocab: u64,
     /// Bytes per weight / KV element (2 for fp16 and bf16).
     pub dtype_bytes: u64,
+    /// Context window, tokens (prompt + output): LLaMA-1's `max_position_embeddings`.
+    pub context_tokens: u64,
 }
 
 pub const MODELS: &[ModelSpec] = &[
@@ -24,6 +26,7 @@ pub const MODELS: &[ModelSpec] = &[
         heads: 32,
         vocab: 32000,
         dtype_bytes: 2,
+        context_tokens: 2048,
     },
     ModelSpec {
         name: "llama-13b",
@@ -33,6 +36,7 @@ pub const MODELS: &[ModelSpec] = &[
         heads: 40,
         vocab: 32000,
         dtype_bytes: 2,
+        context_tokens: 2048,
     },
     ModelSpec {
         name: "llama-30b",
@@ -42,6 +46,7 @@ pub const MODELS: &[ModelSpec] = &[
         heads: 52,
         vocab: 32000,
         dtype_bytes: 2,
+        context_tokens: 2048,
     },
 ];
 

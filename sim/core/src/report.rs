@@ -2,33 +2,86 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-
 use crate::error::{Error, Result};
-use crate::metrics;
+use crate::metrics::{self, Latency};
 use crate::run::Report;
 
+/// The files `Report::write` puts in its directory.
+pub const OUT_FILES: [&str; 3] = ["summary.json", "requests.csv", "adapters.csv"];
+
+/// Checks before a run that `dir` can become its output directory, without creating it: a directory, or
+/// a path whose nearest existing ancestor is a writable directory. A bad `--out` then fails in a second,
+/// not after the run, and leaves nothing behind.
+pub fn check_out_dir(dir: &Path, option: &str) -> Result<()> {
+    let bad = |why: String| Error::msg(format!("{option} {}: {why}", dir.display()));
+    let mut probe = dir;
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) if !p.as_os_str().is_empty() => probe = p,
+            _ => {
+                probe = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !probe.is_dir() {
+        return Err(bad(format!("{} is not a directory", probe.display())));
+    }
+    // Permission bits do not tell (root, read-only mounts): create and remove a probe file.
+    let test = probe.join(format!(".sim-write-test-{}", std::process::id()));
+    match std::fs::File::create(&test) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&test);
+            Ok(())
+        }
+        Err(e) => Err(bad(format!("cannot write in {}: {e}", probe.display()))),
+    }
+}
+
+/// Three significant digits (a rate of 0.0035 req/s must not print as 0.00).
+fn sig3(x: f64) -> String {
+    if !x.is_finite() || x == 0.0 {
+        return format!("{x}");
+    }
+    let decimals = (2 - x.abs().log10().floor() as i32).max(0) as usize;
+    format!("{x:.decimals$}")
+}
+
 impl Report {
-    /// Writes `summary.json` and `requests.csv` into `dir` (created if missing).
+    /// Writes `summary.json`, `requests.csv` and `adapters.csv` into `dir` (created if missing). Each file
+    /// is written to a temporary name and renamed, so a failure leaves no half-written file.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let io = |e: std::io::Error| Error::internal(format!("{}: {e}", dir.display()));
+        let io = |e: std::io::Error| Error::msg(format!("--out {}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(io)?;
-        let json = serde_json::to_string_pretty(&self.summary).expect("summary serialises") + "\n";
-        std::fs::write(dir.join("summary.json"), json).map_err(io)?;
-        let f = std::fs::File::create(dir.join("requests.csv")).map_err(io)?;
-        let mut f = std::io::BufWriter::new(f);
-        metrics::write_requests_csv(&mut f, &self.workload, &self.output).map_err(io)?;
-        std::io::Write::flush(&mut f).map_err(io)?;
-        let f = std::fs::File::create(dir.join("adapters.csv")).map_err(io)?;
-        let mut f = std::io::BufWriter::new(f);
-        metrics::write_adapters_csv(&mut f, &self.workload, &self.output).map_err(io)?;
-        std::io::Write::flush(&mut f).map_err(io)?;
-        Ok(())
+        let put = |name: &str, fill: &dyn Fn(&mut dyn std::io::Write) -> std::io::Result<()>| {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            let res = std::fs::File::create(&tmp).and_then(|f| {
+                let mut f = std::io::BufWriter::new(f);
+                fill(&mut f)?;
+                std::io::Write::flush(&mut f)
+            });
+            match res.and_then(|_| std::fs::rename(&tmp, dir.join(name))) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(io(e))
+                }
+            }
+        };
+        put(OUT_FILES[0], &|f| {
+            f.write_all((self.summary.to_json_pretty() + "\n").as_bytes())
+        })?;
+        put(OUT_FILES[1], &|f| {
+            metrics::write_requests_csv(f, &self.workload, &self.output)
+        })?;
+        put(OUT_FILES[2], &|f| {
+            metrics::write_adapters_csv(f, &self.workload, &self.output)
+        })
     }
 
     /// What `sim run` and `sim real` do with a report: write `out` (also when a backend stopped the run, so
     /// each request's state at the failure is kept), then fail with exit code 1 if the run stopped early,
-    /// else print the summary (a table, or JSON).
+    /// else print the warnings (stderr) and the summary (a table, or JSON).
     pub fn finish(&self, out: Option<&Path>, json: bool) -> Result<()> {
         if let Some(dir) = out {
             self.write(dir)?;
@@ -37,12 +90,13 @@ impl Report {
             return Err(Error::internal(format!("the run stopped early: {why}")));
         }
         if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&self.summary).expect("summary serialises")
-            );
+            println!("{}", self.summary.to_json_pretty());
         } else {
             print!("{}", self.table());
+        }
+        // After the table, where a reader's eye ends up.
+        for w in &self.summary.warnings {
+            eprintln!("warning: {w}");
         }
         Ok(())
     }
@@ -50,109 +104,128 @@ impl Report {
     /// The human-readable summary `sim run` prints.
     pub fn table(&self) -> String {
         let s = &self.summary;
-        let f = |k: &str| s.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
-        let t = |k: &str| {
-            s.get(k)
-                .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
-                .unwrap_or_default()
-        };
-        let ms = |k: &str| format!("{:>10.1}", f(k) * 1e3);
-        let row = |name: &str, p: &str| {
+        let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
+        let pct = |v: f64| 100.0 * v;
+        let ms = |v: f64| format!("{:>10.1}", v * 1e3);
+        let row = |name: &str, which: Latency| {
+            let d = s.dist(which);
             format!(
                 "  {name:<14}{}{}{}{}{}\n",
-                ms(&format!("{p}_mean_s")),
-                ms(&format!("{p}_p50_s")),
-                ms(&format!("{p}_p90_s")),
-                ms(&format!("{p}_p99_s")),
-                ms(&format!("{p}_max_s"))
+                ms(d.mean),
+                ms(d.p50),
+                ms(d.p90),
+                ms(d.p99),
+                ms(d.max)
             )
         };
+        let limit = |v: Option<u64>| v.map_or("none".to_string(), |n| n.to_string());
         let mut o = String::new();
-        o += &format!("trace       {}\n", t("trace"));
+        o += &format!("trace       {}\n", s.trace);
         o += &format!(
             "setup       {} on {}, {} adapters, pool {} slots ({:.1} GiB)\n",
-            t("model"),
-            t("gpu"),
-            t("adapters"),
-            t("pool_slots"),
-            f("pool_gib")
+            s.model, s.gpu, s.adapters, s.pool_slots, s.pool_gib
+        );
+        o += &format!(
+            "limits      context {}, input {}, input + output {}, prefill {} tokens\n",
+            limit(s.context_tokens),
+            limit(s.max_input_tokens),
+            limit(s.max_total_tokens),
+            s.max_prefill_tokens
         );
         o += &format!(
             "policies    scheduler {}, cache {}\n",
-            t("scheduler"),
-            t("cache_policy")
+            s.scheduler, s.cache_policy
         );
-        o += &format!("cost model  {}\n", t("cost_model"));
+        o += &format!("cost model  {}\n", s.cost_model);
         o += &format!(
-            "requests    {} total, {} finished, {} rejected; offered {:.2} req/s\n\n",
-            t("requests_total"),
-            t("requests_finished"),
-            t("requests_rejected"),
-            f("offered_rps")
+            "arrivals    {}{}; offered {} req/s; lengths x {}\n",
+            s.arrivals,
+            s.rate_rps
+                .map_or(String::new(), |r| format!(" at {r} req/s")),
+            sig3(opt(s.offered_rps)),
+            s.length_scale
         );
+        let total = s.requests_total.max(1) as f64;
         o += &format!(
-            "  {:<14}{:>10}{:>10}{:>10}{:>10}{:>10}\n",
+            "requests    {} total, {} finished ({:.1}%), {} rejected ({:.1}%)",
+            s.requests_total,
+            s.requests_finished,
+            pct(s.requests_finished as f64 / total),
+            s.requests_rejected,
+            pct(s.requests_rejected_share)
+        );
+        if s.requests_unfinished > 0 {
+            o += &format!(", {} unfinished", s.requests_unfinished);
+        }
+        o += "\n";
+        for (key, n, share) in s.rejections() {
+            if n > 0 {
+                o += &format!(
+                    "  rejected  {:<16}{n:>8} ({:.1}%)\n",
+                    key.replace('_', " "),
+                    pct(share)
+                );
+            }
+        }
+        o += &format!(
+            "\n  {:<14}{:>10}{:>10}{:>10}{:>10}{:>10}   (finished requests)\n",
             "latency (ms)", "mean", "p50", "p90", "p99", "max"
         );
-        o += &row("TTFT", "ttft");
-        o += &row("TBT (mean/req)", "tbt");
-        o += &row("E2E", "e2e");
-        o += &row("queueing", "queue");
-        o += &row("load wait", "load_wait");
+        o += &row("TTFT", Latency::Ttft);
+        o += &row("TBT (mean/req)", Latency::Tbt);
+        o += &row("E2E", Latency::E2e);
+        o += &row("queueing", Latency::Queue);
+        o += &row("load wait", Latency::LoadWait);
         o += &format!(
-            "\nthroughput  {:.3} req/s, {:.1} output tokens/s over {:.1} s\n",
-            f("throughput_rps"),
-            f("throughput_output_tps"),
-            f("duration_s")
+            "\nthroughput  {:.3} req/s finished, {:.1} output tokens/s; goodput {:.3} req/s (within both SLOs); over {:.1} s\n",
+            opt(s.throughput_rps),
+            opt(s.throughput_output_tps),
+            opt(s.goodput_rps),
+            s.simulated_s
         );
         o += &format!(
-            "SLO         TTFT <= {} s: {:.1}%   TBT <= {} s: {:.1}%   both: {:.1}%\n",
-            f("slo_ttft_s"),
-            100.0 * f("slo_ttft_attainment"),
-            f("slo_tbt_s"),
-            100.0 * f("slo_tbt_attainment"),
-            100.0 * f("slo_attainment")
+            "SLO         of all {} requests (a rejected one misses): TTFT <= {} s: {:.1}%   TBT <= {} s: {:.1}%   both: {:.1}%\n",
+            s.requests_total,
+            s.slo_ttft_s,
+            pct(s.slo_ttft_attainment),
+            s.slo_tbt_s,
+            pct(s.slo_tbt_attainment),
+            pct(s.slo_attainment)
         );
         o += &format!(
-            "adapters    {} loads ({:.2} GB over PCIe), hit rate {:.1}%, {} evictions, GPU stalled {:.2} s on loads\n",
-            t("adapter_loads"),
-            f("pcie_bytes") / 1e9,
-            100.0 * f("adapter_hit_rate"),
-            t("adapter_evictions"),
-            f("load_stall_s")
+            "adapters    {} loads ({:.2} GiB over PCIe), hit rate {:.1}%, {} evictions, GPU stalled {:.2} s on loads\n",
+            s.adapter_loads,
+            s.pcie_bytes as f64 / (1u64 << 30) as f64,
+            pct(opt(s.adapter_hit_rate)),
+            s.adapter_evictions,
+            s.load_stall_s
         );
         o += &format!(
             "memory      KV peak {:.2} GiB / mean {:.2} GiB; adapters peak {:.2} GiB / mean {:.2} GiB\n",
-            f("mem_kv_peak_gib"),
-            f("mem_kv_mean_gib"),
-            f("mem_adapters_peak_gib"),
-            f("mem_adapters_mean_gib")
+            s.mem_kv_peak_gib, s.mem_kv_mean_gib, s.mem_adapters_peak_gib, s.mem_adapters_mean_gib
         );
         o += &format!(
             "engine      {} prefill + {} decode iterations, GPU busy {:.1}% of {:.1} simulated s; of peak FLOP/s \
              {:.1}%, of peak bandwidth {:.1}%\n",
-            t("iterations_prefill"),
-            t("iterations_decode"),
-            100.0 * f("gpu_busy_fraction"),
-            f("simulated_s"),
-            100.0 * f("gpu_flops_utilisation"),
-            100.0 * f("gpu_bandwidth_utilisation")
+            s.iterations_prefill,
+            s.iterations_decode,
+            pct(s.gpu_busy_fraction),
+            s.simulated_s,
+            pct(s.gpu_flops_utilisation),
+            pct(s.gpu_bandwidth_utilisation)
         );
-        let blocked: f64 = [
-            "memory",
-            "adapter_memory",
-            "batch",
-            "prefill_tokens",
-            "policy",
-        ]
-        .iter()
-        .map(|k| f(&format!("blocked_{k}")))
-        .sum();
+        let blocked = s.blocked_memory
+            + s.blocked_adapter_memory
+            + s.blocked_batch
+            + s.blocked_prefill_tokens
+            + s.blocked_policy;
         o += &format!(
             "waiting     {blocked} of {} merges left requests waiting; binding: {}\n",
-            t("merges"),
-            t("binding_resource")
+            s.merges, s.binding_resource
         );
+        if s.overloaded {
+            o += "\nOVERLOADED  see the warning: these latencies grow with the trace's length\n";
+        }
         o
     }
 }

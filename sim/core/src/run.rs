@@ -5,14 +5,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
-
 use crate::cost::CostModel;
 use crate::engine::api::PolicyCtx;
 use crate::engine::{Clock, Engine, EngineConfig, Policies, RunOutput, Simulated};
 use crate::error::Result;
 use crate::length::{self, LengthRule};
-use crate::metrics::{self, RunView, Slo, SummaryHook};
+use crate::metrics::{self, RunView, Slo, Summary, SummaryHook};
 use crate::model::{GpuSpec, ModelSpec};
 use crate::trace::{ReadSpec, Trace, TraceOptions};
 use crate::workload::slora::SloraSource;
@@ -98,11 +96,11 @@ impl RunConfig {
 /// Summary keys every run gets beyond the engine's own: the policies' breakdowns.
 pub const SUMMARY_HOOKS: &[SummaryHook] = &[sched::mlq::wrs_summary];
 
-/// A finished run: the workload it replayed, what happened, and the summary (flat keys, `summary.json`).
+/// A finished run: the workload it replayed, what happened, and the summary (`summary.json`).
 pub struct Report {
     pub workload: Workload,
     pub output: RunOutput,
-    pub summary: Map<String, Value>,
+    pub summary: Summary,
 }
 
 /// What one engine run produced, before the summary.
@@ -195,35 +193,46 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
     };
     let mut summary = metrics::summarize(&view, SUMMARY_HOOKS);
     let a = &cfg.adapters;
-    for (k, v) in [
-        ("trace", json!(trace.source)),
-        ("model", json!(cfg.model.name)),
-        ("gpu", json!(cfg.gpu.name)),
-        ("cost_model", json!(cost_model)),
-        ("seed", json!(cfg.seed)),
-        ("scheduler", json!(scheduler)),
-        ("cache_policy", json!(cache)),
-        ("predictor", json!(predictor)),
-        ("adapters", json!(a.count)),
-        ("popularity_alpha", json!(a.popularity_alpha)),
-        ("adapter_model", json!(a.model.describe(a.popularity_alpha))),
-        ("arrivals", json!(cfg.transform.arrivals.describe())),
-        ("length_scale", json!(length_scale)),
-        ("length_rule", json!(cfg.length.to_string())),
-        (
-            "rate_rps",
-            cfg.transform.poisson_rate.map_or(Value::Null, |r| json!(r)),
-        ),
-        ("reserve", json!(cfg.engine.reserve.describe())),
-        ("max_wait_tokens", json!(cfg.engine.max_wait_tokens)),
-        ("prefetch", json!(cfg.prefetch)),
-        (
-            "aborted",
-            output.aborted.as_ref().map_or(Value::Null, |e| json!(e)),
-        ),
-    ] {
-        summary.insert(k.into(), v);
-    }
+    let t = &cfg.transform;
+    let e = &cfg.engine;
+    // What the trace reader noticed (e.g. a doubtful time unit) matters only if its timestamps are kept.
+    let mut warnings = match t.poisson_rate {
+        None => trace.warnings.clone(),
+        Some(_) => Vec::new(),
+    };
+    warnings.append(&mut summary.warnings);
+    summary = Summary {
+        trace: trace.source.clone(),
+        model: cfg.model.name.into(),
+        gpu: cfg.gpu.name.into(),
+        cost_model,
+        seed: cfg.seed,
+        scheduler,
+        cache_policy: cache,
+        predictor,
+        prefetch: cfg.prefetch.clone(),
+        adapters: a.count as u64,
+        popularity_alpha: a.popularity_alpha,
+        adapter_model: a.model.describe(a.popularity_alpha),
+        arrivals: match (&cfg.workload, t.poisson_rate) {
+            (_, Some(_)) => t.arrivals.describe(),
+            (Some(_), None) => "the workload generator's".into(),
+            (None, None) => "trace timestamps".into(),
+        },
+        length_scale,
+        length_rule: cfg.length.to_string(),
+        rate_rps: t.poisson_rate,
+        reserve: e.reserve.describe(),
+        max_wait_tokens: e.max_wait_tokens as u64,
+        max_batch: e.max_batch as u64,
+        max_prefill_tokens: e.max_prefill_tokens,
+        max_input_tokens: e.max_input_tokens,
+        max_total_tokens: e.max_total_tokens,
+        context_tokens: e.context_tokens,
+        aborted: output.aborted.clone(),
+        warnings,
+        ..summary
+    };
     Ok(Report {
         workload,
         output,

@@ -113,6 +113,7 @@ fn a_request_larger_than_the_pool_is_rejected_with_a_reason() {
     assert_eq!(times(&out.records[0]), (0, 130, 220, 30));
     match &out.records[1].outcome {
         Outcome::Rejected(why) => {
+            let why = why.to_string();
             assert!(why.contains("110 slots") && why.contains("100"), "{why}")
         }
         o => panic!("expected a rejection, got {o:?}"),

@@ -130,7 +130,7 @@ fn the_api_servers_length_limits_reject_with_a_reason() {
     };
     let out = run_prefetch(&w, cfg, &Costs, "fifo", "none", "none");
     let reason = |i: usize| match &out.records[i].outcome {
-        Outcome::Rejected(r) => r.clone(),
+        Outcome::Rejected(r) => r.to_string(),
         o => panic!("request {i}: {o:?}"),
     };
     assert_eq!(
@@ -142,6 +142,44 @@ fn the_api_servers_length_limits_reject_with_a_reason() {
         "input + output of 3500 tokens exceeds the length limit 3072"
     );
     assert_eq!(out.records[2].outcome, Outcome::Finished);
+}
+
+#[test]
+fn the_models_context_length_rejects_first_with_its_own_reason() {
+    // Context 2048 under S-LoRA's limits: a request over both the context and the input limit is reported
+    // against the context (what the model cannot compute); one within the context but over the total limit
+    // against the server's limit.
+    let mut cfg = EngineConfig::new(100_000);
+    cfg.context_tokens = Some(2048);
+    cfg.max_input_tokens = Some(2048);
+    cfg.max_total_tokens = Some(3072);
+    let w = Workload {
+        adapters: vec![],
+        requests: vec![
+            req(0, 0, 3000, 2, NO_ADAPTER),
+            req(1, 0, 1000, 1049, NO_ADAPTER),
+            req(2, 0, 1000, 1048, NO_ADAPTER),
+        ],
+    };
+    let out = run_prefetch(&w, cfg.clone(), &Costs, "fifo", "none", "none");
+    let reason = |i: usize| match &out.records[i].outcome {
+        Outcome::Rejected(r) => (r.key(), r.to_string()),
+        o => panic!("request {i}: {o:?}"),
+    };
+    assert_eq!(
+        reason(0),
+        (
+            "context_length",
+            "input + output of 3002 tokens exceeds the model's context length 2048".into()
+        )
+    );
+    assert_eq!(reason(1).0, "context_length");
+    assert_eq!(out.records[2].outcome, Outcome::Finished);
+    // Without the context limit the server's own limits decide.
+    cfg.context_tokens = None;
+    let out = run_prefetch(&w, cfg, &Costs, "fifo", "none", "none");
+    assert!(matches!(out.records[0].outcome, Outcome::Rejected(r) if r.key() == "input_limit"));
+    assert_eq!(out.records[1].outcome, Outcome::Finished);
 }
 
 #[test]

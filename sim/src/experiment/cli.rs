@@ -25,7 +25,7 @@ pub struct SweepCmd {
     #[arg(long, default_value = "results", value_name = "DIR")]
     pub out: PathBuf,
     /// Worker threads [default: all cores]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::options::whole::<usize>(crate::options::Range::AtLeast(1)))]
     pub threads: Option<usize>,
     /// Run only grid points with index % N == I (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/N; the last shard
     /// to finish writes the merged table
@@ -59,6 +59,8 @@ pub struct PlotCmd {
 }
 
 pub fn sweep(cmd: SweepCmd) -> Result<()> {
+    // The options first: a bad one fails before any config is read.
+    let shard = cmd.shard.as_deref().map(sweep::parse_shard).transpose()?;
     let mut exps = Vec::new();
     if cmd.all {
         exps.extend(Experiment::load_dir(&cmd.experiments, cmd.scale)?);
@@ -69,9 +71,10 @@ pub fn sweep(cmd: SweepCmd) -> Result<()> {
     if exps.is_empty() {
         return Err(Error::msg("sim sweep: name a CONFIG or pass --all"));
     }
+    crate::report::check_out_dir(&cmd.out, "--out")?;
     let mut opts = SweepOpts::new(&cmd.out);
     opts.threads = cmd.threads.unwrap_or_else(sweep::default_threads).max(1);
-    opts.shard = cmd.shard.as_deref().map(sweep::parse_shard).transpose()?;
+    opts.shard = shard;
     opts.fresh = cmd.fresh;
     opts.merge_only = cmd.merge;
     opts.progress = !cmd.quiet;
@@ -103,6 +106,7 @@ pub fn plot(cmd: PlotCmd) -> Result<()> {
             "sim plot: name a RESULTS directory or pass --all",
         ));
     }
+    crate::report::check_out_dir(&cmd.out, "--out")?;
     let mut done: Vec<Plotted> = Vec::new();
     for d in &dirs {
         let p = report::plot_results(d, &cmd.out)?;

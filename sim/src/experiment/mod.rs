@@ -22,6 +22,7 @@
 //! what the results table and the plot show, every other key is an option.
 
 pub mod cli;
+pub mod glyphs;
 pub mod plot;
 pub mod report;
 pub mod stats;
@@ -394,6 +395,13 @@ impl Experiment {
                 values,
             });
         }
+        if axes.is_empty() {
+            return Err(bad(
+                path,
+                "grid",
+                "no axes: give at least one option with a list of values",
+            ));
+        }
         let throughput = match root.get("throughput") {
             None => None,
             Some(Value::Object(t)) => Some(Self::throughput(path, t)?),
@@ -427,7 +435,21 @@ impl Experiment {
         // Validate every run's options now: a typo fails before anything runs.
         exp.runs()?;
         if let Some(p) = exp.json.get("plot") {
-            plot::PlotSpec::parse(path, p)?;
+            let spec = plot::PlotSpec::parse(path, p)?;
+            for (i, p) in spec.panels.iter().enumerate() {
+                exp.check_column(&format!("plot.panels[{i}].y"), &p.y)?;
+                if let Some((lo, hi)) = &p.err {
+                    exp.check_column(&format!("plot.panels[{i}].err"), lo)?;
+                    exp.check_column(&format!("plot.panels[{i}].err"), hi)?;
+                }
+            }
+        }
+        if let Some(Value::Array(claims)) = exp.json.get("claims") {
+            for (i, c) in claims.iter().enumerate() {
+                if let Some(m) = c.get("metric").and_then(Value::as_str) {
+                    exp.check_column(&format!("claims[{i}].metric"), m)?;
+                }
+            }
         }
         Ok(exp)
     }
@@ -503,7 +525,10 @@ impl Experiment {
 
     /// Every grid point in order (last axis fastest), with its options validated.
     pub fn runs(&self) -> Result<Vec<Run>> {
-        run_args(&self.base).map_err(|e| bad(&self.path, "base", e))?;
+        // The base's own values against their ranges, so a bad one is reported against `base`.
+        run_args(&self.base)
+            .and_then(|a| a.check().map_err(|e| e.to_string()))
+            .map_err(|e| bad(&self.path, "base", e))?;
         let total: usize = self.axes.iter().map(|a| a.values.len()).product();
         let mut runs = Vec::with_capacity(total);
         for index in 0..total {
@@ -545,6 +570,21 @@ impl Experiment {
             });
         }
         Ok(runs)
+    }
+
+    /// `name` must be a column of this experiment's results: a summary key (`Summary`, so a renamed
+    /// metric fails here, not as an empty figure) or one of the table's own columns.
+    fn check_column(&self, field: &str, name: &str) -> Result<()> {
+        if crate::metrics::Summary::is_key(name)
+            || sweep::leading_columns(self).iter().any(|c| c == name)
+        {
+            return Ok(());
+        }
+        Err(bad(
+            &self.path,
+            field,
+            format!("'{name}' is not a column of the results (a summary key or a grid axis)"),
+        ))
     }
 
     /// Every `experiments/*.json` in `dir`, sorted by file name.

@@ -47,13 +47,13 @@ pub struct FitOpts {
     #[arg(long, default_value = "plots", value_name = "DIR")]
     pub report_dir: PathBuf,
     /// Nelder-Mead iterations per round
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 400, allow_negative_numbers = true, value_parser = crate::options::whole::<u64>(crate::options::Range::AtLeast(1)))]
     pub iters: u64,
     /// Restarts from the best point
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = crate::options::whole::<usize>(crate::options::Range::AtLeast(0)))]
     pub restarts: usize,
     /// Threads simulating runs [default: all cores]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::options::whole::<usize>(crate::options::Range::AtLeast(1)))]
     pub threads: Option<usize>,
     /// Do not write profiles (report the fit only; the ablation uses it)
     #[arg(long)]

@@ -194,7 +194,8 @@ pub fn plot(rows: &Rows<'_>, path: &Path) -> Result<()> {
     let e = |e: Box<dyn std::error::Error>| Error::internal(format!("{}: {e}", path.display()));
     let png = path.with_extension("png");
     draw(
-        BitMapBackend::new(&png, (1100, 900)).into_drawing_area(),
+        crate::experiment::glyphs::Glyphs::new(BitMapBackend::new(&png, (1100, 900)))
+            .into_drawing_area(),
         rows,
     )
     .map_err(e)?;

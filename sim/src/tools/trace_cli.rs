@@ -47,7 +47,7 @@ pub enum TraceCmd {
         #[arg(long)]
         key: Option<String>,
         /// Fit only the N most used ids (the head a cache of N adapters sees)
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::options::whole::<usize>(crate::options::Range::AtLeast(2)))]
         max_rank: Option<usize>,
         #[arg(long, default_value = "auto", value_name = "SPEC")]
         format: String,
@@ -61,13 +61,13 @@ pub enum TraceCmd {
         rates: Option<PathBuf>,
         #[arg(long, default_value = "m-large")]
         model: String,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::options::whole::<u32>(crate::options::Range::AtLeast(0)))]
         day: u32,
         /// Size of the hot set
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = crate::options::whole::<usize>(crate::options::Range::AtLeast(1)))]
         top: usize,
         /// Seconds per line (a multiple of 600)
-        #[arg(long, default_value_t = 3600)]
+        #[arg(long, default_value_t = 3600, allow_negative_numbers = true, value_parser = crate::options::whole::<u64>(crate::options::Range::AtLeast(600)))]
         every: u64,
     },
 }
@@ -185,6 +185,15 @@ pub fn stats(
             rr.source()
         )));
     }
+    let check = crate::trace::check_time_unit(
+        &rr.mapping,
+        st.rows,
+        st.first_time(),
+        st.span_ns(),
+        rr.all_integer,
+    );
+    st.warnings
+        .extend(check.error.into_iter().chain(check.warning));
     let mapping = rr.mapping.describe();
     Ok((st, rr.source().to_string(), mapping))
 }

@@ -33,29 +33,23 @@ impl Counter {
         v
     }
 
-    /// Percentiles with linear interpolation between order statistics (numpy's default), q in [0, 1].
+    /// Percentiles with linear interpolation between order statistics (`metrics::percentile_by`), q in
+    /// [0, 1].
     pub fn percentiles(&self, qs: &[f64]) -> Vec<f64> {
         let s = self.sorted();
-        let at = |rank: u64| {
+        // The k-th smallest value (0-based) of the counted sample.
+        let at = |k: usize| {
             let mut seen = 0;
             for &(v, c) in &s {
                 seen += c;
-                if seen > rank {
+                if seen > k as u64 {
                     return v as f64;
                 }
             }
             f64::NAN
         };
         qs.iter()
-            .map(|q| {
-                if self.n == 0 {
-                    return f64::NAN;
-                }
-                let h = q * (self.n - 1) as f64;
-                let (lo, hi) = (h.floor() as u64, h.ceil() as u64);
-                let (a, b) = (at(lo), at(hi));
-                a + (h - lo as f64) * (b - a)
-            })
+            .map(|&q| crate::metrics::percentile_by(self.n as usize, q, at))
             .collect()
     }
 
@@ -129,6 +123,8 @@ pub struct TraceStats {
     pub tenants: HashMap<String, u64>,
     pub without_adapter: u64,
     hist: TimeHist,
+    /// Doubts about the file (its time unit), one line each.
+    pub warnings: Vec<String>,
 }
 
 impl Default for TraceStats {
@@ -150,6 +146,7 @@ impl Default for TraceStats {
                 width: 1_000_000_000,
                 counts: Vec::new(),
             },
+            warnings: Vec::new(),
         }
     }
 }
@@ -193,6 +190,15 @@ impl TraceStats {
         }
         self.prev = Some(t);
         self.hist.add(t - first);
+    }
+
+    /// The first row's time as read, ns.
+    pub fn first_time(&self) -> i128 {
+        self.first.unwrap_or(0)
+    }
+
+    pub fn span_ns(&self) -> i128 {
+        self.first.map_or(0, |f| self.last - f)
     }
 
     pub fn span_s(&self) -> f64 {
@@ -242,12 +248,16 @@ impl TraceStats {
         if !self.adapters.is_empty() {
             m.insert("rows_without_adapter".into(), json!(self.without_adapter));
         }
+        m.insert("warnings".into(), json!(self.warnings));
         m
     }
 
     pub fn text(&self, source: &str, mapping: &str) -> String {
         let span = self.span_s();
         let mut o = format!("file          {source}\nread as       {mapping}\n");
+        for w in &self.warnings {
+            o += &format!("WARNING       {w}\n");
+        }
         o += &format!("rows          {}\n", self.rows);
         o += &format!(
             "span          {span:.1} s ({:.2} h)\nrate          {:.4} req/s (rows-1 over span)\n",

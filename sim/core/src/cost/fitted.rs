@@ -155,8 +155,10 @@ pub struct EngineProfile {
 
 impl EngineProfile {
     pub fn parse(text: &str, source: &str) -> Result<EngineProfile> {
-        let p: EngineProfile = serde_json::from_str(text)
-            .map_err(|e| Error::msg(format!("{source}: not an engine profile: {e}")))?;
+        let p: EngineProfile = serde_json::from_str(text).map_err(|e| {
+            let at = crate::error::json_error(text, &e);
+            Error::msg(format!("{source}: not an engine profile: {at}"))
+        })?;
         if p.schema != SCHEMA {
             return Err(Error::msg(format!(
                 "{source}: schema '{}' is not '{SCHEMA}'",

@@ -144,8 +144,8 @@ impl CostProfile {
                 )));
             }
         }
-        let p: CostProfile =
-            serde_json::from_value(v).map_err(|e| Error::msg(format!("profile: {e}")))?;
+        let p: CostProfile = serde_json::from_str(text)
+            .map_err(|e| Error::msg(format!("profile: {}", crate::error::json_error(text, &e))))?;
         p.validate()?;
         Ok(p)
     }

@@ -109,9 +109,10 @@ pub struct EngineConfig {
     pub max_prefill_tokens: u64,
     /// A prompt longer than this is rejected (S-LoRA's API server: `max_req_input_len`).
     pub max_input_tokens: Option<u64>,
-    /// A request whose prompt + output exceeds this is rejected (S-LoRA: `max_req_total_len`; a model's
-    /// context length).
+    /// A request whose prompt + output exceeds this is rejected (S-LoRA: `max_req_total_len`).
     pub max_total_tokens: Option<u64>,
+    /// The model's context window: a request whose prompt + output exceeds it cannot be computed at all.
+    pub context_tokens: Option<u64>,
     pub reserve: Reserve,
     pub load_path: LoadPath,
     /// When the batch is empty the server polls its queue at this interval (S-LoRA's router sleeps 10 ms);
@@ -138,6 +139,7 @@ impl EngineConfig {
             max_prefill_tokens: 16_384,
             max_input_tokens: None,
             max_total_tokens: None,
+            context_tokens: None,
             reserve: Reserve::Oracle,
             load_path: LoadPath {
                 passes: 1,
@@ -176,7 +178,82 @@ pub enum Outcome {
     /// Never admitted by the end (cannot happen when the run completes; kept for partial runs).
     Waiting,
     Finished,
-    Rejected(String),
+    Rejected(Reject),
+}
+
+/// Why a request was refused at arrival, with the numbers that decided it. Typed (and `Copy`) so the
+/// summary can count rejections by reason and a rejection costs no allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// Prompt + output beyond the model's context window.
+    Context { total: u64, max: u64 },
+    /// Prompt + output budget + adapter larger than the whole pool.
+    Pool { need: u64, pool: u64 },
+    /// Prompt over the server's input limit (`max_req_input_len`).
+    Input { input: u64, max: u64 },
+    /// Prompt + output over the server's total limit (`max_req_total_len`).
+    Total { total: u64, max: u64 },
+    /// Prompt over one prefill's token budget (`batch_max_tokens`).
+    Prefill { input: u64, max: u64 },
+    /// The request names an adapter the workload does not have.
+    Adapter { adapter: u32 },
+}
+
+impl Reject {
+    /// Every reason's key, in the order the checks run (summary keys are `rejected_{key}`).
+    pub const KEYS: [&'static str; 6] = [
+        "context_length",
+        "pool",
+        "input_limit",
+        "total_limit",
+        "prefill_limit",
+        "unknown_adapter",
+    ];
+
+    /// Index into `KEYS`.
+    pub fn index(&self) -> usize {
+        match self {
+            Reject::Context { .. } => 0,
+            Reject::Pool { .. } => 1,
+            Reject::Input { .. } => 2,
+            Reject::Total { .. } => 3,
+            Reject::Prefill { .. } => 4,
+            Reject::Adapter { .. } => 5,
+        }
+    }
+
+    pub fn key(&self) -> &'static str {
+        Self::KEYS[self.index()]
+    }
+}
+
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Reject::Context { total, max } => write!(
+                f,
+                "input + output of {total} tokens exceeds the model's context length {max}"
+            ),
+            Reject::Pool { need, pool } => write!(
+                f,
+                "needs {need} slots (input + output budget + adapter) but the pool has {pool}"
+            ),
+            Reject::Input { input, max } => {
+                write!(f, "input of {input} tokens exceeds the input limit {max}")
+            }
+            Reject::Total { total, max } => write!(
+                f,
+                "input + output of {total} tokens exceeds the length limit {max}"
+            ),
+            Reject::Prefill { input, max } => {
+                write!(
+                    f,
+                    "input of {input} tokens exceeds max prefill tokens {max}"
+                )
+            }
+            Reject::Adapter { adapter } => write!(f, "adapter {adapter} does not exist"),
+        }
+    }
 }
 
 /// What happened to one request. Times are absolute simulated nanoseconds.
@@ -558,32 +635,33 @@ impl<'a> Engine<'a> {
         let r = self.w.requests[id as usize];
         let slots = self.w.adapter(r.adapter).map_or(0, |a| a.slots);
         let need = r.input as u64 + self.cfg.budget(&r) as u64 + slots;
-        let reason = if need > self.cfg.pool_slots {
-            Some(format!(
-                "needs {need} slots (input + output budget + adapter) but the pool has {}",
-                self.cfg.pool_slots
-            ))
+        let (input, total) = (r.input as u64, r.input as u64 + r.output as u64);
+        // The first limit a request breaks is its reason: what the model cannot compute, then what the
+        // memory cannot hold, then the server's configured limits.
+        let reason = if let Some(max) = self.cfg.context_tokens
+            && total > max
+        {
+            Some(Reject::Context { total, max })
+        } else if need > self.cfg.pool_slots {
+            Some(Reject::Pool {
+                need,
+                pool: self.cfg.pool_slots,
+            })
         } else if let Some(max) = self.cfg.max_input_tokens
-            && r.input as u64 > max
+            && input > max
         {
-            Some(format!(
-                "input of {} tokens exceeds the input limit {max}",
-                r.input
-            ))
+            Some(Reject::Input { input, max })
         } else if let Some(max) = self.cfg.max_total_tokens
-            && (r.input + r.output) as u64 > max
+            && total > max
         {
-            Some(format!(
-                "input + output of {} tokens exceeds the length limit {max}",
-                r.input + r.output
-            ))
-        } else if r.input as u64 > self.cfg.max_prefill_tokens {
-            Some(format!(
-                "input of {} tokens exceeds max prefill tokens {}",
-                r.input, self.cfg.max_prefill_tokens
-            ))
+            Some(Reject::Total { total, max })
+        } else if input > self.cfg.max_prefill_tokens {
+            Some(Reject::Prefill {
+                input,
+                max: self.cfg.max_prefill_tokens,
+            })
         } else if r.adapter != NO_ADAPTER && self.w.adapter(r.adapter).is_none() {
-            Some(format!("adapter {} does not exist", r.adapter))
+            Some(Reject::Adapter { adapter: r.adapter })
         } else {
             None
         };

@@ -49,10 +49,15 @@ impl TraceRow {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Trace {
     pub source: String,
     pub rows: Vec<TraceRow>,
+    /// What reading it made doubtful (e.g. the time unit), one line each; shown with a run's results.
+    pub warnings: Vec<String>,
+    /// Its timestamps are certainly in another unit than they were read in (see `check_time_unit`): an
+    /// error when a run keeps them, nothing when it re-times the arrivals.
+    pub unit_error: Option<String>,
 }
 
 /// A trace with what was learnt reading it.
@@ -110,6 +115,18 @@ impl Trace {
 
     /// Applies the options; `seed` drives the re-timing.
     pub fn transform(mut self, opts: &TraceOptions, seed: u64) -> Result<Trace> {
+        match opts.poisson_rate {
+            None => {
+                if let Some(e) = &self.unit_error {
+                    return Err(Error::msg(e.clone()));
+                }
+            }
+            // Re-timed: the file's timestamps, and any doubt about their unit, no longer matter.
+            Some(_) => {
+                self.warnings.clear();
+                self.unit_error = None;
+            }
+        }
         if let Some(n) = opts.max_requests {
             self.rows.truncate(n);
         }
@@ -157,6 +174,7 @@ fn collect(rr: reader::RowReader, spec: &ReadSpec) -> Result<Loaded> {
         n
     };
     let mut rows: Vec<TraceRow> = Vec::new();
+    let mut first_line = 0;
     // Times are kept as offsets from the first row's (24 bytes a row in all); with `sort` they may be
     // negative until sorted, so they wait in `offsets`.
     let mut offsets: Vec<i64> = Vec::new();
@@ -167,6 +185,9 @@ fn collect(rr: reader::RowReader, spec: &ReadSpec) -> Result<Loaded> {
         let Some(r) = rr.next_row()? else { break };
         if rows.len() >= u32::MAX as usize {
             return Err(Error::msg(format!("{source}: more than 2^32 requests")));
+        }
+        if t0.is_none() {
+            first_line = r.line;
         }
         let first = *t0.get_or_insert(r.time);
         let off = i64::try_from(r.time - first).map_err(|_| {
@@ -218,9 +239,30 @@ fn collect(rr: reader::RowReader, spec: &ReadSpec) -> Result<Loaded> {
         }
     }
     rows.shrink_to_fit();
+    let span = rows.last().map_or(0, |r| r.arrival);
+    let check = check_time_unit(
+        &rr.mapping,
+        rows.len() as u64,
+        t0.unwrap_or(0),
+        span as i128,
+        rr.all_integer,
+    );
+    let at = |why: String| format!("{source}: {why}");
+    let at_first = |why: String| {
+        let what = if rr.mapping.json { "field" } else { "column" };
+        format!(
+            "{source}: line {first_line}, {what} {}: {why}",
+            rr.mapping.time
+        )
+    };
     let [a, t] = ids;
     Ok(Loaded {
-        trace: Trace { source, rows },
+        trace: Trace {
+            rows,
+            warnings: check.warning.map(at).into_iter().collect(),
+            unit_error: check.error.map(at_first),
+            source,
+        },
         mapping: rr.mapping.clone(),
         adapter_names: a.1,
         tenant_names: t.1,
@@ -236,47 +278,143 @@ pub fn read_azure_bytes(bytes: &[u8], source: &str) -> Result<Trace> {
     Ok(collect(reader::RowReader::new(rec, &spec)?, &spec)?.trace)
 }
 
-/// `YYYY-MM-DD HH:MM:SS[.f...]` (or with `T`), no time zone, to nanoseconds since 1970-01-01.
-pub fn parse_timestamp(s: &str) -> Option<i128> {
-    let s = s.trim().as_bytes();
-    if s.len() < 19
-        || s[4] != b'-'
-        || s[7] != b'-'
-        || !(s[10] == b' ' || s[10] == b'T')
-        || s[13] != b':'
-        || s[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let d = &s[r];
-        d.iter()
-            .all(u8::is_ascii_digit)
-            .then(|| d.iter().fold(0i64, |a, &b| a * 10 + (b - b'0') as i64))
+/// What a trace's time values say about the unit they were read in.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UnitCheck {
+    /// The unit is certainly wrong (the first time is a date after 2100 in it, but a recent one in another).
+    pub error: Option<String>,
+    /// The unit is doubtful: the rate is orders of magnitude off for LLM serving.
+    pub warning: Option<String>,
+}
+
+/// Traces shorter than this are too small to judge a rate by.
+const UNIT_CHECK_ROWS: u64 = 100;
+
+/// Checks numeric timestamps against what LLM traffic looks like. An absolute time read as a date past 2100
+/// that is a date between 2000 and 2100 in a finer unit (1.7e12 read as seconds: milliseconds since 1970) is
+/// an error with the fix. A mean rate under 0.01 req/s (fewer than 36 requests an hour: milliseconds read as
+/// seconds turn 3.4 req/s into 0.0034) or over 1000 req/s (more than one server sees) is a warning naming
+/// the unit to try. `first_ns` is the first row's time as read, `span_ns` first to last arrival.
+pub fn check_time_unit(
+    m: &Mapping,
+    rows: u64,
+    first_ns: i128,
+    span_ns: i128,
+    all_integer: bool,
+) -> UnitCheck {
+    const UNITS: [TimeUnit; 4] = [
+        TimeUnit::Seconds,
+        TimeUnit::Millis,
+        TimeUnit::Micros,
+        TimeUnit::Nanos,
+    ];
+    let mut out = UnitCheck::default();
+    let Some(at) = UNITS.iter().position(|u| *u == m.unit) else {
+        return out; // dates
     };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    let read = format!("read as {}", m.unit_text());
+    let year = |s: f64| 1970.0 + s / 31_556_952.0;
+    let (y2000, y2100) = (946_684_800.0, 4_102_444_800.0);
+    let first_s = first_ns as f64 / 1e9;
+    if first_s > y2100 {
+        for (j, finer) in UNITS.iter().enumerate().skip(at + 1) {
+            let s = first_s / 1000f64.powi((j - at) as i32);
+            if (y2000..y2100).contains(&s) {
+                let date = chrono::DateTime::from_timestamp(s as i64, 0)
+                    .map_or(String::new(), |d| d.format("%Y-%m-%d").to_string());
+                out.error = Some(format!(
+                    "{} {read} is the year {:.0}; in {} since 1970 it is {date}: add unit={} to --trace-format",
+                    first_ns / m.unit.ns(),
+                    year(first_s),
+                    finer.name(),
+                    finer.name()
+                ));
+                return out;
+            }
+        }
+    }
+    let span_s = span_ns as f64 / 1e9;
+    if rows < UNIT_CHECK_ROWS || span_s <= 0.0 {
+        return out;
+    }
+    let rate = (rows - 1) as f64 / span_s;
+    let ints = if all_integer {
+        ", all of them integers"
+    } else {
+        ""
+    };
+    let hours = span_s / 3600.0;
+    if rate < 0.01
+        && let Some(finer) = UNITS.get(at + 1)
+    {
+        out.warning = Some(format!(
+            "{rows} requests over {hours:.1} hours ({rate:.4} req/s) with times {read}{ints}: orders of magnitude \
+             below LLM serving traffic; if the times are in {}, add unit={} to --trace-format",
+            finer.name(),
+            finer.name()
+        ));
+    } else if rate > 1000.0
+        && let Some(coarser) = at.checked_sub(1).map(|i| UNITS[i])
+    {
+        out.warning = Some(format!(
+            "{rows} requests over {span_s:.3} s ({rate:.0} req/s) with times {read}: more than one LLM server \
+             sees; if the times are in {}, add unit={} to --trace-format",
+            coarser.name(),
+            coarser.name()
+        ));
+    }
+    out
+}
+
+/// The date-time forms `parse_timestamp` reads, for messages.
+pub const DATETIME_FORMS: &str =
+    "YYYY-MM-DD HH:MM:SS[.fffffffff] (T allowed between date and time; optional zone Z or +HH:MM)";
+
+/// `YYYY-MM-DD HH:MM:SS[.f]` (or `T` between), optionally zoned (`Z`, `+HH:MM`, `+HHMM`), to nanoseconds since
+/// 1970-01-01 UTC; a time without a zone is taken as UTC. chrono checks the calendar (2023-02-31 is no date).
+pub fn parse_timestamp(s: &str) -> Option<i128> {
+    use chrono::{DateTime, NaiveDateTime};
+    let s = s.trim();
+    let ns = |secs: i64, sub: u32| secs as i128 * 1_000_000_000 + sub as i128;
+    if !looks_like_date(s) {
         return None;
     }
-    let mut frac_ns = 0i128;
-    if s.len() > 19 {
-        let f = &s[20..];
-        if s[19] != b'.' || f.is_empty() || f.len() > 9 || !f.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        frac_ns = f.iter().fold(0i128, |a, &b| a * 10 + (b - b'0') as i128)
-            * 10i128.pow(9 - f.len() as u32);
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days as i128 * 86_400 + (h * 3600 + mi * 60 + sec) as i128;
-    Some(secs * 1_000_000_000 + frac_ns)
+    // One chrono call per value (a trace has millions): the separator and a zone suffix pick the format.
+    let t = s.as_bytes().get(10) == Some(&b'T');
+    let zoned = s.len() > 19 && (s.ends_with(['Z', 'z']) || s[19..].contains(['+', '-']));
+    let utc = if zoned {
+        DateTime::parse_from_rfc3339(s)
+            .or_else(|_| {
+                let f = if t {
+                    "%Y-%m-%dT%H:%M:%S%.f%z"
+                } else {
+                    "%Y-%m-%d %H:%M:%S%.f%z"
+                };
+                DateTime::parse_from_str(s, f)
+            })
+            .ok()?
+            .to_utc()
+    } else {
+        let f = if t {
+            "%Y-%m-%dT%H:%M:%S%.f"
+        } else {
+            "%Y-%m-%d %H:%M:%S%.f"
+        };
+        NaiveDateTime::parse_from_str(s, f).ok()?.and_utc()
+    };
+    Some(ns(utc.timestamp(), utc.timestamp_subsec_nanos()))
+}
+
+/// Starts like a date (`YYYY-MM-DD`): a time column holding these is read as date-times, and a value that
+/// then fails is reported as a bad date, not as a bad number.
+pub fn looks_like_date(s: &str) -> bool {
+    let b = s.trim().as_bytes();
+    b.len() >= 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && [0, 1, 2, 3, 5, 6, 8, 9]
+            .iter()
+            .all(|&i| b[i].is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -302,9 +440,32 @@ mod tests {
             "2023-11-16",
             "2023-11-16 18:15:46.",
             "x023-11-16 18:15:46",
+            // Not a day of February: the hand-written parser read it as 2023-03-03.
+            "2023-02-31 00:00:00",
+            "2023-04-31 12:00:00",
+            "2023-11-16 24:00:00",
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
+        assert!(
+            parse_timestamp("2024-02-29 00:00:00").is_some(),
+            "a leap day"
+        );
+        // Zoned times are converted to UTC.
+        let utc = parse_timestamp("2023-11-16 18:15:46").unwrap();
+        for zoned in [
+            "2023-11-16T18:15:46Z",
+            "2023-11-16 18:15:46Z",
+            "2023-11-16T19:15:46+01:00",
+            "2023-11-16 19:15:46+0100",
+            "2023-11-16T13:15:46-05:00",
+        ] {
+            assert_eq!(parse_timestamp(zoned), Some(utc), "{zoned}");
+        }
+        assert_eq!(
+            parse_timestamp("2023-11-16T18:15:46.25Z"),
+            Some(utc + 250_000_000)
+        );
     }
 
     #[test]

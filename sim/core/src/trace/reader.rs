@@ -25,6 +25,9 @@ pub struct RawRow {
 pub struct Mapping {
     pub time: String,
     pub unit: TimeUnit,
+    /// How `unit` was decided: "given" (unit=), "column name", "values are dates" or "assumed" (numbers
+    /// with no unit anywhere: seconds).
+    pub unit_from: &'static str,
     pub input: String,
     pub output: String,
     pub adapter: Option<String>,
@@ -33,12 +36,23 @@ pub struct Mapping {
 }
 
 impl Mapping {
+    /// The time unit and how it was decided, e.g. "[s] (assumed: no unit= given, ...)".
+    pub fn unit_text(&self) -> String {
+        match self.unit_from {
+            "assumed" => format!(
+                "[{}] (assumed: no unit= given, none in the column name, not dates)",
+                self.unit.name()
+            ),
+            from => format!("[{}] ({from})", self.unit.name()),
+        }
+    }
+
     pub fn describe(&self) -> String {
         format!(
-            "{}; time={} [{}], input={}, output={}, adapter={}, tenant={}",
+            "{}; time={} {}, input={}, output={}, adapter={}, tenant={}",
             if self.json { "jsonl" } else { "csv" },
             self.time,
-            self.unit.name(),
+            self.unit_text(),
             self.input,
             self.output,
             self.adapter.as_deref().unwrap_or("-"),
@@ -59,6 +73,8 @@ pub struct RowReader {
     check_order: bool,
     prev: Option<(i128, String)>,
     pub skipped: u64,
+    /// Every time value so far was a plain integer (a hint at its unit: see `check_time_unit`).
+    pub all_integer: bool,
 }
 
 fn resolve(
@@ -73,8 +89,9 @@ fn resolve(
         Some(name) => match rec.find(name) {
             Some(c) => Ok(Some((c, name.clone()))),
             None => Err(Error::msg(format!(
-                "{}: missing column '{name}' (found: {})",
+                "{}: missing {} '{name}' for {role} (found: {})",
                 rec.source,
+                if rec.is_json() { "field" } else { "column" },
                 rec.names().join(", ")
             ))),
         },
@@ -90,8 +107,13 @@ fn resolve(
                 }
             }
             if required {
+                let (what, fmt, name) = if rec.is_json() {
+                    ("field", "jsonl", "FIELD")
+                } else {
+                    ("column", "csv", "COLUMN")
+                };
                 Err(Error::msg(format!(
-                    "{}: missing column '{}' (or any of {}) for {role} (found: {}); name it with --trace-format csv[{role}=COLUMN]",
+                    "{}: missing {what} '{}' (or any of {}) for {role} (found: {}); name it with --trace-format {fmt}[{role}={name}]",
                     rec.source,
                     guesses[0],
                     guesses[1..].join(", "),
@@ -116,8 +138,10 @@ impl RowReader {
         let adapter = resolve(&rec, "adapter", &spec.adapter, ADAPTER_NAMES, false)?;
         let tenant = resolve(&rec, "tenant", &spec.tenant, TENANT_NAMES, false)?;
         let mut unit = spec.unit;
+        let mut unit_from = "given";
         if unit == TimeUnit::Auto {
             let lower = time.1.to_ascii_lowercase();
+            unit_from = "column name";
             unit = if lower.ends_with("ms") {
                 TimeUnit::Millis
             } else if lower.ends_with("us") {
@@ -131,6 +155,7 @@ impl RowReader {
         let mapping = Mapping {
             time: time.1,
             unit,
+            unit_from,
             input: input.1,
             output: output.1,
             adapter: adapter.as_ref().map(|a| a.1.clone()),
@@ -147,6 +172,7 @@ impl RowReader {
             check_order: !spec.sort,
             prev: None,
             skipped: 0,
+            all_integer: true,
         })
     }
 
@@ -161,19 +187,27 @@ impl RowReader {
             .cell(&self.cols[0])
             .ok_or_else(|| self.rec.err(name, "empty"))?;
         if self.mapping.unit == TimeUnit::Auto {
-            self.mapping.unit = if super::parse_timestamp(&v).is_some() {
-                TimeUnit::Datetime
+            // A column of dates is read as dates (a bad one is then reported as a bad date); else seconds.
+            (self.mapping.unit, self.mapping.unit_from) = if super::looks_like_date(&v) {
+                (TimeUnit::Datetime, "values are dates")
             } else {
-                TimeUnit::Seconds
+                (TimeUnit::Seconds, "assumed")
             };
         }
         let t = match self.mapping.unit {
             TimeUnit::Datetime => super::parse_timestamp(&v),
-            u => parse_decimal(&v, u.ns()),
+            u => {
+                self.all_integer &= v.bytes().all(|c| c.is_ascii_digit() || c == b'-');
+                parse_decimal(&v, u.ns())
+            }
         };
         t.ok_or_else(|| {
             let want = match self.mapping.unit {
-                TimeUnit::Datetime => "a timestamp YYYY-MM-DD HH:MM:SS[.fffffff]".to_string(),
+                TimeUnit::Datetime => format!("a timestamp {}", super::DATETIME_FORMS),
+                u if super::looks_like_date(&v) => format!(
+                    "a number of {} (it looks like a date: unit=datetime in --trace-format)",
+                    u.name()
+                ),
                 u => format!("a number of {}", u.name()),
             };
             self.rec.err(name, format!("'{v}' is not {want}"))
@@ -203,6 +237,10 @@ impl RowReader {
                 Zeros::One => Ok(Some(1)),
             },
             n if n > 0 && n <= u32::MAX as i64 => Ok(Some(n as u32)),
+            n if n > 0 => Err(self.rec.err(
+                name,
+                format!("token count {n} is too large (at most {})", u32::MAX),
+            )),
             n => Err(self
                 .rec
                 .err(name, format!("token count must be positive, got {n}"))),

@@ -116,7 +116,11 @@ impl Records {
         if !r.next_line()? {
             return Err(Error::msg(format!("{source}: the trace is empty")));
         }
-        let first = r.buf.trim_start_matches('\u{feff}');
+        // A byte-order mark (Windows tools write one) is not part of the first field or JSON object.
+        if let Some(rest) = r.buf.strip_prefix('\u{feff}') {
+            r.buf = rest.to_string();
+        }
+        let first = r.buf.as_str();
         let json = match format {
             Format::Jsonl => true,
             Format::Csv => false,

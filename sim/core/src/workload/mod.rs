@@ -326,6 +326,7 @@ mod tests {
         Trace {
             source: "t".into(),
             rows: (0..n).map(|i| TraceRow::new(i as u64, 10, 5)).collect(),
+            ..Default::default()
         }
     }
 

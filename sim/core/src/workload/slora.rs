@@ -258,6 +258,7 @@ impl SloraSource {
         Ok(Trace {
             source: self.describe(),
             rows,
+            ..Default::default()
         })
     }
 }
