@@ -53,7 +53,7 @@ pub struct RunArgs {
     #[serde(deserialize_with = "options::scalar")]
     pub seed: u64,
 
-    /// Base model: llama-7b, llama-13b, llama-30b
+    /// Base model: llama-7b, llama-13b, llama-30b, llama-70b
     #[arg(long, default_value = "llama-7b")]
     #[serde(deserialize_with = "options::scalar")]
     pub model: String,
@@ -183,6 +183,39 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0.15)]
     #[serde(deserialize_with = "options::scalar")]
     pub tbt_slo: f64,
+
+    /// Tensor parallelism: GPUs per replica (1, 2, 4, 8); compute, memory and adapter loads are sharded over
+    /// them, with two all-reduces per layer
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[serde(deserialize_with = "options::scalar")]
+    pub tp: u32,
+    /// GPU-to-GPU link of a TP replica: auto (NVLink on A100/H100, on A40 for pairs; else PCIe) |
+    /// nvlink[bw_gbps=..,latency_us=..,eff=..] | pcie[...] | FILE.json (measured figures)
+    #[arg(long, default_value = "auto", value_name = "SPEC")]
+    #[serde(deserialize_with = "options::scalar")]
+    pub interconnect: String,
+    /// Many replicas behind a router: N replicas of --gpu, or GPU:COUNT[:TP],... (heterogeneous); see
+    /// docs/fleet.md
+    #[arg(long, value_name = "SPEC")]
+    #[serde(deserialize_with = "options::optional")]
+    pub replicas: Option<String>,
+    /// Router in front of the replicas (see `sim policies`)
+    #[arg(long, default_value = "least-outstanding", value_name = "SPEC")]
+    #[serde(deserialize_with = "options::scalar")]
+    pub router: String,
+    /// Threads of a fleet run (results do not depend on it)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[serde(deserialize_with = "options::scalar")]
+    pub fleet_threads: usize,
+    /// A fleet's sample interval (load imbalance, adapter replication), simulated seconds
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    #[serde(deserialize_with = "options::scalar")]
+    pub sample_s: f64,
+    /// Fleet streaming: keep no per-request records; percentiles from quantile sketches (1% relative
+    /// error) and one row per request written to FILE as it finishes
+    #[arg(long, value_name = "FILE")]
+    #[serde(deserialize_with = "options::optional")]
+    pub stream: Option<PathBuf>,
 }
 
 impl Default for RunArgs {
@@ -272,6 +305,8 @@ pub fn pool_slots(args: &RunArgs, model: &ModelSpec, gpu: &GpuSpec) -> Result<u6
         }
         None => gpu.memory_bytes as f64,
     };
+    // A tensor-parallel replica's pool spans its GPUs.
+    let mem = mem * args.tp.max(1) as f64;
     let pool = mem * args.mem_util - model.weight_bytes() as f64;
     if pool < model.kv_slot_bytes() as f64 {
         return Err(Error::msg(format!(
@@ -328,12 +363,14 @@ impl RunArgs {
                 model: AdapterModel::parse(&self.adapter_model)?,
             },
         };
-        let cost = cost::build(
+        let tp = crate::fleet_args::tp(self, gpu, self.tp)?;
+        let cost = cost::build_tp(
             self.cost.as_deref(),
             self.profile.as_deref(),
             model,
             gpu,
             self.allow_profile_mismatch,
+            &tp,
         )?;
         let mut engine = EngineConfig::slora(pool_slots(self, model, gpu)?, model.layers);
         engine.max_wait_tokens = self.max_wait_tokens;
@@ -360,6 +397,7 @@ impl RunArgs {
                 )));
             }
         }
+        let fleet = crate::fleet_args::fleet(self, model, gpu, &engine, &cost, &tp)?;
         let cfg = RunConfig {
             trace: self.trace.clone(),
             workload,
@@ -379,6 +417,8 @@ impl RunArgs {
                 ttft_ns: (self.ttft_slo * 1e9).round() as u64,
                 tbt_ns: (self.tbt_slo * 1e9).round() as u64,
             },
+            tp,
+            fleet,
         };
         cfg.validate()?;
         Ok(cfg)

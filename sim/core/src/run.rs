@@ -8,9 +8,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use crate::cost::CostModel;
+use crate::cost::tp::Tp;
 use crate::engine::api::PolicyCtx;
 use crate::engine::{Clock, Engine, EngineConfig, Policies, RunOutput, Simulated};
 use crate::error::Result;
+use crate::fleet::{self, FleetConfig, FleetInputs, FleetRun};
 use crate::metrics::{self, RunView, Slo, SummaryHook};
 use crate::model::{GpuSpec, ModelSpec};
 use crate::trace::{ReadSpec, Trace, TraceOptions};
@@ -40,6 +42,11 @@ pub struct RunConfig {
     pub prefetch: String,
     pub predictor: String,
     pub slo: Slo,
+    /// Tensor parallelism of the replica (`cost` is already the per-GPU cost of it, `engine.pool_slots` is
+    /// sized over its GPUs).
+    pub tp: Tp,
+    /// Many replicas behind a router (`fleet`); `None`: one engine, `sim run`'s path.
+    pub fleet: Option<FleetConfig>,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -60,12 +67,19 @@ impl std::fmt::Debug for RunConfig {
             .field("prefetch", &self.prefetch)
             .field("predictor", &self.predictor)
             .field("slo", &self.slo)
+            .field("tp", &self.tp)
+            .field("fleet", &self.fleet)
             .finish()
     }
 }
 
 impl RunConfig {
     pub fn validate(&self) -> Result<()> {
+        if let Some(f) = &self.fleet {
+            fleet::router::REGISTRY
+                .check(&f.router)
+                .map_err(|e| e.context("--router"))?;
+        }
         sched::REGISTRY
             .check(&self.scheduler)
             .map_err(|e| e.context("--scheduler"))?;
@@ -99,6 +113,28 @@ pub struct Report {
     pub workload: Workload,
     pub output: RunOutput,
     pub summary: Map<String, Value>,
+    /// A fleet run's own outputs (`fleet.json`, `replicas.csv`, ...); `None` for one engine.
+    pub fleet: Option<Box<FleetReport>>,
+}
+
+/// What a fleet run adds to a `Report`.
+pub struct FleetReport {
+    pub config: FleetConfig,
+    /// `fleet_*` keys: layout, router, imbalance, replication, per-replica spread.
+    pub summary: Map<String, Value>,
+    /// The run (its `output` moved into the report's).
+    pub run: FleetRun,
+}
+
+impl Report {
+    /// The summary with a fleet's keys added: what a sweep's results row holds.
+    pub fn row(&self) -> Map<String, Value> {
+        let mut m = self.summary.clone();
+        if let Some(f) = &self.fleet {
+            m.extend(f.summary.clone());
+        }
+        m
+    }
 }
 
 /// What one engine run produced, before the summary.
@@ -160,6 +196,9 @@ pub fn execute(cfg: &RunConfig, workload: &Workload, clock: &mut dyn Clock) -> R
 
 /// Runs `cfg` on `trace` (not yet transformed), timed by `clock` or, if `None`, by `cfg.cost`.
 pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Result<Report> {
+    if let Some(fc) = &cfg.fleet {
+        return run_fleet(cfg, fc, trace);
+    }
     let (trace, workload) = workload(cfg, trace)?;
     let mut simulated = Simulated(cfg.cost.as_ref());
     let clock: &mut dyn Clock = match clock {
@@ -181,13 +220,112 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
         out: &output,
         slo: cfg.slo,
         model: cfg.model,
-        gpu: cfg.gpu,
+        gpu: cfg.gpu.tp_shard(cfg.tp.degree),
         finished: &finished,
     };
     let mut summary = metrics::summarize(&view, SUMMARY_HOOKS);
+    settings(
+        cfg,
+        &mut summary,
+        &trace.source,
+        [&cost_model, &scheduler, &cache, &predictor],
+        output.aborted.as_deref(),
+    );
+    Ok(Report {
+        workload,
+        output,
+        summary,
+        fleet: None,
+    })
+}
+
+/// Many replicas behind a router: the standard summary over all requests (exact, or from sketches when
+/// streaming) and the fleet's own keys beside it.
+fn run_fleet(cfg: &RunConfig, fc: &FleetConfig, trace: Trace) -> Result<Report> {
+    let (trace, workload) = workload(cfg, trace)?;
+    let (predictor, predicted) = predict::predict(&cfg.predictor, &workload, cfg.seed)
+        .map_err(|e| e.context("--predictor"))?;
+    let mut fr = fleet::run(
+        fc,
+        &FleetInputs {
+            workload: &workload,
+            predicted: &predicted,
+            slo: cfg.slo,
+            seed: cfg.seed,
+            scheduler: &cfg.scheduler,
+            cache: &cfg.cache,
+            prefetch: &cfg.prefetch,
+        },
+    )?;
+    let output = std::mem::replace(
+        &mut fr.output,
+        RunOutput {
+            aborted: None,
+            records: Vec::new(),
+            stats: Default::default(),
+        },
+    );
+    let mut summary = if fc.stream.is_some() {
+        let mut s = fr.streamed_summary(&workload, &cfg.slo);
+        s.insert("pcie_bytes".into(), json!(output.stats.pcie_bytes));
+        s
+    } else {
+        let finished = metrics::finished(&output);
+        let view = RunView {
+            workload: &workload,
+            predicted: &predicted,
+            out: &output,
+            slo: cfg.slo,
+            model: cfg.model,
+            gpu: cfg.gpu.tp_shard(cfg.tp.degree),
+            finished: &finished,
+        };
+        metrics::summarize(&view, SUMMARY_HOOKS)
+    };
+    if fc.stream.is_some() {
+        for (k, v) in [
+            ("adapter_loads", json!(output.stats.adapter_loads)),
+            ("adapter_evictions", json!(output.stats.evictions)),
+        ] {
+            summary.insert(k.into(), v);
+        }
+    }
+    let (cost_model, scheduler, cache) = (
+        fr.cost_model.clone(),
+        fr.scheduler.clone(),
+        fr.cache.clone(),
+    );
+    settings(
+        cfg,
+        &mut summary,
+        &trace.source,
+        [&cost_model, &scheduler, &cache, &predictor],
+        None,
+    );
+    let fsum = fr.summary(fc);
+    Ok(Report {
+        workload,
+        output,
+        summary,
+        fleet: Some(Box::new(FleetReport {
+            config: fc.clone(),
+            summary: fsum,
+            run: fr,
+        })),
+    })
+}
+
+/// The settings that shaped a run, as summary keys.
+fn settings(
+    cfg: &RunConfig,
+    summary: &mut Map<String, Value>,
+    trace: &str,
+    [cost_model, scheduler, cache, predictor]: [&String; 4],
+    aborted: Option<&str>,
+) {
     let a = &cfg.adapters;
     for (k, v) in [
-        ("trace", json!(trace.source)),
+        ("trace", json!(trace)),
         ("model", json!(cfg.model.name)),
         ("gpu", json!(cfg.gpu.name)),
         ("cost_model", json!(cost_model)),
@@ -207,16 +345,12 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
         ("reserve", json!(cfg.engine.reserve.describe())),
         ("max_wait_tokens", json!(cfg.engine.max_wait_tokens)),
         ("prefetch", json!(cfg.prefetch)),
-        (
-            "aborted",
-            output.aborted.as_ref().map_or(Value::Null, |e| json!(e)),
-        ),
+        ("aborted", aborted.map_or(Value::Null, |e| json!(e))),
     ] {
         summary.insert(k.into(), v);
     }
-    Ok(Report {
-        workload,
-        output,
-        summary,
-    })
+    if cfg.tp.degree > 1 {
+        summary.insert("tp".into(), json!(cfg.tp.degree));
+        summary.insert("interconnect".into(), json!(cfg.tp.link.describe()));
+    }
 }

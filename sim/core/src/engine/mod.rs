@@ -276,7 +276,7 @@ impl Records {
 }
 
 impl RequestRecord {
-    fn new() -> RequestRecord {
+    pub(crate) fn new() -> RequestRecord {
         RequestRecord {
             outcome: Outcome::Waiting,
             admitted: 0,
