@@ -243,6 +243,8 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
 /// streaming) and the fleet's own keys beside it.
 fn run_fleet(cfg: &RunConfig, fc: &FleetConfig, trace: Trace) -> Result<Report> {
     let (trace, workload) = workload(cfg, trace)?;
+    // Tens of millions of rows: keep only the name.
+    let source = trace.source;
     let (predictor, predicted) = predict::predict(&cfg.predictor, &workload, cfg.seed)
         .map_err(|e| e.context("--predictor"))?;
     let mut fr = fleet::run(
@@ -298,7 +300,7 @@ fn run_fleet(cfg: &RunConfig, fc: &FleetConfig, trace: Trace) -> Result<Report> 
     settings(
         cfg,
         &mut summary,
-        &trace.source,
+        &source,
         [&cost_model, &scheduler, &cache, &predictor],
         None,
     );

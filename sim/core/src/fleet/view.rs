@@ -158,14 +158,16 @@ impl FleetView {
             .map_or(&[], |v| v.as_slice())
     }
 
-    pub(crate) fn routed(&mut self, r: usize, tokens: u64) {
+    /// A request of `tokens` (prompt + predicted output) was routed to `r`.
+    pub fn routed(&mut self, r: usize, tokens: u64) {
         self.outstanding[r] += 1;
         self.tokens[r] += tokens;
         self.total_outstanding += 1;
         self.update(r);
     }
 
-    pub(crate) fn done(&mut self, r: usize, tokens: u64) {
+    /// A request of `tokens` on `r` became final.
+    pub fn done(&mut self, r: usize, tokens: u64) {
         self.outstanding[r] -= 1;
         self.tokens[r] -= tokens;
         self.total_outstanding -= 1;
