@@ -127,11 +127,16 @@ pub struct FleetReport {
 }
 
 impl Report {
-    /// The summary with a fleet's keys added: what a sweep's results row holds.
+    /// The summary with a fleet's keys added, and `load_wait_share_p50` (median adapter-load wait over
+    /// median TTFT, Chameleon's Fig. 5): what a sweep's results row holds.
     pub fn row(&self) -> Map<String, Value> {
         let mut m = self.summary.clone();
         if let Some(f) = &self.fleet {
             m.extend(f.summary.clone());
+        }
+        let g = |k: &str| m.get(k).and_then(Value::as_f64);
+        if let (Some(l), Some(t)) = (g("load_wait_p50_s"), g("ttft_p50_s")) {
+            m.insert("load_wait_share_p50".into(), metrics::num(l / t));
         }
         m
     }

@@ -158,7 +158,7 @@ pub struct FleetRun {
     pub cost_model: String,
 }
 
-/// A record that became final, on its way to the consumer.
+/// A record that became final, on its way to the consumer: (id, replica, record).
 type Final = (u32, u32, RequestRecord);
 
 /// What consumes final records in order: metrics, the records table or the rows file.
@@ -171,7 +171,33 @@ struct Consumer<'a> {
     rows: Option<std::io::BufWriter<std::fs::File>>,
 }
 
-impl Consumer<'_> {
+impl<'a> Consumer<'a> {
+    fn new(fc: &FleetConfig, inp: &FleetInputs<'a>, n: usize) -> Result<Consumer<'a>> {
+        let w = inp.workload;
+        let rows = match &fc.stream {
+            None => None,
+            Some(path) => {
+                let f = std::fs::File::create(path)
+                    .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+                let mut f = std::io::BufWriter::with_capacity(1 << 20, f);
+                writeln!(f, "{}", acc::ROW_HEADER)
+                    .map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
+                Some(f)
+            }
+        };
+        Ok(Consumer {
+            w,
+            slo: inp.slo,
+            records: fc
+                .stream
+                .is_none()
+                .then(|| vec![RequestRecord::new(); w.requests.len()]),
+            replicas: vec![Acc::default(); n],
+            total: Acc::full(),
+            rows,
+        })
+    }
+
     fn take(&mut self, batch: Vec<Final>) -> Result<()> {
         for (id, r, rec) in batch {
             let req = &self.w.requests[id as usize];
@@ -186,6 +212,79 @@ impl Consumer<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Where an epoch's final records go, sorted by (final time, id): the consumer here, or on its thread.
+enum Sink<'s, 'a> {
+    Here(Consumer<'a>),
+    Thread(
+        std::sync::mpsc::SyncSender<Vec<Final>>,
+        std::thread::ScopedJoinHandle<'s, Result<Consumer<'a>>>,
+    ),
+}
+
+impl<'a> Sink<'_, 'a> {
+    fn send(&mut self, mut batch: Vec<Final>) -> Result<()> {
+        batch.sort_unstable_by_key(|(id, _, rec)| (rec.finished, *id));
+        match self {
+            Sink::Here(c) => c.take(batch),
+            Sink::Thread(tx, _) => tx
+                .send(batch)
+                .map_err(|_| Error::internal("the fleet's record consumer stopped")),
+        }
+    }
+
+    fn close(self) -> Result<Consumer<'a>> {
+        match self {
+            Sink::Here(c) => Ok(c),
+            Sink::Thread(tx, h) => {
+                drop(tx);
+                h.join()
+                    .map_err(|_| Error::internal("the fleet's record consumer panicked"))?
+            }
+        }
+    }
+}
+
+/// The fleet sampled at epoch ends: load, and which replicas hold which adapters.
+struct Sampler {
+    samples: Vec<Sample>,
+    held_sum: Vec<u64>,
+    held_max: Vec<usize>,
+}
+
+impl Sampler {
+    fn sample(&mut self, t: Nanos, view: &FleetView) {
+        let n = view.replicas();
+        let (mut out_sum, mut out_max, mut tok_sum, mut tok_max) = (0u64, 0u32, 0u64, 0u64);
+        for r in 0..n {
+            out_sum += view.outstanding(r) as u64;
+            out_max = out_max.max(view.outstanding(r));
+            tok_sum += view.outstanding_tokens(r);
+            tok_max = tok_max.max(view.outstanding_tokens(r));
+        }
+        let (adapters_held, holders) = view.replication();
+        for (a, (s, m)) in self
+            .held_sum
+            .iter_mut()
+            .zip(self.held_max.iter_mut())
+            .enumerate()
+        {
+            let h = view.holders(a as u32).len();
+            *s += h as u64;
+            *m = (*m).max(h);
+        }
+        self.samples.push(Sample {
+            t,
+            outstanding_mean: out_sum as f64 / n as f64,
+            outstanding_max: out_max,
+            tokens_mean: tok_sum as f64 / n as f64,
+            tokens_max: tok_max,
+            adapters_held,
+            holders,
+            holders_max: view.max_replication(),
+        });
     }
 }
 
@@ -209,6 +308,65 @@ impl Clockwork {
 /// Tokens a request adds to its replica's outstanding work: prompt + predicted output.
 fn work(w: &Workload, predicted: &[u32], id: u32) -> u64 {
     w.requests[id as usize].input as u64 + predicted[id as usize] as u64
+}
+
+/// The policies of a replica of the group `ctx` describes, and their full specs.
+fn policies(inp: &FleetInputs<'_>, ctx: &PolicyCtx<'_>) -> Result<(Policies, [String; 3])> {
+    let s = sched::REGISTRY
+        .build(inp.scheduler, ctx)
+        .map_err(|e| e.context("--scheduler"))?;
+    let c = cache::REGISTRY
+        .build(inp.cache, ctx)
+        .map_err(|e| e.context("--cache"))?;
+    let p = prefetch::REGISTRY
+        .build(inp.prefetch, ctx)
+        .map_err(|e| e.context("--prefetch"))?;
+    Ok((
+        Policies {
+            scheduler: s.made,
+            cache: c.made,
+            prefetch: p.made,
+        },
+        [s.spec, c.spec, p.spec],
+    ))
+}
+
+/// Builds the engines of replicas `range` (their clocks in `clocks`, one per replica of the range).
+fn engines<'e>(
+    fc: &FleetConfig,
+    inp: &FleetInputs<'e>,
+    ctxs: &[PolicyCtx<'_>],
+    group_of: &[usize],
+    start: usize,
+    clocks: &'e mut [Simulated<'e>],
+) -> Result<Vec<Engine<'e>>> {
+    let mut v = Vec::with_capacity(clocks.len());
+    for (i, clock) in clocks.iter_mut().enumerate() {
+        let g = group_of[start + i];
+        let (pol, _) = policies(inp, &ctxs[g])?;
+        v.push(Engine::replica(
+            inp.workload,
+            fc.groups[g].engine.clone(),
+            clock,
+            pol,
+        ));
+    }
+    Ok(v)
+}
+
+/// Hands out replica r's final records and residency changes into the view and `buf`.
+fn collect(
+    r: usize,
+    e: &mut Engine<'_>,
+    view: &mut FleetView,
+    buf: &mut Vec<Final>,
+    inp: &FleetInputs<'_>,
+) {
+    e.drain(|id, rec| {
+        view.done(r, work(inp.workload, inp.predicted, id));
+        buf.push((id, r as u32, rec));
+    });
+    e.drain_residency(|a, held| view.set_held(r, a, held));
 }
 
 /// Runs the fleet.
@@ -252,260 +410,369 @@ pub fn run(fc: &FleetConfig, inp: &FleetInputs<'_>) -> Result<FleetRun> {
             },
         )
         .map_err(|e| e.context("--router"))?;
-    let mut specs = (String::new(), String::new(), String::new());
-    let mut clocks: Vec<Simulated> = group_of
-        .iter()
-        .map(|&g| Simulated(fc.groups[g].cost.as_ref()))
-        .collect();
-    let mut engines: Vec<Engine> = Vec::with_capacity(n);
-    for (r, clock) in clocks.iter_mut().enumerate() {
-        let g = group_of[r];
-        let ctx = &ctxs[g];
-        let s = sched::REGISTRY
-            .build(inp.scheduler, ctx)
-            .map_err(|e| e.context("--scheduler"))?;
-        let c = cache::REGISTRY
-            .build(inp.cache, ctx)
-            .map_err(|e| e.context("--cache"))?;
-        let p = prefetch::REGISTRY
-            .build(inp.prefetch, ctx)
-            .map_err(|e| e.context("--prefetch"))?;
-        if r == 0 {
-            specs = (s.spec, c.spec, p.spec);
-        }
-        engines.push(Engine::replica(
-            w,
-            fc.groups[g].engine.clone(),
-            clock,
-            Policies {
-                scheduler: s.made,
-                cache: c.made,
-                prefetch: p.made,
-            },
-        ));
-    }
-    let reads = router.made.reads_view();
+    let (_, specs) = policies(inp, &ctxs[0])?;
     let mut view = FleetView::new(capacity, w.adapters.len());
     let mut routes = if fc.stream.is_none() {
         vec![u32::MAX; w.requests.len()]
     } else {
         Vec::new()
     };
-    let rows = match &fc.stream {
-        None => None,
-        Some(path) => {
-            let f = std::fs::File::create(path)
-                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
-            let mut f = std::io::BufWriter::with_capacity(1 << 20, f);
-            writeln!(f, "{}", acc::ROW_HEADER)
-                .map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
-            Some(f)
-        }
+    let mut sampler = Sampler {
+        samples: Vec::new(),
+        held_sum: vec![0; w.adapters.len()],
+        held_max: vec![0; w.adapters.len()],
     };
-    let mut consumer = Consumer {
-        w,
-        slo: inp.slo,
-        records: fc
-            .stream
-            .is_none()
-            .then(|| vec![RequestRecord::new(); w.requests.len()]),
-        replicas: vec![Acc::default(); n],
-        total: Acc::full(),
-        rows,
-    };
-    let mut clockwork = Clockwork {
-        heap: BinaryHeap::new(),
-        key: vec![None; n],
-    };
-    let mut samples = Vec::new();
-    let mut held_sum = vec![0u64; w.adapters.len()];
-    let mut held_max = vec![0usize; w.adapters.len()];
-    let mut buf: Vec<Final> = Vec::new();
-
-    // Hands out replica r's final records and residency changes.
-    fn collect(
-        r: usize,
-        e: &mut Engine<'_>,
-        view: &mut FleetView,
-        buf: &mut Vec<Final>,
-        w: &Workload,
-        predicted: &[u32],
-    ) {
-        e.drain(|id, rec| {
-            view.done(r, work(w, predicted, id));
-            buf.push((id, r as u32, rec));
-        });
-        e.drain_residency(|a, held| view.set_held(r, a, held));
-    }
-
-    let pipelined = fc.threads > 1;
-    std::thread::scope(|scope| -> Result<()> {
-        let (tx, handle) = if pipelined {
+    let consumer = Consumer::new(fc, inp, n)?;
+    let first = w.requests.first().map_or(0, |r| r.arrival);
+    let first_end = (first / fc.sample_ns + 1) * fc.sample_ns;
+    // Replicas in parallel: only when no decision reads their state.
+    let parallel = fc.threads > 1 && n > 1 && !router.made.reads_view();
+    let (consumer, stats) = std::thread::scope(|scope| -> Result<(Consumer, Vec<EngineStats>)> {
+        let mut sink = if fc.threads > 1 && !parallel {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Final>>(16);
-            let mut c = std::mem::replace(
-                &mut consumer,
-                Consumer {
-                    w,
-                    slo: inp.slo,
-                    records: None,
-                    replicas: Vec::new(),
-                    total: Acc::default(),
-                    rows: None,
-                },
-            );
+            let mut c = consumer;
             let h = scope.spawn(move || -> Result<Consumer> {
                 for batch in rx {
                     c.take(batch)?;
                 }
                 Ok(c)
             });
-            (Some(tx), Some(h))
+            Sink::Thread(tx, h)
         } else {
-            (None, None)
+            Sink::Here(consumer)
         };
-        let emit = |buf: &mut Vec<Final>, consumer: &mut Consumer| -> Result<()> {
-            buf.sort_unstable_by_key(|(id, _, rec)| (rec.finished, *id));
-            let batch = std::mem::take(buf);
-            match &tx {
-                Some(tx) => tx
-                    .send(batch)
-                    .map_err(|_| Error::internal("the fleet's record consumer stopped")),
-                None => consumer.take(batch),
+        let stats = if parallel {
+            parallel_replicas(
+                fc,
+                inp,
+                &ctxs,
+                &group_of,
+                router.made.as_mut(),
+                &mut view,
+                &mut routes,
+                &mut sampler,
+                &mut sink,
+                first_end,
+                scope,
+            )?
+        } else {
+            let mut clocks: Vec<Simulated> = group_of
+                .iter()
+                .map(|&g| Simulated(fc.groups[g].cost.as_ref()))
+                .collect();
+            let mut engines = engines(fc, inp, &ctxs, &group_of, 0, &mut clocks)?;
+            sequential(
+                fc,
+                inp,
+                &mut engines,
+                router.made.as_mut(),
+                &mut view,
+                &mut routes,
+                &mut sampler,
+                &mut sink,
+                first_end,
+            )?;
+            let mut stats = Vec::with_capacity(n);
+            for (r, e) in engines.into_iter().enumerate() {
+                if let Some(why) = e.aborted() {
+                    return Err(Error::internal(format!("replica {r} stopped: {why}")));
+                }
+                stats.push(e.finish()?.stats);
             }
+            stats
         };
-        let first = w.requests.first().map_or(0, |r| r.arrival);
-        let mut epoch_end = (first / fc.sample_ns + 1) * fc.sample_ns;
-        let mut epoch = |t: Nanos,
-                         engines: &mut Vec<Engine>,
-                         view: &mut FleetView,
-                         buf: &mut Vec<Final>,
-                         clockwork: &mut Clockwork,
-                         consumer: &mut Consumer|
-         -> Result<bool> {
-            let mut busy = false;
-            for (r, e) in engines.iter_mut().enumerate() {
-                e.advance_to(t);
-                collect(r, e, view, buf, w, inp.predicted);
-                clockwork.requeue(r, e);
-                busy |= e.next_time().is_some();
+        Ok((sink.close()?, stats))
+    })?;
+    finish(
+        fc,
+        consumer,
+        stats,
+        group_of,
+        sampler,
+        routes,
+        router.spec,
+        specs,
+    )
+}
+
+/// Routing decision by decision on this thread: before each, every replica with something to do before the
+/// arrival instant is advanced to it (a router that reads no state: only the chosen one).
+#[allow(clippy::too_many_arguments)]
+fn sequential(
+    fc: &FleetConfig,
+    inp: &FleetInputs<'_>,
+    engines: &mut [Engine<'_>],
+    router: &mut dyn router::Router,
+    view: &mut FleetView,
+    routes: &mut [u32],
+    sampler: &mut Sampler,
+    sink: &mut Sink<'_, '_>,
+    mut epoch_end: Nanos,
+) -> Result<()> {
+    let w = inp.workload;
+    let n = engines.len();
+    let reads = router.reads_view();
+    let mut clockwork = Clockwork {
+        heap: BinaryHeap::new(),
+        key: vec![None; n],
+    };
+    let mut buf: Vec<Final> = Vec::new();
+    let mut epoch = |t: Nanos,
+                     engines: &mut [Engine],
+                     view: &mut FleetView,
+                     buf: &mut Vec<Final>,
+                     clockwork: &mut Clockwork|
+     -> Result<bool> {
+        let mut busy = false;
+        for (r, e) in engines.iter_mut().enumerate() {
+            e.advance_to(t);
+            collect(r, e, view, buf, inp);
+            clockwork.requeue(r, e);
+            busy |= e.next_time().is_some();
+        }
+        sink.send(std::mem::take(buf))?;
+        sampler.sample(t, view);
+        Ok(busy)
+    };
+    for req in &w.requests {
+        let t = req.arrival;
+        while t >= epoch_end {
+            epoch(epoch_end, engines, view, &mut buf, &mut clockwork)?;
+            epoch_end += fc.sample_ns;
+        }
+        if reads {
+            // Every replica with something to do before this instant gets there first.
+            while let Some(&Reverse((at, parked, r))) = clockwork.heap.peek() {
+                if (at, parked) >= (t, true) {
+                    break;
+                }
+                clockwork.heap.pop();
+                let r = r as usize;
+                if clockwork.key[r] != Some((at, parked)) {
+                    continue;
+                }
+                engines[r].advance_to(t);
+                collect(r, &mut engines[r], view, &mut buf, inp);
+                clockwork.requeue(r, &engines[r]);
             }
-            emit(buf, consumer)?;
-            let out: Vec<u32> = (0..n).map(|r| view.outstanding(r)).collect();
-            let tok: Vec<u64> = (0..n).map(|r| view.outstanding_tokens(r)).collect();
-            let (adapters_held, holders) = view.replication();
-            for (a, (s, m)) in held_sum.iter_mut().zip(held_max.iter_mut()).enumerate() {
-                let h = view.holders(a as u32).len();
-                *s += h as u64;
-                *m = (*m).max(h);
-            }
-            samples.push(Sample {
-                t,
-                outstanding_mean: out.iter().map(|&x| x as f64).sum::<f64>() / n as f64,
-                outstanding_max: out.iter().copied().max().unwrap_or(0),
-                tokens_mean: tok.iter().map(|&x| x as f64).sum::<f64>() / n as f64,
-                tokens_max: tok.iter().copied().max().unwrap_or(0),
-                adapters_held,
-                holders,
-                holders_max: view.max_replication(),
-            });
-            Ok(busy)
-        };
-        for req in &w.requests {
-            let t = req.arrival;
-            while t >= epoch_end {
-                epoch(
-                    epoch_end,
-                    &mut engines,
-                    &mut view,
-                    &mut buf,
-                    &mut clockwork,
-                    &mut consumer,
-                )?;
-                epoch_end += fc.sample_ns;
-            }
-            if reads {
-                // Every replica with something to do before this instant gets there first.
-                while let Some(&Reverse((at, parked, r))) = clockwork.heap.peek() {
-                    if (at, parked) >= (t, true) {
-                        break;
-                    }
-                    clockwork.heap.pop();
-                    let r = r as usize;
-                    if clockwork.key[r] != Some((at, parked)) {
-                        continue;
-                    }
-                    engines[r].advance_to(t);
-                    collect(r, &mut engines[r], &mut view, &mut buf, w, inp.predicted);
-                    clockwork.requeue(r, &engines[r]);
+        }
+        let r = route(router, req, view, n, &fc.router)?;
+        view.routed(r, work(w, inp.predicted, req.id));
+        if let Some(slot) = routes.get_mut(req.id as usize) {
+            *slot = r as u32;
+        }
+        let e = &mut engines[r];
+        e.push_arrival(req.id);
+        e.advance_to(t);
+        collect(r, e, view, &mut buf, inp);
+        clockwork.requeue(r, e);
+    }
+    // Run out every replica, epoch by epoch.
+    while epoch(epoch_end, engines, view, &mut buf, &mut clockwork)? {
+        epoch_end += fc.sample_ns;
+    }
+    Ok(())
+}
+
+fn route(
+    router: &mut dyn router::Router,
+    req: &crate::workload::Request,
+    view: &FleetView,
+    n: usize,
+    name: &str,
+) -> Result<usize> {
+    let r = router.route(req, view);
+    if r >= n {
+        return Err(Error::internal(format!(
+            "router {name} chose replica {r} of {n}"
+        )));
+    }
+    Ok(r)
+}
+
+/// An epoch's work for a worker: (replica, request) arrivals in order, then advance to the epoch's end.
+type Work = Option<(Vec<(u32, u32)>, Nanos)>;
+
+/// What a worker hands back after an epoch: final records, residency changes (replica, adapter, held),
+/// and whether any of its replicas has work left.
+type Reply = (Vec<Final>, Vec<(u32, u32, bool)>, bool);
+
+/// A router that reads no state, on several threads: each epoch's arrivals are routed up front, and the
+/// workers (each owning a contiguous range of replicas, built on its thread) advance their replicas to the
+/// epoch's end while this thread consumes the previous epoch's records. Every replica sees the same calls'
+/// effects as in `sequential`, and the view is updated in replica order at each epoch's end, so the outputs
+/// are identical.
+#[allow(clippy::too_many_arguments)]
+fn parallel_replicas<'s, 'e: 's>(
+    fc: &'e FleetConfig,
+    inp: &'e FleetInputs<'e>,
+    ctxs: &'e [PolicyCtx<'e>],
+    group_of: &'e [usize],
+    router: &mut dyn router::Router,
+    view: &mut FleetView,
+    routes: &mut [u32],
+    sampler: &mut Sampler,
+    sink: &mut Sink<'_, '_>,
+    mut epoch_end: Nanos,
+    scope: &'s std::thread::Scope<'s, 'e>,
+) -> Result<Vec<EngineStats>> {
+    let w = inp.workload;
+    let n = group_of.len();
+    let k = fc.threads.min(n);
+    let starts: Vec<usize> = (0..=k).map(|i| i * n / k).collect();
+    let mut cmds = Vec::with_capacity(k);
+    let mut replies = Vec::with_capacity(k);
+    let mut handles = Vec::with_capacity(k);
+    for i in 0..k {
+        let (ctx, crx) = std::sync::mpsc::channel::<Work>();
+        let (rtx, rrx) = std::sync::mpsc::channel::<Reply>();
+        let (lo, hi) = (starts[i], starts[i + 1]);
+        handles.push(scope.spawn(move || -> Result<Vec<EngineStats>> {
+            let mut clocks: Vec<Simulated> = group_of[lo..hi]
+                .iter()
+                .map(|&g| Simulated(fc.groups[g].cost.as_ref()))
+                .collect();
+            let mut engines = engines(fc, inp, ctxs, group_of, lo, &mut clocks)?;
+            while let Ok(Some((arrivals, end))) = crx.recv() {
+                for (r, id) in arrivals {
+                    let e = &mut engines[r as usize - lo];
+                    let t = inp.workload.requests[id as usize].arrival;
+                    e.push_arrival(id);
+                    e.advance_to(t);
+                }
+                let (mut finals, mut residency, mut busy) = (Vec::new(), Vec::new(), false);
+                for (i, e) in engines.iter_mut().enumerate() {
+                    let r = (lo + i) as u32;
+                    e.advance_to(end);
+                    e.drain(|id, rec| finals.push((id, r, rec)));
+                    e.drain_residency(|a, held| residency.push((r, a, held)));
+                    busy |= e.next_time().is_some();
+                }
+                if rtx.send((finals, residency, busy)).is_err() {
+                    break;
                 }
             }
-            let r = router.made.route(req, &view);
-            if r >= n {
-                return Err(Error::internal(format!(
-                    "router {} chose replica {r} of {n}",
-                    fc.router
-                )));
+            let mut stats = Vec::with_capacity(engines.len());
+            for (i, e) in engines.into_iter().enumerate() {
+                if let Some(why) = e.aborted() {
+                    return Err(Error::internal(format!(
+                        "replica {} stopped: {why}",
+                        lo + i
+                    )));
+                }
+                stats.push(e.finish()?.stats);
             }
-            view.routed(r, work(w, inp.predicted, req.id));
+            Ok(stats)
+        }));
+        cmds.push(ctx);
+        replies.push(rrx);
+    }
+    let worker = |r: usize| starts.partition_point(|&s| s <= r) - 1;
+    let mut next = 0;
+    let mut pending: Option<Vec<Final>> = None;
+    let mut failed = false;
+    loop {
+        let mut work: Vec<Vec<(u32, u32)>> = vec![Vec::new(); k];
+        while let Some(req) = w.requests.get(next).filter(|q| q.arrival < epoch_end) {
+            let r = route(router, req, view, n, &fc.router)?;
+            view.routed(r, work_of(inp, req.id));
             if let Some(slot) = routes.get_mut(req.id as usize) {
                 *slot = r as u32;
             }
-            let e = &mut engines[r];
-            e.push_arrival(req.id);
-            e.advance_to(t);
-            collect(r, e, &mut view, &mut buf, w, inp.predicted);
-            clockwork.requeue(r, e);
+            work[worker(r)].push((r as u32, req.id));
+            next += 1;
         }
-        // Run out every replica, epoch by epoch.
-        loop {
-            let busy = epoch(
-                epoch_end,
-                &mut engines,
-                &mut view,
-                &mut buf,
-                &mut clockwork,
-                &mut consumer,
-            )?;
-            epoch_end += fc.sample_ns;
-            if !busy {
+        for (c, wk) in cmds.iter().zip(work) {
+            failed |= c.send(Some((wk, epoch_end))).is_err();
+        }
+        if let Some(p) = pending.take() {
+            sink.send(p)?;
+        }
+        let mut finals = Vec::new();
+        let mut busy = false;
+        for rx in &replies {
+            let Ok((f, res, b)) = rx.recv() else {
+                failed = true;
                 break;
+            };
+            for &(id, r, _) in &f {
+                view.done(r as usize, work_of(inp, id));
             }
+            for (r, a, held) in res {
+                view.set_held(r as usize, a, held);
+            }
+            finals.extend(f);
+            busy |= b;
         }
-        drop(tx);
-        if let Some(h) = handle {
-            consumer = h
-                .join()
-                .map_err(|_| Error::internal("the fleet's record consumer panicked"))??;
+        if failed {
+            break;
         }
-        Ok(())
-    })?;
+        sampler.sample(epoch_end, view);
+        pending = Some(finals);
+        epoch_end += fc.sample_ns;
+        if next == w.requests.len() && !busy {
+            break;
+        }
+    }
+    if let Some(p) = pending.take() {
+        sink.send(p)?;
+    }
+    for c in &cmds {
+        let _ = c.send(None);
+    }
+    drop(cmds);
+    let mut stats = Vec::with_capacity(n);
+    for h in handles {
+        stats.extend(
+            h.join()
+                .map_err(|_| Error::internal("a fleet worker panicked"))??,
+        );
+    }
+    if failed {
+        return Err(Error::internal("a fleet worker stopped"));
+    }
+    Ok(stats)
+}
+
+fn work_of(inp: &FleetInputs<'_>, id: u32) -> u64 {
+    work(inp.workload, inp.predicted, id)
+}
+
+/// The run's results from the consumer, the replicas' counters and the samples.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    fc: &FleetConfig,
+    mut consumer: Consumer<'_>,
+    stats: Vec<EngineStats>,
+    group_of: Vec<usize>,
+    sampler: Sampler,
+    routes: Vec<u32>,
+    router: String,
+    [scheduler, cache, prefetch]: [String; 3],
+) -> Result<FleetRun> {
     if let Some(f) = &mut consumer.rows {
         f.flush()
             .map_err(|e| Error::internal(format!("--stream: {e}")))?;
     }
-    let mut replicas = Vec::with_capacity(n);
     let mut total = EngineStats::default();
-    let cost_model = fc.groups[0].cost.describe();
-    for (r, (e, a)) in engines
+    let mut replicas = Vec::with_capacity(stats.len());
+    for ((s, a), g) in stats
         .into_iter()
         .zip(std::mem::take(&mut consumer.replicas))
-        .enumerate()
+        .zip(group_of)
     {
-        if let Some(why) = e.aborted() {
-            return Err(Error::internal(format!("replica {r} stopped: {why}")));
-        }
-        let stats = e.finish()?;
-        merge(&mut total, &stats.stats);
+        merge(&mut total, &s);
         replicas.push(ReplicaReport {
-            group: group_of[r],
-            stats: stats.stats,
+            group: g,
+            stats: s,
             acc: a,
         });
     }
-    let k = samples.len().max(1) as f64;
-    let replication = held_sum
+    let k = sampler.samples.len().max(1) as f64;
+    let replication = sampler
+        .held_sum
         .iter()
-        .zip(&held_max)
+        .zip(&sampler.held_max)
         .map(|(&s, &m)| (s as f64 / k, m))
         .collect();
     Ok(FleetRun {
@@ -516,14 +783,14 @@ pub fn run(fc: &FleetConfig, inp: &FleetInputs<'_>) -> Result<FleetRun> {
         },
         routes,
         replicas,
-        samples,
+        samples: sampler.samples,
         replication,
         total: consumer.total,
-        router: router.spec,
-        scheduler: specs.0,
-        cache: specs.1,
-        prefetch: specs.2,
-        cost_model,
+        router,
+        scheduler,
+        cache,
+        prefetch,
+        cost_model: fc.groups[0].cost.describe(),
     })
 }
 
