@@ -234,6 +234,21 @@ impl Acc {
     }
 }
 
+/// Seconds with 9 decimals from integer ns: what `{:.9}` prints for `secs(ns)` (exactly, below 2^53 ns),
+/// without float formatting.
+struct S9(Nanos);
+
+impl std::fmt::Display for S9 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{:09}",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
+    }
+}
+
 /// `requests.csv`'s columns (`metrics::write_requests_csv`) plus the replica, one row per request as it
 /// becomes final (rows in completion order: by final time, then id).
 pub fn write_row(
@@ -250,9 +265,9 @@ pub fn write_row(
     };
     write!(
         f,
-        "{},{:.9},{adapter},{rank},{},{},",
+        "{},{},{adapter},{rank},{},{},",
         r.id,
-        secs(r.arrival),
+        S9(r.arrival),
         r.input,
         r.output
     )?;
@@ -268,12 +283,12 @@ pub fn write_row(
             };
             writeln!(
                 f,
-                "finished,,{:.9},{:.9},{:.9},{tbt},{:.9},{:.9},{},{replica}",
-                secs(rec.admitted - r.arrival),
-                secs(rec.first_token - r.arrival),
-                secs(rec.finished - r.arrival),
-                secs(rec.max_gap),
-                secs(rec.load_wait),
+                "finished,,{},{},{},{tbt},{},{},{},{replica}",
+                S9(rec.admitted - r.arrival),
+                S9(rec.first_token - r.arrival),
+                S9(rec.finished - r.arrival),
+                S9(rec.max_gap),
+                S9(rec.load_wait),
                 if w.adapter(r.adapter).is_some() {
                     if rec.adapter_hit { "1" } else { "0" }
                 } else {
@@ -295,6 +310,21 @@ pub const ROW_HEADER: &str = "id,arrival_s,adapter,rank,input_tokens,output_toke
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_seconds_print_as_float_formatting_does() {
+        for ns in [
+            0,
+            1,
+            999_999_999,
+            1_000_000_000,
+            123_456_789_012,
+            3_600_000_000_123,
+            86_400_999_999_999,
+        ] {
+            assert_eq!(S9(ns).to_string(), format!("{:.9}", secs(ns)), "{ns}");
+        }
+    }
 
     #[test]
     fn sketch_quantiles_are_within_one_percent_of_the_exact_ones() {

@@ -70,6 +70,15 @@ impl MinTree {
     }
 }
 
+/// The least-loaded indexes, brought up to date when asked (a router that never asks costs nothing).
+struct Least {
+    by_requests: MinTree,
+    by_tokens: MinTree,
+    /// Replicas whose load changed since the last question.
+    dirty: Vec<u32>,
+    is_dirty: Vec<bool>,
+}
+
 /// The router's view of the fleet.
 pub struct FleetView {
     /// Per replica: requests routed and not finished (or rejected) yet.
@@ -78,8 +87,7 @@ pub struct FleetView {
     tokens: Vec<u64>,
     /// Per replica: relative capacity (1 for a homogeneous fleet); loads are compared divided by it.
     capacity: Vec<f64>,
-    by_requests: MinTree,
-    by_tokens: MinTree,
+    least: std::cell::RefCell<Least>,
     /// Per replica, a bit per adapter: held (resident or loading).
     held: Vec<Vec<u64>>,
     /// Per adapter: the replicas holding it (in the order they started to).
@@ -94,8 +102,12 @@ impl FleetView {
         FleetView {
             outstanding: vec![0; n],
             tokens: vec![0; n],
-            by_requests: MinTree::new(vec![0.0; n]),
-            by_tokens: MinTree::new(vec![0.0; n]),
+            least: std::cell::RefCell::new(Least {
+                by_requests: MinTree::new(vec![0.0; n]),
+                by_tokens: MinTree::new(vec![0.0; n]),
+                dirty: Vec::new(),
+                is_dirty: vec![false; n],
+            }),
             capacity,
             held: vec![vec![0; words]; n],
             holders: vec![Vec::new(); adapters],
@@ -131,17 +143,30 @@ impl FleetView {
 
     /// Outstanding requests divided by capacity.
     pub fn load(&self, r: usize) -> f64 {
-        self.by_requests.key(r)
+        self.outstanding[r] as f64 / self.capacity[r]
     }
 
     /// The replica with the fewest outstanding requests per unit of capacity (lowest index among equals).
     pub fn least_outstanding(&self) -> usize {
-        self.by_requests.argmin()
+        self.refresh().by_requests.argmin()
     }
 
     /// The replica with the fewest outstanding tokens per unit of capacity (lowest index among equals).
     pub fn least_outstanding_tokens(&self) -> usize {
-        self.by_tokens.argmin()
+        self.refresh().by_tokens.argmin()
+    }
+
+    fn refresh(&self) -> std::cell::RefMut<'_, Least> {
+        let mut l = self.least.borrow_mut();
+        let l2 = &mut *l;
+        for r in l2.dirty.drain(..) {
+            let r = r as usize;
+            l2.is_dirty[r] = false;
+            let c = self.capacity[r];
+            l2.by_requests.set(r, self.outstanding[r] as f64 / c);
+            l2.by_tokens.set(r, self.tokens[r] as f64 / c);
+        }
+        l
     }
 
     /// Whether replica `r` holds `adapter` (resident or loading).
@@ -175,9 +200,11 @@ impl FleetView {
     }
 
     fn update(&mut self, r: usize) {
-        let c = self.capacity[r];
-        self.by_requests.set(r, self.outstanding[r] as f64 / c);
-        self.by_tokens.set(r, self.tokens[r] as f64 / c);
+        let l = self.least.get_mut();
+        if !l.is_dirty[r] {
+            l.is_dirty[r] = true;
+            l.dirty.push(r as u32);
+        }
     }
 
     pub(crate) fn set_held(&mut self, r: usize, adapter: u32, held: bool) {
