@@ -5,7 +5,8 @@
 //! The router decides at each arrival instant from `view::FleetView`, the state a real router could know:
 //! per replica, its outstanding requests and tokens and which adapters it holds. Before a decision every
 //! replica that has something to do before that instant is advanced to it (a heap of replicas by their next
-//! event time: the cost follows the events, not the replica count), so the view is exact. Replicas run
+//! event time: the cost follows the events, not the replica count), so the view is exact. A router that reads
+//! only a few replicas (power of two choices) has only those advanced; one that reads none, none. Replicas run
 //! independently between decisions; a replica behaves exactly as `Engine::run` over the requests routed to
 //! it (`Engine::advance_to`), so one replica behind any router reproduces `sim run` byte for byte.
 //!
@@ -426,7 +427,7 @@ pub fn run(fc: &FleetConfig, inp: &FleetInputs<'_>) -> Result<FleetRun> {
     let first = w.requests.first().map_or(0, |r| r.arrival);
     let first_end = (first / fc.sample_ns + 1) * fc.sample_ns;
     // Replicas in parallel: only when no decision reads their state.
-    let parallel = fc.threads > 1 && n > 1 && !router.made.reads_view();
+    let parallel = fc.threads > 1 && n > 1 && router.made.reads() == router::Reads::Nothing;
     let (consumer, stats) = std::thread::scope(|scope| -> Result<(Consumer, Vec<EngineStats>)> {
         let mut sink = if fc.threads > 1 && !parallel {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Final>>(16);
@@ -511,7 +512,9 @@ fn sequential(
 ) -> Result<()> {
     let w = inp.workload;
     let n = engines.len();
-    let reads = router.reads_view();
+    let reads = router.reads();
+    let all = reads == router::Reads::All;
+    let mut candidates = Vec::new();
     let mut clockwork = Clockwork {
         heap: BinaryHeap::new(),
         key: vec![None; n],
@@ -527,7 +530,9 @@ fn sequential(
         for (r, e) in engines.iter_mut().enumerate() {
             e.advance_to(t);
             collect(r, e, view, buf, inp);
-            clockwork.requeue(r, e);
+            if all {
+                clockwork.requeue(r, e);
+            }
             busy |= e.next_time().is_some();
         }
         sink.send(std::mem::take(buf))?;
@@ -540,7 +545,15 @@ fn sequential(
             epoch(epoch_end, engines, view, &mut buf, &mut clockwork)?;
             epoch_end += fc.sample_ns;
         }
-        if reads {
+        if reads == router::Reads::Candidates {
+            candidates.clear();
+            router.candidates(req, &mut candidates);
+            for &r in &candidates {
+                engines[r].advance_to(t);
+                collect(r, &mut engines[r], view, &mut buf, inp);
+            }
+        }
+        if all {
             // Every replica with something to do before this instant gets there first.
             while let Some(&Reverse((at, parked, r))) = clockwork.heap.peek() {
                 if (at, parked) >= (t, true) {
@@ -565,7 +578,9 @@ fn sequential(
         e.push_arrival(req.id);
         e.advance_to(t);
         collect(r, e, view, &mut buf, inp);
-        clockwork.requeue(r, e);
+        if all {
+            clockwork.requeue(r, e);
+        }
     }
     // Run out every replica, epoch by epoch.
     while epoch(epoch_end, engines, view, &mut buf, &mut clockwork)? {

@@ -17,11 +17,24 @@ use crate::workload::{Request, Workload};
 pub trait Router {
     /// The replica (0-based) for `req`, from what `view` shows at its arrival.
     fn route(&mut self, req: &Request, view: &FleetView) -> usize;
-    /// Whether decisions read the view. A router that does not (random, round-robin) is decided for every
-    /// request up front and the replicas then run independently, in parallel.
-    fn reads_view(&self) -> bool {
-        true
+    /// Which replicas' state decisions read. Only those are brought to the arrival instant before a
+    /// decision; the others' entries in the view may be stale and must not be read.
+    fn reads(&self) -> Reads {
+        Reads::All
     }
+    /// With `Reads::Candidates`: the replicas the next `route` (called right after) will read.
+    fn candidates(&mut self, _req: &Request, _out: &mut Vec<usize>) {}
+}
+
+/// What a router's decisions read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// Any replica (the whole view is exact at each arrival).
+    All,
+    /// Only the replicas `candidates` names for each request.
+    Candidates,
+    /// Nothing: decided up front, the replicas run independently (in parallel with threads).
+    Nothing,
 }
 
 /// What a router is built with.

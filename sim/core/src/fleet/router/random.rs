@@ -33,7 +33,7 @@ impl Router for Random {
     fn route(&mut self, _req: &Request, _view: &super::FleetView) -> usize {
         self.rng.random_range(0..self.n)
     }
-    fn reads_view(&self) -> bool {
-        false
+    fn reads(&self) -> super::Reads {
+        super::Reads::Nothing
     }
 }

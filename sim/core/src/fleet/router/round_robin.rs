@@ -31,7 +31,7 @@ impl Router for RoundRobin {
         self.next = (self.next + 1) % self.n;
         r
     }
-    fn reads_view(&self) -> bool {
-        false
+    fn reads(&self) -> super::Reads {
+        super::Reads::Nothing
     }
 }
