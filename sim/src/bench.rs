@@ -59,17 +59,23 @@ fn one(label: &str, args: &RunArgs, trace: Trace) -> Result<()> {
     Ok(())
 }
 
-/// The fleet case: `replicas` replicas of the default setup (Llama-7B, A40, S-LoRA's fifo + none) with
-/// 1,000 adapters, each offered 8 req/s (its knee at lengths x 0.31 is about 8.6), for `seconds` of
+/// The fleet case: `replicas` replicas of the default setup (Llama-7B, A40, 100 adapters, S-LoRA's fifo +
+/// none), each offered 8 req/s (its knee at lengths x 0.31 is about 8.6), for `seconds` of
 /// simulated traffic: rate x seconds requests, streamed (sketches, rows to a temporary file).
-pub fn fleet(replicas: usize, seconds: f64, router: &str, threads: usize) -> Result<()> {
+pub fn fleet(
+    replicas: usize,
+    seconds: f64,
+    router: &str,
+    threads: usize,
+    adapters: u32,
+) -> Result<()> {
     let rate = 8.0 * replicas as f64;
     let n = (rate * seconds).round() as usize;
     let rows = std::env::temp_dir().join(format!("sim-bench-fleet-{}.csv", std::process::id()));
     let args = RunArgs {
         rate: Some(rate),
         length_scale: 0.31,
-        adapters: 1000,
+        adapters,
         replicas: Some(replicas.to_string()),
         router: router.into(),
         fleet_threads: threads,
@@ -104,7 +110,7 @@ pub fn fleet(replicas: usize, seconds: f64, router: &str, threads: usize) -> Res
             .unwrap_or(f64::NAN)
     };
     println!(
-        "fleet: {replicas} replicas x {seconds:.0} simulated s at 8 req/s each, router {router}, {threads} thread(s): \
+        "fleet: {replicas} replicas x {seconds:.0} simulated s at 8 req/s each, {adapters} adapters, router {router}, {threads} thread(s): \
          {n} requests, {iters} iterations in {wall:.1} s wall ({gen_s:.1} s making the trace): {:.0} requests/s, \
          {:.0} iterations/s; peak RSS {:.0} MiB; rows streamed {:.2} GB; P99 TTFT {:.2} s, SLO {:.1}%, \
          imbalance {:.2}, replication {:.2}",

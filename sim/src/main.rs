@@ -81,6 +81,9 @@ enum Cmd {
         /// Threads of the fleet case
         #[arg(long, default_value_t = 2)]
         fleet_threads: usize,
+        /// Adapters of the fleet case
+        #[arg(long, default_value_t = 100)]
+        fleet_adapters: u32,
         /// Only the fleet case
         #[arg(long)]
         fleet_only: bool,
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             fleet_seconds,
             fleet_router,
             fleet_threads,
+            fleet_adapters,
             fleet_only,
         } => (if fleet_only {
             Ok(())
@@ -123,7 +127,13 @@ fn main() -> ExitCode {
             if fleet_replicas == 0 {
                 return Ok(());
             }
-            sim::bench::fleet(fleet_replicas, fleet_seconds, &fleet_router, fleet_threads)
+            sim::bench::fleet(
+                fleet_replicas,
+                fleet_seconds,
+                &fleet_router,
+                fleet_threads,
+                fleet_adapters,
+            )
         }),
         Cmd::Trace { cmd } => sim::tools::trace_cli::run(cmd),
     };
