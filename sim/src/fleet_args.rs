@@ -111,7 +111,7 @@ pub fn fleet(
             model,
             g,
         )
-        .map_err(|e| e.context(&format!("--replicas {}", g.name)))?;
+        .map_err(|e| e.context(format!("--replicas {}", g.name)))?;
         let mut e = engine.clone();
         e.pool_slots = pool;
         if args.max_prefill_tokens.is_none() {

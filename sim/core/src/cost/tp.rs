@@ -113,10 +113,13 @@ impl Interconnect {
     }
 
     fn validated(self) -> Result<Interconnect> {
-        if !(self.bw_gbps > 0.0 && self.bw_gbps.is_finite())
-            || !(self.latency_us >= 0.0 && self.latency_us.is_finite())
-            || !(self.eff > 0.0 && self.eff <= 1.0)
-        {
+        let ok = self.bw_gbps > 0.0
+            && self.bw_gbps.is_finite()
+            && self.latency_us >= 0.0
+            && self.latency_us.is_finite()
+            && self.eff > 0.0
+            && self.eff <= 1.0;
+        if !ok {
             return Err(Error::msg(format!(
                 "--interconnect: need bw_gbps > 0, latency_us >= 0 and eff in (0, 1], got {self:?}"
             )));
@@ -194,7 +197,8 @@ impl GpuSpec {
     /// FLOP/s, memory bandwidth and memory of one GPU, the same host link. Interned: one leak per (GPU,
     /// degree) for the process.
     pub fn tp_shard(&self, degree: u32) -> &'static GpuSpec {
-        static SHARDS: OnceLock<Mutex<Vec<(String, u32, &'static GpuSpec)>>> = OnceLock::new();
+        type Shards = Mutex<Vec<(String, u32, &'static GpuSpec)>>;
+        static SHARDS: OnceLock<Shards> = OnceLock::new();
         let mut v = SHARDS
             .get_or_init(Default::default)
             .lock()

@@ -218,7 +218,7 @@ impl<'a> Consumer<'a> {
 
 /// Where an epoch's final records go, sorted by (final time, id): the consumer here, or on its thread.
 enum Sink<'s, 'a> {
-    Here(Consumer<'a>),
+    Here(Box<Consumer<'a>>),
     Thread(
         std::sync::mpsc::SyncSender<Vec<Final>>,
         std::thread::ScopedJoinHandle<'s, Result<Consumer<'a>>>,
@@ -238,7 +238,7 @@ impl<'a> Sink<'_, 'a> {
 
     fn close(self) -> Result<Consumer<'a>> {
         match self {
-            Sink::Here(c) => Ok(c),
+            Sink::Here(c) => Ok(*c),
             Sink::Thread(tx, h) => {
                 drop(tx);
                 h.join()
@@ -440,7 +440,7 @@ pub fn run(fc: &FleetConfig, inp: &FleetInputs<'_>) -> Result<FleetRun> {
             });
             Sink::Thread(tx, h)
         } else {
-            Sink::Here(consumer)
+            Sink::Here(Box::new(consumer))
         };
         let stats = if parallel {
             parallel_replicas(
