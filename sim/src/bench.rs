@@ -60,6 +60,73 @@ fn one(label: &str, args: &RunArgs, trace: Trace) -> Result<()> {
     Ok(())
 }
 
+/// The fleet case: `replicas` replicas of the default setup (Llama-7B, A40, 100 adapters, S-LoRA's fifo +
+/// none), each offered 8 req/s (its knee at lengths x 0.31 is about 8.6), for `seconds` of
+/// simulated traffic: rate x seconds requests, streamed (sketches, rows to a temporary file).
+pub fn fleet(
+    replicas: usize,
+    seconds: f64,
+    router: &str,
+    threads: usize,
+    adapters: u32,
+) -> Result<()> {
+    let rate = 8.0 * replicas as f64;
+    let n = (rate * seconds).round() as usize;
+    let rows = std::env::temp_dir().join(format!("sim-bench-fleet-{}.csv", std::process::id()));
+    let args = RunArgs {
+        rate: Some(rate),
+        length_scale: sim_core::length::LengthRule::Fixed(0.31),
+        adapters,
+        replicas: Some(replicas.to_string()),
+        router: router.into(),
+        fleet_threads: threads,
+        sample_s: 10.0,
+        stream: Some(rows.clone()),
+        ..RunArgs::defaults()
+    };
+    let t = Instant::now();
+    let trace = synthetic(n, 1)?;
+    let gen_s = t.elapsed().as_secs_f64();
+    let rep = runner::execute_on(&args, trace);
+    let wall = t.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(&rows).map_or(0, |m| m.len());
+    let _ = std::fs::remove_file(&rows);
+    let rep = rep?;
+    let s = &rep.output.stats;
+    let iters = s.prefill_iterations + s.decode_iterations;
+    let sum = rep.summary.to_map();
+    let f = |k: &str| {
+        sum.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
+    let fl = rep
+        .fleet
+        .as_ref()
+        .map(|f| f.summary.clone())
+        .unwrap_or_default();
+    let g = |k: &str| {
+        fl.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "fleet: {replicas} replicas x {seconds:.0} simulated s at 8 req/s each, {adapters} adapters, router {router}, {threads} thread(s): \
+         {n} requests, {iters} iterations in {wall:.1} s wall ({gen_s:.1} s making the trace): {:.0} requests/s, \
+         {:.0} iterations/s; peak RSS {:.0} MiB; rows streamed {:.2} GB; P99 TTFT {:.2} s, SLO {:.1}%, \
+         imbalance {:.2}, replication {:.2}",
+        n as f64 / wall,
+        iters as f64 / wall,
+        peak_rss_mib().unwrap_or(f64::NAN),
+        bytes as f64 / 1e9,
+        f("ttft_p99_s"),
+        100.0 * f("slo_attainment"),
+        g("fleet_imbalance_requests_mean"),
+        g("fleet_replication_mean"),
+    );
+    Ok(())
+}
+
 pub fn run(requests: usize) -> Result<()> {
     println!(
         "sim bench (single thread; default setup: Llama-7B, A40, 100 adapters, fifo + none, analytic costs)"

@@ -3,8 +3,8 @@
 //! `sim::engine`, `sim::trace`, ... name the same things in both crates.
 
 pub use sim_core::{
-    cache, cost, engine, error, length, metrics, model, predict, prefetch, registry, report, run,
-    sched, spec, time, trace, workload,
+    cache, cost, engine, error, fleet, length, metrics, model, predict, prefetch, registry, report,
+    run, sched, spec, time, trace, workload,
 };
 
 pub mod backend;
@@ -12,6 +12,7 @@ pub mod bench;
 pub mod experiment;
 pub mod fidelity;
 pub mod fit;
+pub mod fleet_args;
 pub mod options;
 pub mod runner;
 pub mod tools;
@@ -20,11 +21,13 @@ pub mod tools;
 pub fn policies_text() -> String {
     format!(
         "schedulers (--scheduler NAME[k=v,...]):\n{}cache policies (--cache NAME[k=v,...]):\n{}\
-         prefetchers (--prefetch NAME[k=v,...]):\n{}output-length predictors (--predictor NAME[k=v,...]):\n{}",
+         prefetchers (--prefetch NAME[k=v,...]):\n{}output-length predictors (--predictor NAME[k=v,...]):\n{}\
+         routers (--router NAME[k=v,...], with --replicas):\n{}",
         sched::REGISTRY.help(),
         cache::REGISTRY.help(),
         prefetch::REGISTRY.help(),
-        predict::REGISTRY.help()
+        predict::REGISTRY.help(),
+        fleet::router::REGISTRY.help()
     )
 }
 

@@ -43,6 +43,10 @@ pub mod range {
     pub const LENGTH_LIMIT: Range = AtLeast(0);
     pub const IDLE_POLL_MS: Range = NonNegative(1e6);
     pub const SLO_S: Range = Positive(1e6);
+    /// Tensor-parallel degree (a power of two, checked when the run is built).
+    pub const TP: Range = Between(1, 8);
+    pub const FLEET_THREADS: Range = Between(1, 1024);
+    pub const SAMPLE_S: Range = Positive(1e6);
 }
 
 /// Every option of a run, with the flag names of `sim run`. The same struct is read from JSON (sweep configs,
@@ -79,7 +83,7 @@ pub struct RunArgs {
     #[serde(deserialize_with = "options::scalar")]
     pub seed: u64,
 
-    /// Base model: llama-7b, llama-13b, llama-30b
+    /// Base model: llama-7b, llama-13b, llama-30b, llama-70b
     #[arg(long, default_value = "llama-7b")]
     #[serde(deserialize_with = "options::scalar")]
     pub model: String,
@@ -214,6 +218,39 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0.15, value_parser = options::real(range::SLO_S), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub tbt_slo: f64,
+
+    /// Tensor parallelism: GPUs per replica (1, 2, 4, 8); compute, memory and adapter loads are sharded over
+    /// them, with two all-reduces per layer
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = options::whole::<u32>(range::TP), allow_negative_numbers = true)]
+    #[serde(deserialize_with = "options::scalar")]
+    pub tp: u32,
+    /// GPU-to-GPU link of a TP replica: auto (NVLink on A100/H100, on A40 for pairs; else PCIe) |
+    /// nvlink[bw_gbps=..,latency_us=..,eff=..] | pcie[...] | FILE.json (measured figures)
+    #[arg(long, default_value = "auto", value_name = "SPEC")]
+    #[serde(deserialize_with = "options::scalar")]
+    pub interconnect: String,
+    /// Many replicas behind a router: N replicas of --gpu, or GPU:COUNT[:TP],... (heterogeneous); see
+    /// docs/fleet.md
+    #[arg(long, value_name = "SPEC")]
+    #[serde(deserialize_with = "options::optional")]
+    pub replicas: Option<String>,
+    /// Router in front of the replicas (see `sim policies`)
+    #[arg(long, default_value = "least-outstanding", value_name = "SPEC")]
+    #[serde(deserialize_with = "options::scalar")]
+    pub router: String,
+    /// Threads of a fleet run (results do not depend on it)
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = options::whole::<usize>(range::FLEET_THREADS), allow_negative_numbers = true)]
+    #[serde(deserialize_with = "options::scalar")]
+    pub fleet_threads: usize,
+    /// A fleet's sample interval (load imbalance, adapter replication), simulated seconds
+    #[arg(long, default_value_t = 1.0, value_name = "S", value_parser = options::real(range::SAMPLE_S), allow_negative_numbers = true)]
+    #[serde(deserialize_with = "options::scalar")]
+    pub sample_s: f64,
+    /// Fleet streaming: keep no per-request records; percentiles from quantile sketches (1% relative
+    /// error) and one row per request written to FILE as it finishes
+    #[arg(long, value_name = "FILE")]
+    #[serde(deserialize_with = "options::optional")]
+    pub stream: Option<PathBuf>,
 }
 
 impl Default for RunArgs {
@@ -303,6 +340,8 @@ pub fn pool_slots(args: &RunArgs, model: &ModelSpec, gpu: &GpuSpec) -> Result<u6
         }
         None => gpu.memory_bytes as f64,
     };
+    // A tensor-parallel replica's pool spans its GPUs.
+    let mem = mem * args.tp.max(1) as f64;
     let pool = mem * args.mem_util - model.weight_bytes() as f64;
     if pool < model.kv_slot_bytes() as f64 {
         let memory = match args.gpu_mem_gib {
@@ -371,7 +410,14 @@ impl RunArgs {
         )?;
         named("idle-poll-ms", range::IDLE_POLL_MS, self.idle_poll_ms)?;
         named("ttft-slo", range::SLO_S, self.ttft_slo)?;
-        named("tbt-slo", range::SLO_S, self.tbt_slo)
+        named("tbt-slo", range::SLO_S, self.tbt_slo)?;
+        named("tp", range::TP, self.tp as f64)?;
+        named(
+            "fleet-threads",
+            range::FLEET_THREADS,
+            self.fleet_threads as f64,
+        )?;
+        named("sample-s", range::SAMPLE_S, self.sample_s)
     }
 
     /// Resolves the options into the typed configuration the core runs (every value checked once, here).
@@ -418,12 +464,14 @@ impl RunArgs {
                     .map_err(flagged("--adapter-model"))?,
             },
         };
-        let cost = cost::build(
+        let tp = crate::fleet_args::tp(self, gpu, self.tp)?;
+        let cost = cost::build_tp(
             self.cost.as_deref(),
             self.profile.as_deref(),
             model,
             gpu,
             self.allow_profile_mismatch,
+            &tp,
         )
         .map_err(|e| {
             // A problem in the profile names its file; anything else is the --cost spec's.
@@ -459,6 +507,7 @@ impl RunArgs {
                 )));
             }
         }
+        let fleet = crate::fleet_args::fleet(self, model, gpu, &engine, &cost, &tp)?;
         let cfg = RunConfig {
             trace: self.trace.clone(),
             workload,
@@ -479,6 +528,8 @@ impl RunArgs {
                 ttft_ns: (self.ttft_slo * 1e9).round() as u64,
                 tbt_ns: (self.tbt_slo * 1e9).round() as u64,
             },
+            tp,
+            fleet,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -531,6 +582,9 @@ mod tests {
         ("idle-poll-ms", &["-1", "1e9"]),
         ("ttft-slo", &["0", "-1", "inf"]),
         ("tbt-slo", &["0", "-0.15"]),
+        ("tp", &["0", "-1", "16"]),
+        ("fleet-threads", &["0", "-1"]),
+        ("sample-s", &["0", "-1"]),
     ];
 
     #[derive(clap::Parser)]

@@ -539,8 +539,8 @@ fn specs() -> Vec<Case> {
             &["--cost", "unknown parameter 'speed'"],
         ),
         r(
-            "run --model llama-70b",
-            &["--model", "'llama-70b'", "llama-7b"],
+            "run --model llama-65b",
+            &["--model", "'llama-65b'", "llama-7b"],
         ),
         r("run --gpu v100", &["--gpu", "'v100'", "a40"]),
         r("run --gpu-mem-gib 8", &["--gpu-mem-gib 8", "does not fit"]),

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cost;
 pub mod engine;
 pub mod error;
+pub mod fleet;
 pub mod length;
 pub mod metrics;
 pub mod model;

@@ -10,10 +10,12 @@ pub struct ModelSpec {
     pub hidden: u64,
     pub intermediate: u64,
     pub heads: u64,
+    /// Key/value heads: `heads` for multi-head attention, fewer with grouped-query attention (Llama-2-70B: 8).
+    pub kv_heads: u64,
     pub vocab: u64,
     /// Bytes per weight / KV element (2 for fp16 and bf16).
     pub dtype_bytes: u64,
-    /// Context window, tokens (prompt + output): LLaMA-1's `max_position_embeddings`.
+    /// Context window, tokens (prompt + output): `max_position_embeddings` (LLaMA-1: 2048; Llama-2: 4096).
     pub context_tokens: u64,
 }
 
@@ -24,6 +26,7 @@ pub const MODELS: &[ModelSpec] = &[
         hidden: 4096,
         intermediate: 11008,
         heads: 32,
+        kv_heads: 32,
         vocab: 32000,
         dtype_bytes: 2,
         context_tokens: 2048,
@@ -34,6 +37,7 @@ pub const MODELS: &[ModelSpec] = &[
         hidden: 5120,
         intermediate: 13824,
         heads: 40,
+        kv_heads: 40,
         vocab: 32000,
         dtype_bytes: 2,
         context_tokens: 2048,
@@ -44,9 +48,22 @@ pub const MODELS: &[ModelSpec] = &[
         hidden: 6656,
         intermediate: 17920,
         heads: 52,
+        kv_heads: 52,
         vocab: 32000,
         dtype_bytes: 2,
         context_tokens: 2048,
+    },
+    // Llama-2-70B (the Chameleon paper's tensor-parallel model): grouped-query attention, 8 KV heads.
+    ModelSpec {
+        name: "llama-70b",
+        layers: 80,
+        hidden: 8192,
+        intermediate: 28672,
+        heads: 64,
+        kv_heads: 8,
+        vocab: 32000,
+        dtype_bytes: 2,
+        context_tokens: 4096,
     },
 ];
 
@@ -62,10 +79,15 @@ impl ModelSpec {
         })
     }
 
+    /// Width of the K and V projections (`hidden` without grouped-query attention).
+    pub fn kv_dim(&self) -> u64 {
+        self.hidden * self.kv_heads / self.heads
+    }
+
     /// Weights of the decoder layers (attention q,k,v,o + gated MLP + 2 RMSNorms).
     pub fn layer_params(&self) -> u64 {
         let h = self.hidden;
-        4 * h * h + 3 * h * self.intermediate + 2 * h
+        2 * h * h + 2 * h * self.kv_dim() + 3 * h * self.intermediate + 2 * h
     }
 
     /// All parameters: layers, token embedding, LM head, final norm.
@@ -79,12 +101,14 @@ impl ModelSpec {
 
     /// One KV-cache token slot: K and V of one token over all layers (S-LoRA's page).
     pub fn kv_slot_bytes(&self) -> u64 {
-        2 * self.layers * self.hidden * self.dtype_bytes
+        2 * self.layers * self.kv_dim() * self.dtype_bytes
     }
 
-    /// A LoRA adapter on q,k,v,o of rank r: A (h x r) and B (r x h) per projection per layer.
+    /// A LoRA adapter on q,k,v,o of rank r: A (h x r) and B (r x out) per projection per layer, where out is
+    /// h for q and o and the KV width for k and v.
     pub fn adapter_bytes(&self, rank: u32) -> u64 {
-        4 * 2 * self.layers * self.hidden * rank as u64 * self.dtype_bytes
+        let (h, kv) = (self.hidden, self.kv_dim());
+        self.layers * rank as u64 * self.dtype_bytes * (2 * (h + h) + 2 * (h + kv))
     }
 
     /// The adapter's footprint in KV slots (S-LoRA stores adapters in the same pages): 4 x rank.
@@ -171,6 +195,17 @@ mod tests {
         }
         let p = m.params() as f64;
         assert!((p / 6.74e9 - 1.0).abs() < 0.01, "{p}");
+    }
+
+    #[test]
+    fn llama70b_has_grouped_query_attention() {
+        let m = ModelSpec::by_name("llama-70b").unwrap();
+        // K and V of 8 heads x 128 over 80 layers, fp16.
+        assert_eq!(m.kv_slot_bytes(), 2 * 80 * 1024 * 2);
+        let p = m.params() as f64;
+        assert!((p / 68.98e9 - 1.0).abs() < 0.01, "{p}");
+        // Rank 1: q, o: 2 x (8192 + 8192); k, v: 2 x (8192 + 1024); x 80 layers x 2 bytes.
+        assert_eq!(m.adapter_bytes(1), 80 * 2 * (4 * 8192 + 2 * 9216));
     }
 
     #[test]

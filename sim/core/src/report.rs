@@ -71,12 +71,45 @@ impl Report {
         put(OUT_FILES[0], &|f| {
             f.write_all((self.summary.to_json_pretty() + "\n").as_bytes())
         })?;
+        if let Some(f) = &self.fleet {
+            self.write_fleet(dir, f).map_err(io)?;
+            if f.config.stream.is_some() {
+                // The rows were streamed during the run; no per-request records are held.
+                return Ok(());
+            }
+        }
         put(OUT_FILES[1], &|f| {
             metrics::write_requests_csv(f, &self.workload, &self.output)
         })?;
         put(OUT_FILES[2], &|f| {
             metrics::write_adapters_csv(f, &self.workload, &self.output)
         })
+    }
+
+    /// A fleet's files: `fleet.json` (its keys), `replicas.csv`, `fleet_samples.csv` (load and replication
+    /// over time), `replication.csv` (per adapter) and, unless streamed, `routes.csv` (each request's replica).
+    fn write_fleet(&self, dir: &Path, f: &crate::run::FleetReport) -> std::io::Result<()> {
+        use std::io::{BufWriter, Write};
+        let json = serde_json::to_string_pretty(&f.summary).expect("summary serialises") + "\n";
+        std::fs::write(dir.join("fleet.json"), json)?;
+        let mut w = BufWriter::new(std::fs::File::create(dir.join("replicas.csv"))?);
+        f.run.write_replicas(&f.config, &mut w)?;
+        w.flush()?;
+        let mut w = BufWriter::new(std::fs::File::create(dir.join("fleet_samples.csv"))?);
+        f.run.write_samples(&mut w)?;
+        w.flush()?;
+        let mut w = BufWriter::new(std::fs::File::create(dir.join("replication.csv"))?);
+        f.run.write_replication(&self.workload, &mut w)?;
+        w.flush()?;
+        if !f.run.routes.is_empty() {
+            let mut w = BufWriter::new(std::fs::File::create(dir.join("routes.csv"))?);
+            writeln!(w, "id,replica")?;
+            for (i, r) in f.run.routes.iter().enumerate() {
+                writeln!(w, "{i},{r}")?;
+            }
+            w.flush()?;
+        }
+        Ok(())
     }
 
     /// What `sim run` and `sim real` do with a report: write `out` (also when a backend stopped the run, so
@@ -90,9 +123,15 @@ impl Report {
             return Err(Error::internal(format!("the run stopped early: {why}")));
         }
         if json {
-            println!("{}", self.summary.to_json_pretty());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&self.row()).expect("summary serialises")
+            );
         } else {
             print!("{}", self.table());
+            if let Some(f) = &self.fleet {
+                print!("{}", fleet_table(&f.summary));
+            }
         }
         // After the table, where a reader's eye ends up.
         for w in &self.summary.warnings {
@@ -228,4 +267,46 @@ impl Report {
         }
         o
     }
+}
+
+/// The fleet's lines under `sim run`'s table.
+fn fleet_table(s: &serde_json::Map<String, serde_json::Value>) -> String {
+    use serde_json::Value;
+    let f = |k: &str| s.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let t = |k: &str| {
+        s.get(k)
+            .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
+            .unwrap_or_default()
+    };
+    let mut o = String::new();
+    o += &format!(
+        "fleet       {} replicas ({}, {} GPUs), router {}; quantiles {}\n",
+        t("fleet_replicas"),
+        t("fleet_layout"),
+        t("fleet_gpus"),
+        t("fleet_router"),
+        t("fleet_quantiles")
+    );
+    o += &format!(
+        "balance     max/mean outstanding requests {:.2} (mean over samples, worst {:.2}); tokens {:.2}\n",
+        f("fleet_imbalance_requests_mean"),
+        f("fleet_imbalance_requests_max"),
+        f("fleet_imbalance_tokens_mean")
+    );
+    o += &format!(
+        "replication {:.2} replicas per held adapter (most {}), {:.1} adapters held\n",
+        f("fleet_replication_mean"),
+        t("fleet_replication_max"),
+        f("fleet_adapters_held_mean")
+    );
+    o += &format!(
+        "replicas    P99 TTFT {:.1} .. {:.1} ms, hit rate {:.1} .. {:.1}%, requests {} .. {}\n",
+        f("fleet_replica_ttft_p99_min") * 1e3,
+        f("fleet_replica_ttft_p99_max") * 1e3,
+        100.0 * f("fleet_replica_hit_rate_min"),
+        100.0 * f("fleet_replica_hit_rate_max"),
+        f("fleet_replica_requests_min"),
+        f("fleet_replica_requests_max")
+    );
+    o
 }

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cost::CostModel;
+use crate::cost::tp::Tp;
 use crate::engine::api::PolicyCtx;
 use crate::engine::{Clock, Engine, EngineConfig, Policies, RunOutput, Simulated};
 use crate::error::Result;
+use crate::fleet::{self, FleetConfig, FleetInputs, FleetRun};
 use crate::length::{self, LengthRule};
 use crate::metrics::{self, RunView, Slo, Summary, SummaryHook};
 use crate::model::{GpuSpec, ModelSpec};
@@ -16,6 +18,7 @@ use crate::trace::{ReadSpec, Trace, TraceOptions};
 use crate::workload::slora::SloraSource;
 use crate::workload::{AdapterOptions, Workload};
 use crate::{cache, predict, prefetch, sched};
+use serde_json::{Map, Value};
 
 /// Everything one run needs. Build it with `RunConfig::new` and set fields; `validate` checks the policy
 /// specs against their registries without building them.
@@ -41,6 +44,11 @@ pub struct RunConfig {
     pub prefetch: String,
     pub predictor: String,
     pub slo: Slo,
+    /// Tensor parallelism of the replica (`cost` is already the per-GPU cost of it, `engine.pool_slots` is
+    /// sized over its GPUs).
+    pub tp: Tp,
+    /// Many replicas behind a router (`fleet`); `None`: one engine, `sim run`'s path.
+    pub fleet: Option<FleetConfig>,
 }
 
 impl std::fmt::Debug for RunConfig {
@@ -62,12 +70,19 @@ impl std::fmt::Debug for RunConfig {
             .field("prefetch", &self.prefetch)
             .field("predictor", &self.predictor)
             .field("slo", &self.slo)
+            .field("tp", &self.tp)
+            .field("fleet", &self.fleet)
             .finish()
     }
 }
 
 impl RunConfig {
     pub fn validate(&self) -> Result<()> {
+        if let Some(f) = &self.fleet {
+            fleet::router::REGISTRY
+                .check(&f.router)
+                .map_err(|e| e.context("--router"))?;
+        }
         sched::REGISTRY
             .check(&self.scheduler)
             .map_err(|e| e.context("--scheduler"))?;
@@ -101,6 +116,28 @@ pub struct Report {
     pub workload: Workload,
     pub output: RunOutput,
     pub summary: Summary,
+    /// A fleet run's own outputs (`fleet.json`, `replicas.csv`, ...); `None` for one engine.
+    pub fleet: Option<Box<FleetReport>>,
+}
+
+/// What a fleet run adds to a `Report`.
+pub struct FleetReport {
+    pub config: FleetConfig,
+    /// `fleet_*` keys: layout, router, imbalance, replication, per-replica spread.
+    pub summary: Map<String, Value>,
+    /// The run (its `output` moved into the report's).
+    pub run: FleetRun,
+}
+
+impl Report {
+    /// The summary with a fleet's keys added: what a sweep's results row holds.
+    pub fn row(&self) -> Map<String, Value> {
+        let mut m = self.summary.to_map();
+        if let Some(f) = &self.fleet {
+            m.extend(f.summary.clone());
+        }
+        m
+    }
 }
 
 /// What one engine run produced, before the summary.
@@ -167,6 +204,9 @@ pub fn execute(cfg: &RunConfig, workload: &Workload, clock: &mut dyn Clock) -> R
 /// Runs `cfg` on `trace` (not yet transformed), timed by `clock` or, if `None`, by `cfg.cost`.
 pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Result<Report> {
     let length_scale = length::resolve(cfg, &trace)?;
+    if let Some(fc) = &cfg.fleet {
+        return run_fleet(cfg, fc, trace, length_scale);
+    }
     let (trace, workload) = workload(cfg, trace)?;
     let mut simulated = Simulated(cfg.cost.as_ref());
     let clock: &mut dyn Clock = match clock {
@@ -188,21 +228,120 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
         out: &output,
         slo: cfg.slo,
         model: cfg.model,
-        gpu: cfg.gpu,
+        gpu: cfg.gpu.tp_shard(cfg.tp.degree),
         finished: &finished,
     };
-    let mut summary = metrics::summarize(&view, SUMMARY_HOOKS);
+    let summary = settings(
+        cfg,
+        metrics::summarize(&view, SUMMARY_HOOKS),
+        (trace.source, trace.warnings),
+        length_scale,
+        [cost_model, scheduler, cache, predictor],
+        output.aborted.clone(),
+    );
+    Ok(Report {
+        workload,
+        output,
+        summary,
+        fleet: None,
+    })
+}
+
+/// Many replicas behind a router: the standard summary over all requests (exact, or from sketches when
+/// streaming) and the fleet's own keys beside it.
+fn run_fleet(cfg: &RunConfig, fc: &FleetConfig, trace: Trace, length_scale: f64) -> Result<Report> {
+    let (trace, workload) = workload(cfg, trace)?;
+    // Tens of millions of rows: keep only the name and the reader's warnings.
+    let source = (trace.source, trace.warnings);
+    let (predictor, predicted) = predict::predict(&cfg.predictor, &workload, cfg.seed)
+        .map_err(|e| e.context("--predictor"))?;
+    let mut fr = fleet::run(
+        fc,
+        &FleetInputs {
+            workload: &workload,
+            predicted: &predicted,
+            slo: cfg.slo,
+            seed: cfg.seed,
+            scheduler: &cfg.scheduler,
+            cache: &cfg.cache,
+            prefetch: &cfg.prefetch,
+        },
+    )?;
+    // Before the output moves out: both read its stats.
+    let fsum = fr.summary(fc);
+    let streamed = fc
+        .stream
+        .is_some()
+        .then(|| fr.streamed_summary(&workload, &cfg.slo));
+    let output = std::mem::replace(
+        &mut fr.output,
+        RunOutput {
+            aborted: None,
+            records: Vec::new(),
+            stats: Default::default(),
+        },
+    );
+    let summary = if let Some(s) = streamed {
+        s
+    } else {
+        let finished = metrics::finished(&output);
+        let view = RunView {
+            workload: &workload,
+            predicted: &predicted,
+            out: &output,
+            slo: cfg.slo,
+            model: cfg.model,
+            gpu: cfg.gpu.tp_shard(cfg.tp.degree),
+            finished: &finished,
+        };
+        metrics::summarize(&view, SUMMARY_HOOKS)
+    };
+    let (cost_model, scheduler, cache) = (
+        fr.cost_model.clone(),
+        fr.scheduler.clone(),
+        fr.cache.clone(),
+    );
+    let summary = settings(
+        cfg,
+        summary,
+        source,
+        length_scale,
+        [cost_model, scheduler, cache, predictor],
+        None,
+    );
+    Ok(Report {
+        workload,
+        output,
+        summary,
+        fleet: Some(Box::new(FleetReport {
+            config: fc.clone(),
+            summary: fsum,
+            run: fr,
+        })),
+    })
+}
+
+/// The settings that shaped a run, as summary keys.
+fn settings(
+    cfg: &RunConfig,
+    mut summary: Summary,
+    (trace, trace_warnings): (String, Vec<String>),
+    length_scale: f64,
+    [cost_model, scheduler, cache, predictor]: [String; 4],
+    aborted: Option<String>,
+) -> Summary {
     let a = &cfg.adapters;
     let t = &cfg.transform;
     let e = &cfg.engine;
     // What the trace reader noticed (e.g. a doubtful time unit) matters only if its timestamps are kept.
     let mut warnings = match t.poisson_rate {
-        None => trace.warnings.clone(),
+        None => trace_warnings,
         Some(_) => Vec::new(),
     };
     warnings.append(&mut summary.warnings);
-    summary = Summary {
-        trace: trace.source.clone(),
+    let tp = cfg.tp.degree > 1;
+    Summary {
+        trace,
         model: cfg.model.name.into(),
         gpu: cfg.gpu.name.into(),
         cost_model,
@@ -229,13 +368,14 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
         max_input_tokens: e.max_input_tokens,
         max_total_tokens: e.max_total_tokens,
         context_tokens: e.context_tokens,
-        aborted: output.aborted.clone(),
+        tp: tp.then_some(cfg.tp.degree as u64),
+        interconnect: tp.then(|| cfg.tp.link.describe()),
+        load_wait_share_p50: match (summary.load_wait_p50_s, summary.ttft_p50_s) {
+            (Some(l), Some(t)) if t > 0.0 => Some(l / t),
+            _ => None,
+        },
+        aborted,
         warnings,
         ..summary
-    };
-    Ok(Report {
-        workload,
-        output,
-        summary,
-    })
+    }
 }

@@ -75,6 +75,8 @@ pub struct Summary {
     pub load_wait_p90_s: Option<f64>,
     pub load_wait_p99_s: Option<f64>,
     pub load_wait_max_s: Option<f64>,
+    /// Median adapter-load wait over median TTFT (Chameleon's Fig. 5).
+    pub load_wait_share_p50: Option<f64>,
 
     // Rates, over the run (first arrival to `simulated_s`), and the objectives.
     pub offered_rps: Option<f64>,
@@ -153,6 +155,9 @@ pub struct Summary {
     pub max_input_tokens: Option<u64>,
     pub max_total_tokens: Option<u64>,
     pub context_tokens: Option<u64>,
+    /// Tensor-parallel degree and interconnect, when the model is sharded (`--tp` > 1).
+    pub tp: Option<u64>,
+    pub interconnect: Option<String>,
     /// Why the run stopped early (a real backend failed), else null.
     pub aborted: Option<String>,
     /// What a reader should know before trusting the numbers (time units, overload), one line each.

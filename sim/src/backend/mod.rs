@@ -58,13 +58,13 @@ impl BackendSpec {
     }
 }
 
-/// The decoder shape of an engine model (Llama 1/2 7B-30B: as many KV heads as query heads).
+/// The decoder shape of an engine model (Llama 1/2 7B-30B: as many KV heads as query heads; 70B: 8).
 pub fn model_shape(m: &ModelSpec) -> Shape {
     Shape {
         layers: m.layers as usize,
         hidden: m.hidden as usize,
         heads: m.heads as usize,
-        kv_heads: m.heads as usize,
+        kv_heads: m.kv_heads as usize,
         intermediate: m.intermediate as usize,
         vocab: m.vocab as usize,
     }

@@ -572,10 +572,11 @@ impl Experiment {
         Ok(runs)
     }
 
-    /// `name` must be a column of this experiment's results: a summary key (`Summary`, so a renamed
-    /// metric fails here, not as an empty figure) or one of the table's own columns.
+    /// `name` must be a column of this experiment's results: a summary key (`Summary` or a fleet's, so a
+    /// renamed metric fails here, not as an empty figure) or one of the table's own columns.
     fn check_column(&self, field: &str, name: &str) -> Result<()> {
         if crate::metrics::Summary::is_key(name)
+            || crate::fleet::SUMMARY_KEYS.contains(&name)
             || sweep::leading_columns(self).iter().any(|c| c == name)
         {
             return Ok(());

@@ -236,9 +236,7 @@ impl Ctx<'_> {
         row.insert("args".into(), json!(run.args_string()));
         row.insert("git_commit".into(), json!(self.commit));
         let summary = match &self.exp.throughput {
-            None => run::run(&run.config, self.trace(&run.config).clone(), None)?
-                .summary
-                .to_map(),
+            None => run::run(&run.config, self.trace(&run.config).clone(), None)?.row(),
             Some(t) => self.throughput(t, run, bar, &mut row)?,
         };
         for (k, v) in summary {
@@ -269,7 +267,7 @@ impl Ctx<'_> {
                 let mut c = run.config.clone();
                 c.transform.poisson_rate = Some(rate);
                 c.seed = seed;
-                let sum = run::run(&c, self.trace(&c).clone(), None)?.summary.to_map();
+                let sum = run::run(&c, self.trace(&c).clone(), None)?.row();
                 let m = sum.get(&t.metric).and_then(Value::as_f64).ok_or_else(|| {
                     Error::msg(format!(
                         "{}: throughput.metric: '{}' is not a numeric metric of a run",

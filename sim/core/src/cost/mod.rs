@@ -7,6 +7,7 @@
 pub mod analytic;
 pub mod fitted;
 pub mod profile;
+pub mod tp;
 pub mod transfer;
 
 use std::sync::Arc;
@@ -309,4 +310,55 @@ pub fn build(
             "unknown cost model '{other}'; valid: analytic[...], profile[load=...] (with --profile FILE)"
         ))),
     }
+}
+
+/// `build` for one GPU of a tensor-parallel replica (`tp.rs`): the same model built for the shard GPU
+/// (`degree` times the peaks) and wrapped with the all-reduces and per-shard loads. Degree 1 is `build`.
+/// An engine profile is re-targeted to the shard GPU (without a measured dense table, which is per GPU); a
+/// measured table profile cannot be sharded.
+pub fn build_tp(
+    cost: Option<&str>,
+    profile: Option<&std::path::Path>,
+    model: &'static ModelSpec,
+    gpu: &'static GpuSpec,
+    allow_mismatch: bool,
+    tp: &tp::Tp,
+) -> Result<Arc<dyn CostModel>> {
+    if tp.degree <= 1 {
+        return build(cost, profile, model, gpu, allow_mismatch);
+    }
+    let shard = gpu.tp_shard(tp.degree);
+    let inner: Arc<dyn CostModel> = match profile {
+        None => build(cost, profile, model, shard, allow_mismatch)?,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+            if !text.contains(fitted::SCHEMA) {
+                return Err(Error::msg(format!(
+                    "{}: a measured table profile is per GPU and cannot be sharded for --tp {}; use an engine                      profile or the analytic model",
+                    path.display(),
+                    tp.degree
+                )));
+            }
+            // Checks the profile as `build` does, then re-targets it.
+            build(cost, profile, model, gpu, allow_mismatch)?;
+            let source = path.display().to_string();
+            let p = fitted::EngineProfile::parse(&text, &source)?;
+            if p.dense_table.is_some() {
+                return Err(Error::msg(format!(
+                    "{source}: a measured dense-layer table is per GPU; --tp {} needs a profile without one",
+                    tp.degree
+                )));
+            }
+            Arc::new(fitted::EngineCost::new(
+                p.params,
+                ModelSpec::by_name(&p.model)?,
+                shard,
+                LoraKernels::parse(&p.lora_kernels)?,
+                None,
+                &source,
+            ))
+        }
+    };
+    Ok(Arc::new(tp::TensorParallel::new(inner, tp.clone(), model)))
 }

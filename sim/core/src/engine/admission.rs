@@ -241,7 +241,7 @@ impl<'a> Admission<'a> {
         if let Some(a) = self.st.adapters.get_mut(r.adapter as usize) {
             a.queued += 1;
         }
-        let rec = &mut self.st.records[id as usize];
+        let rec = self.st.records.get(id);
         rec.outcome = Outcome::Waiting;
         rec.max_gap = 0;
         rec.squashes += 1;
@@ -276,7 +276,7 @@ impl<'a> Admission<'a> {
         self.st.batch.admitted_tokens += r.input as u64;
         self.st.batch.admitted.push(id);
         let now = self.st.now;
-        let rec = &mut self.st.records[id as usize];
+        let rec = self.st.records.get(id);
         rec.admitted = now;
         if let Some(a) = self.st.adapters.get_mut(r.adapter as usize) {
             rec.adapter_hit = a.residency == Residency::Resident;

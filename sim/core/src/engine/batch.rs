@@ -6,9 +6,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use super::clock::Seq;
+use super::ids::IdIndex;
 use crate::time::Nanos;
-
-const NOT_RUNNING: u32 = u32::MAX;
 
 /// A running (decoding) request.
 #[derive(Clone, Copy, Debug)]
@@ -104,7 +103,7 @@ impl GapMax {
 pub(crate) struct Batch {
     running: Vec<Running>,
     /// Per request id: its index in `running`.
-    slot: Vec<u32>,
+    slot: IdIndex,
     /// Decode steps completed.
     pub(crate) steps: u64,
     /// (end step, id) of running requests; entries of requests squashed since are skipped when popped.
@@ -132,10 +131,12 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn new(requests: usize) -> Batch {
+    /// A batch of requests with ids below `requests` (dense tables), or of any ids (`None`: a map of the
+    /// running ones).
+    pub(crate) fn new(requests: Option<usize>) -> Batch {
         Batch {
             running: Vec::new(),
-            slot: vec![NOT_RUNNING; requests],
+            slot: IdIndex::new(requests),
             steps: 0,
             finishes: BinaryHeap::new(),
             by_budget: Vec::new(),
@@ -184,17 +185,14 @@ impl Batch {
     }
 
     pub(crate) fn get(&self, id: u32) -> Option<&Running> {
-        match self.slot.get(id as usize) {
-            Some(&i) if i != NOT_RUNNING => Some(&self.running[i as usize]),
-            _ => None,
-        }
+        self.slot.get(id).map(|i| &self.running[i as usize])
     }
 
     /// Every running request's (KV held, slots still to come), by slots to come descending.
     pub(crate) fn reservations(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.by_budget
-            .iter()
-            .map(|&(_, id)| self.running[self.slot[id as usize] as usize].reservation(self.steps))
+        self.by_budget.iter().map(|&(_, id)| {
+            self.running[self.slot.get(id).expect("running") as usize].reservation(self.steps)
+        })
     }
 
     /// The decode sequences of the next step.
@@ -214,7 +212,7 @@ impl Batch {
         r.join_step = self.steps;
         r.first_token = now;
         r.first_gap = 0;
-        self.slot[r.id as usize] = self.running.len() as u32;
+        self.slot.set(r.id, self.running.len() as u32);
         self.finishes.push(Reverse((r.end_step(), r.id)));
         let key = (r.budget_step(), r.id);
         let at = self.by_budget.partition_point(|&(b, _)| b >= key.0);
@@ -225,11 +223,8 @@ impl Batch {
 
     /// Removes a running request. The caller keeps the sums.
     pub(crate) fn remove(&mut self, id: u32) -> Option<Running> {
-        let i = *self.slot.get(id as usize)?;
-        if i == NOT_RUNNING {
-            return None;
-        }
-        self.slot[id as usize] = NOT_RUNNING;
+        let i = self.slot.get(id)?;
+        self.slot.clear(id);
         let r = self.running.swap_remove(i as usize);
         let b = r.budget_step();
         let from = self.by_budget.partition_point(|&(x, _)| x > b);
@@ -240,7 +235,7 @@ impl Batch {
                 .expect("listed");
         self.by_budget.remove(at);
         if let Some(moved) = self.running.get(i as usize) {
-            self.slot[moved.id as usize] = i;
+            self.slot.set(moved.id, i);
         }
         Some(r)
     }
@@ -252,9 +247,7 @@ impl Batch {
         self.gaps.push(self.steps, now - self.last_decode_end);
         self.last_decode_end = now;
         for id in self.fresh.drain(..) {
-            if let Some(&i) = self.slot.get(id as usize)
-                && i != NOT_RUNNING
-            {
+            if let Some(i) = self.slot.get(id) {
                 let r = &mut self.running[i as usize];
                 r.first_gap = now - r.first_token;
             }
@@ -303,7 +296,7 @@ mod tests {
 
     #[test]
     fn progress_follows_the_step_count() {
-        let mut b = Batch::new(4);
+        let mut b = Batch::new(Some(4));
         b.push(Running::new(2, 10, 3, 3, 0, 0), 100);
         b.step(130);
         assert_eq!(b.get(2).unwrap().generated(b.steps), 2);

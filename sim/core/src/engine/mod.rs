@@ -11,14 +11,19 @@
 //!
 //! Policies plug in through `api`; durations come from a `Clock` (`clock`): a cost model, or a real executor.
 //! Time is integer nanoseconds; simultaneous events run in the order they were scheduled (sequence number).
+//!
+//! The engine is stepped: arrivals are handed to it in order (`push_arrival`) and it is moved forward in time
+//! (`advance_to`); `run` replays a whole workload through the same two calls, so a fleet replica fed only
+//! the requests routed to it behaves exactly as `run` on those requests (see `advance_to`).
 
 mod admission;
 pub mod api;
 mod batch;
 pub mod clock;
+mod ids;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use api::{AdapterState, CachePolicy, CacheView, PrefetchView, Prefetcher, Residency, Scheduler};
 pub use api::{Admission, Fit};
@@ -317,6 +322,51 @@ pub struct Blocked {
     pub policy: u64,
 }
 
+/// Where an engine keeps its per-request records.
+pub(crate) enum Records {
+    /// One record per workload request, indexed by id (a whole-workload run).
+    All(Vec<RequestRecord>),
+    /// Only the requests in flight; a record that became final (finished or rejected) waits in `done`
+    /// until `Engine::drain` hands it out (a fleet replica: memory follows what it holds).
+    Live {
+        live: ids::IdMap<RequestRecord>,
+        done: Vec<(u32, RequestRecord)>,
+    },
+}
+
+impl Records {
+    #[inline]
+    pub(crate) fn get(&mut self, id: u32) -> &mut RequestRecord {
+        match self {
+            Records::All(v) => &mut v[id as usize],
+            Records::Live { live, .. } => live.get_mut(&id).expect("a live request"),
+        }
+    }
+
+    /// `id`'s record is final: a live table hands it out.
+    fn finalize(&mut self, id: u32) {
+        if let Records::Live { live, done } = self {
+            let rec = live.remove(&id).expect("a live request");
+            done.push((id, rec));
+        }
+    }
+}
+
+impl RequestRecord {
+    pub(crate) fn new() -> RequestRecord {
+        RequestRecord {
+            outcome: Outcome::Waiting,
+            admitted: 0,
+            first_token: 0,
+            finished: 0,
+            load_wait: 0,
+            max_gap: 0,
+            squashes: 0,
+            adapter_hit: true,
+        }
+    }
+}
+
 pub struct RunOutput {
     /// Set when the clock failed (e.g. a real backend out of GPU memory) and the run stopped early; the
     /// records hold the requests' state at that moment.
@@ -369,7 +419,6 @@ pub(crate) struct State {
     now: Nanos,
     seq: u64,
     events: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
-    next_arrival: usize,
     busy: Busy,
     /// When the batch last became empty (the idle poll's phase), and whether a poll event is pending.
     idle_since: Nanos,
@@ -385,9 +434,12 @@ pub(crate) struct State {
     /// Reused buffers: eviction candidates, prefetch targets.
     scratch: Vec<u32>,
     want: Vec<u32>,
-    pub(crate) records: Vec<RequestRecord>,
+    pub(crate) records: Records,
     pub(crate) stats: EngineStats,
     last_account: Nanos,
+    /// With `Some`: (adapter, held) each time an adapter starts loading (held) or is evicted, for a fleet's
+    /// view of which replica holds what.
+    residency_log: Option<Vec<(u32, bool)>>,
 }
 
 impl State {
@@ -458,6 +510,9 @@ impl State {
         self.mem.adapter_used -= s.slots;
         self.mem.idle_slots -= s.slots;
         self.stats.evictions += 1;
+        if let Some(log) = &mut self.residency_log {
+            log.push((a, false));
+        }
         clock.evict(a);
         cache.on_evict(a, self.now);
     }
@@ -475,21 +530,58 @@ pub struct Engine<'a> {
     cache: Box<dyn CachePolicy>,
     prefetch: Box<dyn Prefetcher>,
     st: State,
+    /// Arrivals handed over (`push_arrival`) and not yet in the event queue, in order.
+    pending: VecDeque<u32>,
+    /// Whether an arrival event is in the queue.
+    arrival_queued: bool,
+    /// The sequence number the next arrival event carries. It is reserved when the previous arrival is
+    /// handled (or at the start), as a whole-workload replay schedules its next arrival then: an arrival handed
+    /// over later still sorts among simultaneous events exactly where the replay puts it.
+    arrival_seq: u64,
+    /// Latest `advance_to` target.
+    horizon: Nanos,
+    /// An event at this time left the server idle; whether an iteration starts then is decided once no other
+    /// event at that time can come (one can, while it is the horizon: an arrival at the horizon).
+    undecided: Option<Nanos>,
+    /// Set when the clock failed; nothing more happens.
+    aborted: Option<String>,
 }
 
 impl<'a> Engine<'a> {
+    /// An engine over `w` that keeps one record per workload request (`run`, or stepping by hand).
     pub fn new(
         w: &'a Workload,
         cfg: EngineConfig,
         clock: &'a mut dyn Clock,
         policies: Policies,
     ) -> Engine<'a> {
+        Self::build(w, cfg, clock, policies, true)
+    }
+
+    /// A fleet replica over `w`: only the requests pushed to it arrive (ids stay the workload's). It keeps
+    /// state only for requests in flight: final records are handed out by `drain`, and `drain_residency`
+    /// says which adapters it started loading or evicted.
+    pub fn replica(
+        w: &'a Workload,
+        cfg: EngineConfig,
+        clock: &'a mut dyn Clock,
+        policies: Policies,
+    ) -> Engine<'a> {
+        Self::build(w, cfg, clock, policies, false)
+    }
+
+    fn build(
+        w: &'a Workload,
+        cfg: EngineConfig,
+        clock: &'a mut dyn Clock,
+        policies: Policies,
+        dense: bool,
+    ) -> Engine<'a> {
         let n = w.requests.len();
         let st = State {
             now: 0,
             seq: 0,
             events: BinaryHeap::new(),
-            next_arrival: 0,
             busy: Busy::Idle,
             idle_since: 0,
             poll_pending: false,
@@ -500,34 +592,32 @@ impl<'a> Engine<'a> {
                 .map(|a| AdapterState::new(a.slots))
                 .collect(),
             mem: Memory::default(),
-            batch: Batch::new(n),
+            batch: Batch::new(dense.then_some(n)),
             prefetched: Vec::new(),
             stamp: vec![0; w.adapters.len()],
             scratch: Vec::new(),
             want: Vec::new(),
-            records: vec![
-                RequestRecord {
-                    outcome: Outcome::Waiting,
-                    admitted: 0,
-                    first_token: 0,
-                    finished: 0,
-                    load_wait: 0,
-                    max_gap: 0,
-                    squashes: 0,
-                    adapter_hit: true,
-                };
-                n
-            ],
+            records: if dense {
+                Records::All(vec![RequestRecord::new(); n])
+            } else {
+                Records::Live {
+                    live: ids::IdMap::default(),
+                    done: Vec::new(),
+                }
+            },
             stats: EngineStats {
                 pool_slots: cfg.pool_slots,
                 ..Default::default()
             },
             last_account: 0,
+            residency_log: (!dense).then(Vec::new),
         };
         let mut st = st;
         if cfg.idle_poll_ns > 0 {
             st.busy = Busy::Polling;
         }
+        // The first arrival's sequence number, reserved before anything else is scheduled.
+        st.seq = 1;
         Engine {
             w,
             cfg,
@@ -536,6 +626,12 @@ impl<'a> Engine<'a> {
             cache: policies.cache,
             prefetch: policies.prefetch,
             st,
+            pending: VecDeque::new(),
+            arrival_queued: false,
+            arrival_seq: 1,
+            horizon: 0,
+            undecided: None,
+            aborted: None,
         }
     }
 
@@ -544,13 +640,8 @@ impl<'a> Engine<'a> {
         self.st.events.push(Reverse((at, self.st.seq, ev)));
     }
 
-    fn push_next_arrival(&mut self) {
-        if let Some(r) = self.w.requests.get(self.st.next_arrival) {
-            self.st.next_arrival += 1;
-            self.push(r.arrival, Event::Arrival(r.id));
-        }
-    }
-
+    /// Replays the whole workload: each request is handed over at its arrival time, then the engine runs
+    /// until nothing is left. One record per request, indexed by id.
     pub fn run(mut self) -> Result<RunOutput> {
         if self
             .w
@@ -560,34 +651,166 @@ impl<'a> Engine<'a> {
         {
             return Err(Error::msg("workload arrivals must be sorted by time"));
         }
-        self.push_next_arrival();
-        let mut aborted = None;
-        while let Some(Reverse((t, _, ev))) = self.st.events.pop() {
-            self.advance(t);
-            match ev {
-                Event::Arrival(id) => {
-                    self.on_arrival(id);
-                    self.push_next_arrival();
-                }
-                Event::IterationDone => self.on_iteration_done(),
-                Event::LoadDone(a) => self.on_load_done(a),
-                Event::Poll => {
-                    self.st.poll_pending = false;
-                    self.st.busy = Busy::Idle;
+        let w = self.w;
+        for r in &w.requests {
+            self.advance_to(r.arrival);
+            self.push_arrival(r.id);
+        }
+        self.finish()
+    }
+
+    /// Hands request `id` to the engine. Arrivals must come in arrival order, none before the horizon (the
+    /// latest `advance_to` target).
+    pub fn push_arrival(&mut self, id: u32) {
+        let at = self.w.requests[id as usize].arrival;
+        debug_assert!(at >= self.horizon, "an arrival before the engine's horizon");
+        if self.arrival_queued {
+            self.pending.push_back(id);
+        } else {
+            self.arrival_queued = true;
+            self.st
+                .events
+                .push(Reverse((at, self.arrival_seq, Event::Arrival(id))));
+        }
+    }
+
+    /// Handles every event that comes before an arrival at `t` handed over now: all events before `t`, and
+    /// those at `t` scheduled before the next arrival's sequence number. Whether an idle server starts an
+    /// iteration at `t` waits until no arrival at `t` can come (the next call). So stepping gives exactly
+    /// the events, in the same order, as `run` over the same arrivals.
+    pub fn advance_to(&mut self, t: Nanos) {
+        self.horizon = self.horizon.max(t);
+        while self.aborted.is_none() {
+            if let Some(t0) = self.undecided {
+                let next = self.st.events.peek().map(|Reverse((at, _, _))| *at);
+                if next == Some(t0) {
+                    // Another event at the same instant: decide after it.
+                    self.undecided = None;
+                } else if t0 < t {
+                    self.undecided = None;
+                    if let Err(e) = self.start_iteration() {
+                        self.aborted = Some(e.to_string());
+                    }
+                    continue;
                 }
             }
-            let next_at = self.st.events.peek().map(|Reverse((t, _, _))| *t);
-            if self.st.busy == Busy::Polling {
-                self.schedule_poll();
-            } else if self.st.busy == Busy::Idle
-                && next_at != Some(t)
-                && let Err(e) = self.start_iteration()
-            {
-                aborted = Some(e.to_string());
-                break;
+            let bound = if self.arrival_queued {
+                u64::MAX
+            } else {
+                self.arrival_seq
+            };
+            match self.st.events.peek() {
+                Some(&Reverse((at, seq, _))) if (at, seq) < (t, bound) => self.step(),
+                _ => break,
             }
         }
-        if aborted.is_none() && (self.sched.waiting() > 0 || !self.st.batch.is_empty()) {
+    }
+
+    /// Handles the next event.
+    fn step(&mut self) {
+        let Some(Reverse((t, _, ev))) = self.st.events.pop() else {
+            return;
+        };
+        self.advance(t);
+        match ev {
+            Event::Arrival(id) => {
+                self.on_arrival(id);
+                // The next arrival's place among simultaneous events.
+                self.st.seq += 1;
+                self.arrival_seq = self.st.seq;
+                match self.pending.pop_front() {
+                    Some(next) => {
+                        let at = self.w.requests[next as usize].arrival;
+                        self.st
+                            .events
+                            .push(Reverse((at, self.arrival_seq, Event::Arrival(next))));
+                    }
+                    None => self.arrival_queued = false,
+                }
+            }
+            Event::IterationDone => self.on_iteration_done(),
+            Event::LoadDone(a) => self.on_load_done(a),
+            Event::Poll => {
+                self.st.poll_pending = false;
+                self.st.busy = Busy::Idle;
+            }
+        }
+        if self.st.busy == Busy::Polling {
+            self.schedule_poll();
+        } else if self.st.busy == Busy::Idle {
+            self.undecided = Some(t);
+        }
+    }
+
+    /// When the engine next has something to do (an event, or an undecided start), if anything.
+    pub fn next_time(&self) -> Option<Nanos> {
+        let ev = self.st.events.peek().map(|Reverse((at, _, _))| *at);
+        match (self.undecided, ev) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The latest `advance_to` target.
+    pub fn horizon(&self) -> Nanos {
+        self.horizon
+    }
+
+    /// Simulated time now (the last event handled).
+    pub fn now(&self) -> Nanos {
+        self.st.now
+    }
+
+    /// Set when the clock failed and the engine stopped.
+    pub fn aborted(&self) -> Option<&str> {
+        self.aborted.as_deref()
+    }
+
+    /// Requests waiting in the scheduler's queues and running in the batch (or prefilling).
+    pub fn in_flight(&self) -> (usize, usize) {
+        (
+            self.sched.waiting(),
+            self.st.batch.len() + self.st.batch.admitted.len(),
+        )
+    }
+
+    /// Whether `adapter` is in GPU memory or being loaded.
+    pub fn holds(&self, adapter: u32) -> bool {
+        self.st
+            .adapters
+            .get(adapter as usize)
+            .is_some_and(|a| a.residency != Residency::Host)
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.st.stats
+    }
+
+    /// Hands out the records that became final (finished or rejected) since the last call, in the order they
+    /// did (a replica; an engine from `new` keeps them all for `finish`).
+    pub fn drain(&mut self, mut f: impl FnMut(u32, RequestRecord)) {
+        if let Records::Live { done, .. } = &mut self.st.records {
+            for (id, rec) in done.drain(..) {
+                f(id, rec);
+            }
+        }
+    }
+
+    /// Hands out (adapter, held) for every load started (held) or eviction since the last call (a replica).
+    pub fn drain_residency(&mut self, mut f: impl FnMut(u32, bool)) {
+        if let Some(log) = &mut self.st.residency_log {
+            for (a, held) in log.drain(..) {
+                f(a, held);
+            }
+        }
+    }
+
+    /// Runs until nothing is left and returns the records and the counters. An engine from `new` returns
+    /// one record per workload request; a replica returns none (advance it to `Nanos::MAX` and `drain` it
+    /// first).
+    pub fn finish(mut self) -> Result<RunOutput> {
+        self.advance_to(Nanos::MAX);
+        if self.aborted.is_none() && (self.sched.waiting() > 0 || !self.st.batch.is_empty()) {
             return Err(Error::internal(format!(
                 "engine stopped with {} requests waiting and {} running (a bug: please report)",
                 self.sched.waiting(),
@@ -595,9 +818,13 @@ impl<'a> Engine<'a> {
             )));
         }
         self.st.stats.end_ns = self.st.now;
+        let records = match self.st.records {
+            Records::All(v) => v,
+            Records::Live { .. } => Vec::new(),
+        };
         Ok(RunOutput {
-            aborted,
-            records: self.st.records,
+            aborted: self.aborted,
+            records,
             stats: self.st.stats,
         })
     }
@@ -633,6 +860,9 @@ impl<'a> Engine<'a> {
 
     fn on_arrival(&mut self, id: u32) {
         let r = self.w.requests[id as usize];
+        if let Records::Live { live, .. } = &mut self.st.records {
+            live.insert(id, RequestRecord::new());
+        }
         let slots = self.w.adapter(r.adapter).map_or(0, |a| a.slots);
         let need = r.input as u64 + self.cfg.budget(&r) as u64 + slots;
         let (input, total) = (r.input as u64, r.input as u64 + r.output as u64);
@@ -666,9 +896,10 @@ impl<'a> Engine<'a> {
             None
         };
         if let Some(reason) = reason {
-            let rec = &mut self.st.records[id as usize];
+            let rec = self.st.records.get(id);
             rec.outcome = Outcome::Rejected(reason);
             rec.finished = self.st.now;
+            self.st.records.finalize(id);
             return;
         }
         if r.adapter != NO_ADAPTER {
@@ -773,7 +1004,7 @@ impl<'a> Engine<'a> {
         self.st.mem.kv_used += kv_need;
         self.note_memory();
         for &id in &batch {
-            self.st.records[id as usize].load_wait = ready - now;
+            self.st.records.get(id).load_wait = ready - now;
         }
         self.st.stats.load_stall_ns += ready - now;
         self.st.stats.prefill_iterations += 1;
@@ -838,9 +1069,9 @@ impl<'a> Engine<'a> {
                 let batch = std::mem::take(&mut self.st.batch.admitted);
                 for &id in &batch {
                     let r = self.w.requests[id as usize];
-                    self.st.records[id as usize].first_token = now;
+                    self.st.records.get(id).first_token = now;
                     if r.output == 1 {
-                        self.finish(id, r.adapter, r.input as u64 + 1, 0);
+                        self.finish_request(id, r.adapter, r.input as u64 + 1, 0);
                     } else {
                         let rank = self.w.adapter(r.adapter).map_or(0, |a| a.rank);
                         let budget = self.cfg.budget(&r);
@@ -858,7 +1089,7 @@ impl<'a> Engine<'a> {
                     let ctx = r.ctx(self.st.batch.steps) as u64;
                     let gap = self.st.batch.max_gap(&r);
                     self.st.leave(&r);
-                    self.finish(id, r.adapter, ctx, gap);
+                    self.finish_request(id, r.adapter, ctx, gap);
                 }
             }
             Busy::Idle | Busy::Polling => unreachable!("iteration finished while idle"),
@@ -866,14 +1097,15 @@ impl<'a> Engine<'a> {
     }
 
     /// Request `id` produced its last token: its KV (`ctx` slots) and its hold on `adapter` go.
-    fn finish(&mut self, id: u32, adapter: u32, ctx: u64, max_gap: Nanos) {
+    fn finish_request(&mut self, id: u32, adapter: u32, ctx: u64, max_gap: Nanos) {
         let now = self.st.now;
         self.clock.release(id);
         self.st.mem.kv_used -= ctx;
-        let rec = &mut self.st.records[id as usize];
+        let rec = self.st.records.get(id);
         rec.outcome = Outcome::Finished;
         rec.finished = now;
         rec.max_gap = max_gap;
+        self.st.records.finalize(id);
         self.st
             .unpin(adapter, self.cache.as_mut(), &mut *self.clock);
         self.sched.on_finish(&self.w.requests[id as usize], now);
@@ -934,6 +1166,9 @@ impl<'a> Engine<'a> {
         self.st.mem.adapter_used += ad.slots;
         self.st.stats.adapter_loads += 1;
         self.st.stats.pcie_bytes += load.bytes;
+        if let Some(log) = &mut self.st.residency_log {
+            log.push((a, true));
+        }
         self.note_memory();
         self.push(done, Event::LoadDone(a));
         Ok(())
