@@ -1,7 +1,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use sim::runner::{self, RunArgs};
 
 #[derive(Parser)]
@@ -17,8 +18,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Replay a trace and print a summary (defaults: embedded Azure conversation trace, Llama-7B, A40,
-    /// 100 adapters, S-LoRA's fifo scheduler and no cache)
+    /// Replay a trace and print a summary. Default: the paper's medium load (the embedded Azure conversation
+    /// trace at 8 req/s, lengths at knee[rate=8.6]) on Llama-7B, A40 (its shipped engine profile), 100
+    /// adapters, S-LoRA's fifo scheduler and no cache
     Run {
         #[command(flatten)]
         args: Box<RunArgs>,
@@ -97,7 +99,10 @@ fn out_ok(out: Option<&Path>) -> sim::error::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (mut cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => match sim::clap_error_line(&e) {
             None => {
@@ -110,6 +115,15 @@ fn main() -> ExitCode {
             }
         },
     };
+    let mut note = None;
+    if let Cmd::Run { args, .. } = &mut cli.cmd {
+        let run = matches.subcommand_matches("run");
+        let given = |id: &str| {
+            run.and_then(|m| m.value_source(id))
+                .is_some_and(|s| s != ValueSource::DefaultValue)
+        };
+        note = runner::default_setup(args, &given);
+    }
     let res = match cli.cmd {
         Cmd::Run { args, out, json } => out_ok(out.as_deref())
             .and_then(|_| runner::execute(&args))
@@ -158,9 +172,21 @@ fn main() -> ExitCode {
         Cmd::Trace { cmd } => sim::tools::trace_cli::run(cmd),
     };
     match res {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // After the table, with the warnings: what the defaults chose.
+            if let Some(n) = note {
+                eprintln!("note: {n}");
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("error: {e}");
+            let chosen = match &note {
+                Some(_) if e.to_string().starts_with("--length-scale") => {
+                    " (the default setup's length rule: give --length-scale F)"
+                }
+                _ => "",
+            };
+            eprintln!("error: {e}{chosen}");
             ExitCode::from(e.code as u8)
         }
     }

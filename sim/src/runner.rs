@@ -139,8 +139,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "SPEC")]
     #[serde(deserialize_with = "options::optional")]
     pub cost: Option<String>,
-    /// Cost profile (JSON, docs/profile-schema.md): an engine profile fitted by `calibrate fit` (e.g.
-    /// calibrate/profiles/slora-a100-80gb-llama-7b.json) or tables measured by `calibrate`
+    /// Cost profile (JSON, docs/profile-schema.md): an engine profile fitted by `sim fit` (e.g.
+    /// calibrate/profiles/slora-a100-80gb-llama-7b.json, or a shipped one by name: a40-llama-7b,
+    /// slora-a10g-llama-7b, ...) or tables measured by `calibrate`
     #[arg(long, value_name = "FILE")]
     #[serde(deserialize_with = "options::optional")]
     pub profile: Option<PathBuf>,
@@ -547,6 +548,52 @@ pub fn execute(args: &RunArgs) -> Result<Report> {
 pub fn execute_on(args: &RunArgs, trace: Trace) -> Result<Report> {
     run::run(&args.resolve()?, trace, None)
 }
+
+/// `sim run`'s default job (README, "The default run"): the paper's medium load on the embedded
+/// conversation trace, on the engine profile fitted for the run's GPU and model where one ships.
+/// `given(id)` says whether the user set option `id` (a field name); only what was not given changes.
+/// Returns the line `sim run` prints about it, or `None` when the user chose a trace or a workload.
+pub fn default_setup(args: &mut RunArgs, given: &dyn Fn(&str) -> bool) -> Option<String> {
+    if given("trace") || given("workload") {
+        return None;
+    }
+    let mut set = Vec::new();
+    if !given("rate") {
+        args.rate = Some(DEFAULT_RATE);
+        set.push(format!("--rate {DEFAULT_RATE}"));
+    }
+    if !given("length_scale") {
+        args.length_scale = DEFAULT_LENGTH;
+        set.push(format!("--length-scale {DEFAULT_LENGTH}"));
+    }
+    // A fleet may mix GPUs and a sharded replica needs a profile without a dense table: analytic there.
+    let homogeneous = args
+        .replicas
+        .as_deref()
+        .is_none_or(|r| r.trim().parse::<usize>().is_ok());
+    if !given("cost")
+        && !given("profile")
+        && args.tp <= 1
+        && homogeneous
+        && let Some(name) = cost::shipped_profile_for(&args.gpu, &args.model)
+    {
+        args.profile = Some(PathBuf::from(name));
+        set.push(format!("--profile {name}"));
+    }
+    (!set.is_empty()).then(|| {
+        format!(
+            "default setup (the paper's medium load on the embedded trace): {}; give --trace, --workload or \
+             these options to change it",
+            set.join(" ")
+        )
+    })
+}
+
+/// The paper's medium load (Chameleon's Figs. 11-13 use 6, 8 and 9 req/s).
+pub const DEFAULT_RATE: f64 = 8.0;
+/// Lengths scaled so that S-LoRA's P99 TTFT reaches the SLO at 8.6 req/s, between the paper's medium and
+/// high loads (docs/experiments.md, "Length scale").
+pub const DEFAULT_LENGTH: LengthRule = LengthRule::Knee { rate: 8.6, p: 99.0 };
 
 /// `--length-scale`: a rule, or a factor within `range::LENGTH_SCALE`.
 fn length_rule(s: &str) -> Result<LengthRule, String> {

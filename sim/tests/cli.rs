@@ -58,7 +58,8 @@ fn run_writes_summary_and_one_row_per_request() {
     );
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.contains("TTFT") && table.contains("analytic roofline"),
+        // The default physics: the shipped A40 engine profile (the default setup's other options were given).
+        table.contains("TTFT") && table.contains("a40-llama-7b.json (shipped)"),
         "{table}"
     );
     let s: serde_json::Value =
@@ -446,7 +447,7 @@ fn an_overloaded_run_says_so_and_a_light_one_does_not() {
         "0.31",
     ]);
     assert!(
-        light.status.success() && light.stderr.is_empty(),
+        light.status.success() && !String::from_utf8_lossy(&light.stderr).contains("warning"),
         "{}",
         String::from_utf8_lossy(&light.stderr)
     );

@@ -214,6 +214,8 @@ fn run_accepts_formats_models_and_arrival_processes() {
         "300",
         "--adapter-model",
         "tenants[speedup=24,lengths=true]",
+        "--length-scale",
+        "1",
     ]);
     assert_eq!(r["requests_total"], 300);
     fails(

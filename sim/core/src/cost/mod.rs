@@ -216,6 +216,76 @@ pub fn gpu_matches(name: &str, gpu: &GpuSpec) -> bool {
     gpu.name.split('-').all(|part| norm.contains(part))
 }
 
+/// The engine profiles the repository ships (`calibrate/profiles/`), compiled in so that `--profile NAME`
+/// works from any directory and a fresh checkout's default run needs no file: (name, JSON).
+pub const SHIPPED_PROFILES: &[(&str, &str)] = &[
+    (
+        "a40-llama-7b",
+        include_str!("../../../../calibrate/profiles/a40-llama-7b.json"),
+    ),
+    (
+        "slora-a10g-llama-7b",
+        include_str!("../../../../calibrate/profiles/slora-a10g-llama-7b.json"),
+    ),
+    (
+        "slora-a100-40gb-llama-13b",
+        include_str!("../../../../calibrate/profiles/slora-a100-40gb-llama-13b.json"),
+    ),
+    (
+        "slora-a100-80gb-llama-7b",
+        include_str!("../../../../calibrate/profiles/slora-a100-80gb-llama-7b.json"),
+    ),
+    (
+        "slora-a100-80gb-llama-13b",
+        include_str!("../../../../calibrate/profiles/slora-a100-80gb-llama-13b.json"),
+    ),
+];
+
+/// The shipped profile fitted for `gpu` x `model`, if there is one.
+pub fn shipped_profile_for(gpu: &str, model: &str) -> Option<&'static str> {
+    SHIPPED_PROFILES
+        .iter()
+        .map(|(n, _)| *n)
+        .find(|n| n.trim_start_matches("slora-") == format!("{gpu}-{model}"))
+}
+
+/// A profile's text and the name it is reported by: the file at `path` if there is one, else the shipped
+/// profile `path` names (`a40-llama-7b`, or its path under `calibrate/profiles/` from another directory).
+pub fn read_profile(path: &std::path::Path) -> Result<(String, String)> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((text, path.display().to_string())),
+        Err(e) => {
+            let shipped = path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .map(|f| f.trim_end_matches(".json"))
+                .and_then(|stem| SHIPPED_PROFILES.iter().find(|(n, _)| *n == stem))
+                .filter(|_| {
+                    let parent = path.parent().map(|p| p.to_string_lossy().into_owned());
+                    match parent.as_deref() {
+                        None | Some("") => true,
+                        Some(p) => p.ends_with("calibrate/profiles"),
+                    }
+                });
+            match shipped {
+                Some((name, text)) => Ok((
+                    text.to_string(),
+                    format!("calibrate/profiles/{name}.json (shipped)"),
+                )),
+                None => Err(Error::msg(format!(
+                    "{}: {e} (shipped profiles: {})",
+                    path.display(),
+                    SHIPPED_PROFILES
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            }
+        }
+    }
+}
+
 /// Builds the cost model: `--profile FILE` reads a profile (an engine profile fitted by `calibrate fit`, or
 /// tables measured by `calibrate`, whose spec may set `profile[load=METHOD]`), otherwise `cost` names a
 /// model, e.g. `analytic[compute_eff=0.5]`. A profile for another model or GPU than the run's is an error
@@ -241,9 +311,7 @@ pub fn build(
     };
     match (spec.name.as_str(), profile) {
         ("profile", Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
-            let source = path.display().to_string();
+            let (text, source) = read_profile(path)?;
             if text.contains(fitted::SCHEMA) {
                 let mut p = fitted::EngineProfile::parse(&text, &source)?;
                 // A sensitivity study may override fitted parameters or the kernels:
@@ -331,18 +399,16 @@ pub fn build_tp(
     let inner: Arc<dyn CostModel> = match profile {
         None => build(cost, profile, model, shard, allow_mismatch)?,
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+            let (text, source) = read_profile(path)?;
             if !text.contains(fitted::SCHEMA) {
                 return Err(Error::msg(format!(
-                    "{}: a measured table profile is per GPU and cannot be sharded for --tp {}; use an engine                      profile or the analytic model",
-                    path.display(),
+                    "{source}: a measured table profile is per GPU and cannot be sharded for --tp {}; use an \
+                     engine profile or the analytic model",
                     tp.degree
                 )));
             }
             // Checks the profile as `build` does, then re-targets it.
             build(cost, profile, model, gpu, allow_mismatch)?;
-            let source = path.display().to_string();
             let p = fitted::EngineProfile::parse(&text, &source)?;
             if p.dense_table.is_some() {
                 return Err(Error::msg(format!(
