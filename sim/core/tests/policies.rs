@@ -358,3 +358,63 @@ fn pack_keeps_a_short_low_rank_prompt_out_of_a_long_rank_128_prefill() {
     // With a slack so large any candidate joins, pack is FIFO.
     assert_eq!(times("pack[slack=1000]"), times("fifo"));
 }
+
+#[test]
+fn a_bypass_survives_a_refresh_that_moves_its_head_to_another_queue() {
+    // The scenario above under the dynamic MLQ (WRS: Y 0.004, H 0.046, R0 1.0; the refreshes at 60 and
+    // 400 ms put Y and H in queue 0 of 2), so Y bypasses H at 200 ms as before. Six small requests arrive
+    // at 400-405 ms: three of WRS 0.0046 (base model, 1 + 1) and three of 0.046 (H's adapter, 10 + 1, so
+    // they cannot bypass H). The refresh at 700 ms sees only them (window 0.5 s) and splits the queues at
+    // 0.025: H moves to queue 1 while its bypasser stays tied to it. At 720 ms (R0 ends) H fits only
+    // without Y: Y is squashed and H admitted at once, as without the refresh (before queue 0, Y's, could
+    // take the memory back). Y runs again at 940 ms, after H's prefill and decode steps.
+    let ads = vec![
+        Adapter {
+            id: 0,
+            rank: 2,
+            bytes: 8 << 19,
+            slots: 8,
+        },
+        Adapter {
+            id: 1,
+            rank: 50,
+            bytes: 200 << 19,
+            slots: 200,
+        },
+    ];
+    let requests: Vec<Request> = vec![
+        req(0, 0, 100, 50, NO_ADAPTER),
+        req(1, 50, 10, 10, 1),
+        req(2, 60, 10, 100, 0),
+        req(3, 400, 1, 1, NO_ADAPTER),
+        req(4, 401, 1, 1, NO_ADAPTER),
+        req(5, 402, 1, 1, NO_ADAPTER),
+        req(6, 403, 10, 1, 1),
+        req(7, 404, 10, 1, 1),
+        req(8, 405, 10, 1, 1),
+    ];
+    let w = Workload {
+        adapters: ads,
+        requests,
+    };
+    let predicted = [1000, 10, 100, 1, 1, 1, 10, 10, 10];
+    let out = run_predicted(
+        &w,
+        EngineConfig::new(300),
+        &Const,
+        "mlq[warmup=3,refresh_s=0.3,window_s=0.5]",
+        "lru",
+        &predicted,
+    );
+    assert_eq!(out.stats.squashes, 1);
+    assert_eq!(out.records[2].squashes, 1);
+    assert_eq!(
+        out.records[1].admitted,
+        720 * MS,
+        "H, as without the refresh"
+    );
+    assert_eq!(out.records[2].admitted, 940 * MS, "Y again, after H");
+    assert!(out.records.iter().all(|r| r.outcome == Outcome::Finished));
+    // A bypasser looked for only in the head's old queue is forgotten at the refresh: no squash, and H
+    // waits until 1,320 ms (checked by hand against that variant).
+}

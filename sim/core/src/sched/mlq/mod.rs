@@ -566,21 +566,31 @@ impl Mlq {
         }
     }
 
-    /// Squashes bypassers whose head now fits only without them. The head is looked for in every queue: a
-    /// refresh may have moved it, and other requests may now be queued before it.
+    /// Squashes bypassers whose head now fits only without them, and admits the head. The head is looked for
+    /// in every queue: a refresh may have moved it, and other requests may now be queued before it.
     fn resolve_bypasses(&mut self, adm: &mut Admission<'_>) {
         let mut i = 0;
         while i < self.bypassers.len() {
             let (y, head) = self.bypassers[i];
-            let head_waiting = self.queues.iter().any(|q| q.contains(&head));
-            if !head_waiting || !self.active.contains(&y) {
+            let head_queue = self.queues.iter().position(|q| q.contains(&head));
+            let Some(hq) = head_queue.filter(|_| self.active.contains(&y)) else {
                 self.bypassers.swap_remove(i);
                 continue;
-            }
+            };
             if !adm.fits(head) && adm.fits_if_squashed(head, y) && adm.squash(y) {
                 self.release(y);
                 self.enqueue(y);
                 self.bypassers.swap_remove(i);
+                // The squash was for the head: admit it now, before a lower queue (after a refresh, perhaps
+                // the bypasser's own) takes the memory back.
+                if adm.try_admit(head) {
+                    let at = self.queues[hq]
+                        .iter()
+                        .position(|&x| x == head)
+                        .expect("queued");
+                    self.queues[hq].remove(at);
+                    self.take(head, hq);
+                }
                 continue;
             }
             i += 1;
