@@ -8,10 +8,10 @@ use serde_json::{Map, Value, json};
 
 pub use crate::summary::{Dist, Latency, Summary, stat};
 
-use crate::engine::{Outcome, Reject, RunOutput};
+use crate::engine::{Outcome, Reject, RequestRecord, RunOutput};
 use crate::model::{GpuSpec, ModelSpec};
-use crate::time::{Nanos, secs};
-use crate::workload::Workload;
+use crate::time::{Nanos, S9, secs};
+use crate::workload::{Request, Workload};
 
 /// Latency objectives: the paper's P99 TTFT <= 5 s and TBT <= 150 ms.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -437,51 +437,64 @@ pub fn write_requests_csv(mut f: impl Write, w: &Workload, out: &RunOutput) -> s
         "id,arrival_s,adapter,rank,input_tokens,output_tokens,state,reason,queue_s,ttft_s,e2e_s,tbt_mean_s,tbt_max_s,load_wait_s,adapter_hit"
     )?;
     for (r, rec) in w.requests.iter().zip(&out.records) {
-        let (adapter, rank) = match w.adapter(r.adapter) {
-            Some(a) => (a.id.to_string(), a.rank.to_string()),
-            None => (String::new(), String::new()),
-        };
-        write!(
-            f,
-            "{},{:.9},{adapter},{rank},{},{},",
-            r.id,
-            secs(r.arrival),
-            r.input,
-            r.output
-        )?;
-        match &rec.outcome {
-            Outcome::Finished => {
-                let tbt = if r.output > 1 {
-                    format!(
-                        "{:.9}",
-                        secs(rec.finished - rec.first_token) / (r.output - 1) as f64
-                    )
-                } else {
-                    String::new()
-                };
-                writeln!(
-                    f,
-                    "finished,,{:.9},{:.9},{:.9},{tbt},{:.9},{:.9},{}",
-                    secs(rec.admitted - r.arrival),
-                    secs(rec.first_token - r.arrival),
-                    secs(rec.finished - r.arrival),
-                    secs(rec.max_gap),
-                    secs(rec.load_wait),
-                    if w.adapter(r.adapter).is_some() {
-                        if rec.adapter_hit { "1" } else { "0" }
-                    } else {
-                        ""
-                    }
-                )?;
-            }
-            Outcome::Rejected(why) => {
-                // The reasons' texts hold no quote or comma to escape.
-                writeln!(f, "rejected,\"{why}\",,,,,,,")?
-            }
-            Outcome::Waiting => writeln!(f, "waiting,,,,,,,,")?,
-        }
+        write_request_row(&mut f, w, r, rec, None)?;
     }
     Ok(())
+}
+
+/// One `requests.csv` row; a fleet's streamed rows add the `replica` column.
+pub fn write_request_row(
+    f: &mut impl Write,
+    w: &Workload,
+    r: &Request,
+    rec: &RequestRecord,
+    replica: Option<u32>,
+) -> std::io::Result<()> {
+    let (adapter, rank) = match w.adapter(r.adapter) {
+        Some(a) => (a.id.to_string(), a.rank.to_string()),
+        None => (String::new(), String::new()),
+    };
+    write!(
+        f,
+        "{},{},{adapter},{rank},{},{},",
+        r.id,
+        S9(r.arrival),
+        r.input,
+        r.output
+    )?;
+    match &rec.outcome {
+        Outcome::Finished => {
+            let tbt = if r.output > 1 {
+                format!(
+                    "{:.9}",
+                    secs(rec.finished - rec.first_token) / (r.output - 1) as f64
+                )
+            } else {
+                String::new()
+            };
+            write!(
+                f,
+                "finished,,{},{},{},{tbt},{},{},{}",
+                S9(rec.admitted - r.arrival),
+                S9(rec.first_token - r.arrival),
+                S9(rec.finished - r.arrival),
+                S9(rec.max_gap),
+                S9(rec.load_wait),
+                if w.adapter(r.adapter).is_some() {
+                    if rec.adapter_hit { "1" } else { "0" }
+                } else {
+                    ""
+                }
+            )?;
+        }
+        // The reasons' texts hold no quote or comma to escape.
+        Outcome::Rejected(why) => write!(f, "rejected,\"{why}\",,,,,,,")?,
+        Outcome::Waiting => write!(f, "waiting,,,,,,,,")?,
+    }
+    match replica {
+        Some(x) => writeln!(f, ",{x}"),
+        None => writeln!(f),
+    }
 }
 
 #[cfg(test)]

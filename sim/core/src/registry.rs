@@ -122,8 +122,16 @@ impl<K: Kind> Registry<K> {
     /// Every entry with its description, parameters and defaults (`sim policies`).
     pub fn help(&self) -> String {
         let mut o = String::new();
+        let width = self
+            .entries
+            .iter()
+            .map(|e| e.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(10)
+            + 2;
         for e in self.entries {
-            o += &format!("  {:<12}{}\n", e.name, e.about);
+            o += &format!("  {:<width$}{}\n", e.name, e.about);
             if !e.props.starvation_free {
                 o += "      (not starvation-free)\n";
             }

@@ -221,19 +221,9 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
         cache,
         cost_model,
     } = execute(cfg, &workload, clock)?;
-    let finished = metrics::finished(&output);
-    let view = RunView {
-        workload: &workload,
-        predicted: &predicted,
-        out: &output,
-        slo: cfg.slo,
-        model: cfg.model,
-        gpu: cfg.gpu.tp_shard(cfg.tp.degree),
-        finished: &finished,
-    };
     let summary = settings(
         cfg,
-        metrics::summarize(&view, SUMMARY_HOOKS),
+        summarize(cfg, &workload, &predicted, &output),
         (trace.source, trace.warnings),
         length_scale,
         [cost_model, scheduler, cache, predictor],
@@ -281,20 +271,9 @@ fn run_fleet(cfg: &RunConfig, fc: &FleetConfig, trace: Trace, length_scale: f64)
             stats: Default::default(),
         },
     );
-    let summary = if let Some(s) = streamed {
-        s
-    } else {
-        let finished = metrics::finished(&output);
-        let view = RunView {
-            workload: &workload,
-            predicted: &predicted,
-            out: &output,
-            slo: cfg.slo,
-            model: cfg.model,
-            gpu: cfg.gpu.tp_shard(cfg.tp.degree),
-            finished: &finished,
-        };
-        metrics::summarize(&view, SUMMARY_HOOKS)
+    let summary = match streamed {
+        Some(s) => s,
+        None => summarize(cfg, &workload, &predicted, &output),
     };
     let (cost_model, scheduler, cache) = (
         fr.cost_model.clone(),
@@ -319,6 +298,26 @@ fn run_fleet(cfg: &RunConfig, fc: &FleetConfig, trace: Trace, length_scale: f64)
             run: fr,
         })),
     })
+}
+
+/// The metrics of a run's records (per GPU of a tensor-parallel replica).
+fn summarize(
+    cfg: &RunConfig,
+    workload: &Workload,
+    predicted: &[u32],
+    output: &RunOutput,
+) -> Summary {
+    let finished = metrics::finished(output);
+    let view = RunView {
+        workload,
+        predicted,
+        out: output,
+        slo: cfg.slo,
+        model: cfg.model,
+        gpu: cfg.gpu.tp_shard(cfg.tp.degree),
+        finished: &finished,
+    };
+    metrics::summarize(&view, SUMMARY_HOOKS)
 }
 
 /// The settings that shaped a run, as summary keys.

@@ -11,14 +11,14 @@
 //!   "series": ["system"],                // axes whose labels name a curve (joined with " / ")
 //!   "series_label": "{}",                // optional template for the name, e.g. "{} RPS"
 //!   "panels": [ { "y": "ttft_p99_s", "label": "P99 TTFT (s)", "scale": 1, "log": true,
-//!                 "hline": 5, "hline_label": "SLO 5 s", "err": ["throughput_slo_lo_rps", "throughput_slo_hi_rps"],
+//!                 "hline": 5, "hline_label": "SLO 5 s", "err": ["throughput_slo_ci_lo", "throughput_slo_ci_hi"],
 //!                 "zero": false, "min": 0, "max": 100 } ],
 //!   "paper": [ { "series": "S-LoRA", "y": "ttft_p99_s", "points": [[6, 1.9], [8, 4.1]] } ]
 //! }
 //! ```
 //!
 //! Rows with the same x and series (seeds) are averaged; the whisker is a 95% percentile-bootstrap interval of
-//! that mean over the seeds (none for one seed), or the `err` columns (e.g. the throughput search bracket).
+//! that mean over the seeds (none for one seed), or the `err` columns (e.g. the throughput's interval).
 //! Every series has its own colour, marker and dash pattern, so overlapping curves stay apart in grey
 //! print. `log` defaults to on where a panel's positive values span two decades or more; `zero` (the y axis
 //! from 0) defaults to on for bars. A metric that is a fraction (hit rate, attainment, share, utilisation)
@@ -319,7 +319,7 @@ pub enum Whisker {
     None,
     /// A 95% percentile-bootstrap interval of the mean over seeds.
     Bootstrap,
-    /// The panel's `err` columns (e.g. the throughput search bracket).
+    /// The panel's `err` columns (e.g. the bootstrap interval of the median per-seed throughput).
     Columns,
 }
 
@@ -924,8 +924,18 @@ fn legend_entries(fig: &Figure) -> Vec<Entry> {
         .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|q| q.n)))
         .max()
         .unwrap_or(1);
-    let note = if fig.panels.iter().any(|p| p.whisker == Whisker::Columns) {
-        "whiskers: the throughput search bracket (highest passing, lowest failing rate)".to_string()
+    let columns = fig
+        .panels
+        .iter()
+        .filter(|p| p.whisker == Whisker::Columns)
+        .find_map(|p| p.panel.err.as_ref());
+    let note = if let Some((lo, hi)) = columns {
+        if lo.ends_with("_ci_lo") {
+            "throughput: median of the per-seed searches; whiskers: its 95% bootstrap interval"
+                .to_string()
+        } else {
+            format!("whiskers: the columns {lo} .. {hi}")
+        }
     } else if fig.panels.iter().any(|p| p.whisker == Whisker::Bootstrap) {
         format!("points: mean over {seeds} seeds; whiskers: 95% bootstrap interval of the mean")
     } else {

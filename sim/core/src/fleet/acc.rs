@@ -224,21 +224,6 @@ impl Acc {
     }
 }
 
-/// Seconds with 9 decimals from integer ns: what `{:.9}` prints for `secs(ns)` (exactly, below 2^53 ns),
-/// without float formatting.
-struct S9(Nanos);
-
-impl std::fmt::Display for S9 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}.{:09}",
-            self.0 / 1_000_000_000,
-            self.0 % 1_000_000_000
-        )
-    }
-}
-
 /// `requests.csv`'s columns (`metrics::write_requests_csv`) plus the replica, one row per request as it
 /// becomes final (rows in completion order: by final time, then id).
 pub fn write_row(
@@ -248,48 +233,7 @@ pub fn write_row(
     replica: u32,
     rec: &RequestRecord,
 ) -> std::io::Result<()> {
-    let r = &w.requests[id as usize];
-    let (adapter, rank) = match w.adapter(r.adapter) {
-        Some(a) => (a.id.to_string(), a.rank.to_string()),
-        None => (String::new(), String::new()),
-    };
-    write!(
-        f,
-        "{},{},{adapter},{rank},{},{},",
-        r.id,
-        S9(r.arrival),
-        r.input,
-        r.output
-    )?;
-    match &rec.outcome {
-        Outcome::Finished => {
-            let tbt = if r.output > 1 {
-                format!(
-                    "{:.9}",
-                    secs(rec.finished - rec.first_token) / (r.output - 1) as f64
-                )
-            } else {
-                String::new()
-            };
-            writeln!(
-                f,
-                "finished,,{},{},{},{tbt},{},{},{},{replica}",
-                S9(rec.admitted - r.arrival),
-                S9(rec.first_token - r.arrival),
-                S9(rec.finished - r.arrival),
-                S9(rec.max_gap),
-                S9(rec.load_wait),
-                if w.adapter(r.adapter).is_some() {
-                    if rec.adapter_hit { "1" } else { "0" }
-                } else {
-                    ""
-                }
-            )
-        }
-        // The reasons' texts hold no quote or comma to escape.
-        Outcome::Rejected(why) => writeln!(f, "rejected,\"{why}\",,,,,,,,{replica}"),
-        Outcome::Waiting => writeln!(f, "waiting,,,,,,,,,{replica}"),
-    }
+    crate::metrics::write_request_row(f, w, &w.requests[id as usize], rec, Some(replica))
 }
 
 pub const ROW_HEADER: &str = "id,arrival_s,adapter,rank,input_tokens,output_tokens,state,reason,queue_s,ttft_s,e2e_s,tbt_mean_s,tbt_max_s,load_wait_s,adapter_hit,replica";
@@ -309,7 +253,11 @@ mod tests {
             3_600_000_000_123,
             86_400_999_999_999,
         ] {
-            assert_eq!(S9(ns).to_string(), format!("{:.9}", secs(ns)), "{ns}");
+            assert_eq!(
+                crate::time::S9(ns).to_string(),
+                format!("{:.9}", secs(ns)),
+                "{ns}"
+            );
         }
     }
 
