@@ -278,6 +278,8 @@ pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Summary {
     m.mem_kv_mean_gib = gib(s.kv_slot_ns as f64 / end);
     m.mem_adapters_peak_gib = gib(s.peak_adapter_slots as f64);
     m.mem_adapters_mean_gib = gib(s.adapter_slot_ns as f64 / end);
+    m.mem_kv_reserved_peak_gib = gib(s.peak_kv_claim_slots as f64);
+    m.mem_kv_reserved_mean_gib = gib(s.kv_claim_slot_ns as f64 / end);
     m.mem_total_peak_slots = s.peak_total_slots;
     m.squashes = s.squashes;
     breakdowns(&mut m, v);
@@ -308,6 +310,7 @@ fn utilisation(m: &mut Summary, v: &RunView<'_>) {
     m.gpu_bandwidth_utilisation = bytes / span / gpu.mem_bw;
     let b = &s.blocked;
     m.merges = s.merges;
+    m.merges_empty = s.merges_empty;
     m.blocked_memory = b.memory;
     m.blocked_adapter_memory = b.adapter_memory;
     m.blocked_batch = b.batch;
@@ -336,6 +339,22 @@ fn breakdowns(m: &mut Summary, v: &RunView<'_>) {
     let mut ranks: Vec<u32> = w.adapters.iter().map(|a| a.rank).collect();
     ranks.sort_unstable();
     ranks.dedup();
+    let tail = ttft_tail(v);
+    let rank_of = |i: usize| w.adapter(w.requests[i].adapter).map(|a| a.rank);
+    for &r in &ranks {
+        let class: Vec<usize> = fin
+            .iter()
+            .copied()
+            .filter(|&i| rank_of(i) == Some(r))
+            .collect();
+        m.extra
+            .insert(format!("queue_share_rank{r}"), num(queue_share(v, &class)));
+        let n = tail.iter().filter(|&&i| rank_of(i) == Some(r)).count();
+        m.extra.insert(
+            format!("ttft_tail_rank{r}_share"),
+            num(n as f64 / tail.len() as f64),
+        );
+    }
     for r in ranks {
         let mut q: Vec<f64> = fin
             .iter()
@@ -363,6 +382,27 @@ fn breakdowns(m: &mut Summary, v: &RunView<'_>) {
     m.ttft_p99_adapter_worst_s = stat(d.max);
     m.ttft_p99_adapter_median_s = stat(d.p50);
     m.jain_ttft_p99_adapters = stat(jain);
+}
+
+/// The slowest 1% of finished requests by TTFT (at least one; ties by id), for the tail's make-up.
+pub fn ttft_tail(v: &RunView<'_>) -> Vec<usize> {
+    let ttft = |i: usize| v.out.records[i].first_token - v.workload.requests[i].arrival;
+    let mut by: Vec<usize> = v.finished.to_vec();
+    by.sort_unstable_by_key(|&i| (std::cmp::Reverse(ttft(i)), i));
+    by.truncate(v.finished.len().div_ceil(100));
+    by
+}
+
+/// Share of the E2E latency of `class` (finished requests) spent queueing: sum of queueing over sum of E2E
+/// (NaN when empty). Chameleon's Fig. 16.
+pub fn queue_share(v: &RunView<'_>, class: &[usize]) -> f64 {
+    let (mut q, mut e) = (0u64, 0u64);
+    for &i in class {
+        let (r, a) = (&v.out.records[i], v.workload.requests[i].arrival);
+        q += r.admitted - a;
+        e += r.finished - a;
+    }
+    q as f64 / e as f64
 }
 
 /// TTFTs (s) of each adapter's finished requests.
