@@ -341,15 +341,24 @@ fn breakdowns(m: &mut Summary, v: &RunView<'_>) {
     ranks.dedup();
     let tail = ttft_tail(v);
     let rank_of = |i: usize| w.adapter(w.requests[i].adapter).map(|a| a.rank);
-    for &r in &ranks {
-        let class: Vec<usize> = fin
-            .iter()
-            .copied()
-            .filter(|&i| rank_of(i) == Some(r))
-            .collect();
+    // Per rank (index in `ranks`): queueing and E2E sums, requests in the tail.
+    let mut per = vec![(0u64, 0u64, 0usize); ranks.len()];
+    let slot = |i: usize| rank_of(i).and_then(|r| ranks.binary_search(&r).ok());
+    for &i in fin {
+        if let Some(k) = slot(i) {
+            let (q, e) = queue_e2e(v, i);
+            per[k].0 += q;
+            per[k].1 += e;
+        }
+    }
+    for &i in &tail {
+        if let Some(k) = slot(i) {
+            per[k].2 += 1;
+        }
+    }
+    for (&r, &(q, e, n)) in ranks.iter().zip(&per) {
         m.extra
-            .insert(format!("queue_share_rank{r}"), num(queue_share(v, &class)));
-        let n = tail.iter().filter(|&&i| rank_of(i) == Some(r)).count();
+            .insert(format!("queue_share_rank{r}"), num(q as f64 / e as f64));
         m.extra.insert(
             format!("ttft_tail_rank{r}_share"),
             num(n as f64 / tail.len() as f64),
@@ -386,23 +395,25 @@ fn breakdowns(m: &mut Summary, v: &RunView<'_>) {
 
 /// The slowest 1% of finished requests by TTFT (at least one; ties by id), for the tail's make-up.
 pub fn ttft_tail(v: &RunView<'_>) -> Vec<usize> {
-    let ttft = |i: usize| v.out.records[i].first_token - v.workload.requests[i].arrival;
+    let key = |i: usize| {
+        let t = v.out.records[i].first_token - v.workload.requests[i].arrival;
+        (std::cmp::Reverse(t), i)
+    };
     let mut by: Vec<usize> = v.finished.to_vec();
-    by.sort_unstable_by_key(|&i| (std::cmp::Reverse(ttft(i)), i));
-    by.truncate(v.finished.len().div_ceil(100));
+    let k = v.finished.len().div_ceil(100);
+    if k < by.len() {
+        by.select_nth_unstable_by_key(k, |&i| key(i));
+        by.truncate(k);
+    }
+    by.sort_unstable_by_key(|&i| key(i));
     by
 }
 
-/// Share of the E2E latency of `class` (finished requests) spent queueing: sum of queueing over sum of E2E
-/// (NaN when empty). Chameleon's Fig. 16.
-pub fn queue_share(v: &RunView<'_>, class: &[usize]) -> f64 {
-    let (mut q, mut e) = (0u64, 0u64);
-    for &i in class {
-        let (r, a) = (&v.out.records[i], v.workload.requests[i].arrival);
-        q += r.admitted - a;
-        e += r.finished - a;
-    }
-    q as f64 / e as f64
+/// (queueing, E2E) of finished request `i`, ns: a class's share of E2E spent queueing is the sum of the
+/// first over the sum of the second (Chameleon's Fig. 16).
+pub fn queue_e2e(v: &RunView<'_>, i: usize) -> (u64, u64) {
+    let (r, a) = (&v.out.records[i], v.workload.requests[i].arrival);
+    (r.admitted - a, r.finished - a)
 }
 
 /// TTFTs (s) of each adapter's finished requests.

@@ -1165,6 +1165,7 @@ impl<'a> Engine<'a> {
     fn on_iteration_done(&mut self) {
         let now = self.st.now;
         let finished = self.st.stats.finished;
+        let held = self.st.mem.kv_used;
         match std::mem::replace(&mut self.st.busy, Busy::Idle) {
             Busy::Prefill => {
                 let batch = std::mem::take(&mut self.st.batch.admitted);
@@ -1196,7 +1197,11 @@ impl<'a> Engine<'a> {
             }
             Busy::Idle | Busy::Polling => unreachable!("iteration finished while idle"),
         }
-        if self.st.stats.finished != finished {
+        // With an oracle reserve a request finishes with nothing left reserved, last in the peak rule's
+        // order: the claim changes only if it was the total held now (the tail's term). Else recompute.
+        if self.st.stats.finished != finished
+            && (self.cfg.reserve != Reserve::Oracle || self.st.mem.kv_claim <= held)
+        {
             self.recompute_claim();
         }
         if self.st.batch.is_empty() && self.obs.is_some() {

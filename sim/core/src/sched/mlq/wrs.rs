@@ -1,6 +1,6 @@
 //! Chameleon's Weighted Request Size, and the summary hook reporting queueing per WRS class.
 
-use crate::metrics::{Dist, RunView, num, queue_share, ttft_tail};
+use crate::metrics::{Dist, RunView, num, queue_e2e, ttft_tail};
 use crate::workload::{Request, Workload};
 
 /// Chameleon's Weighted Request Size in [0, 1]:
@@ -47,21 +47,23 @@ pub fn wrs_summary(v: &RunView<'_>, m: &mut serde_json::Map<String, serde_json::
         ((x * 4.0).floor().max(0.0) as usize).min(3)
     };
     let mut classes: [Vec<f64>; 4] = Default::default();
-    let mut members: [Vec<usize>; 4] = Default::default();
+    let mut sums = [(0u64, 0u64); 4];
     for &i in v.finished {
         let c = class_of(i);
         classes[c].push(v.queue_s(i));
-        members[c].push(i);
+        let (q, e) = queue_e2e(v, i);
+        sums[c].0 += q;
+        sums[c].1 += e;
     }
     let mut in_tail = [0usize; 4];
     let tail = ttft_tail(v);
     for &i in &tail {
         in_tail[class_of(i)] += 1;
     }
-    for (c, ids) in members.iter().enumerate() {
+    for (c, &(q, e)) in sums.iter().enumerate() {
         m.insert(
             format!("queue_share_wrs{}", c + 1),
-            num(queue_share(v, ids)),
+            num(q as f64 / e as f64),
         );
         m.insert(
             format!("ttft_tail_wrs{}_share", c + 1),
