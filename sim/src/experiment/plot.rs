@@ -6,7 +6,8 @@
 //!
 //! ```json
 //! "plot": {
-//!   "kind": "line",                      // line (numeric or categorical x) | bar (grouped bars)
+//!   "kind": "line",                      // line (numeric or categorical x) | bar (grouped bars) |
+//!                                        // timeline | cdf (per-run files: `timeline_plot`)
 //!   "x": "rate", "x_label": "Request rate (RPS)",
 //!   "series": ["system"],                // axes whose labels name a curve (joined with " / ")
 //!   "series_label": "{}",                // optional template for the name, e.g. "{} RPS"

@@ -197,7 +197,7 @@ struct Ctx<'a> {
     commit: String,
     /// Where each run's timeline and CDF go (`timelines/run{i}.csv`, `cdf/run{i}.csv`) when the figure is
     /// drawn from them, and the timeline's interval.
-    record: Option<(PathBuf, u64)>,
+    record: Option<(PathBuf, u64, super::plot::Source)>,
 }
 
 /// Runs that read the same file the same way (or generate the same workload) share one loaded trace.
@@ -251,7 +251,7 @@ impl Ctx<'_> {
 
     /// A run that keeps its timeline and CDF next to the results.
     fn recorded(&self, run: &Run) -> Result<Row> {
-        let (dir, interval_ns) = self.record.as_ref().expect("recording");
+        let (dir, interval_ns, source) = self.record.as_ref().expect("recording");
         let c = &run.config;
         let mut rec = sim_core::record::Recorder::new(sim_core::record::RecordOptions {
             timeline: true,
@@ -267,11 +267,14 @@ impl Ctx<'_> {
             let f = d.join(format!("run{}.csv", run.index));
             std::fs::write(&f, buf).map_err(io_err(&f))
         };
-        put("timelines", &|b| rec.write_timeline_csv(b))?;
-        let grid = sim_core::record::cdf_grid(&[]);
-        put("cdf", &|b| {
-            sim_core::record::write_cdf_csv(b, &report.workload, &report.output, &grid)
-        })?;
+        if *source == super::plot::Source::Timeline {
+            put("timelines", &|b| rec.write_timeline_csv(b))?;
+        } else {
+            let grid = sim_core::record::cdf_grid(&[]);
+            put("cdf", &|b| {
+                sim_core::record::write_cdf_csv(b, &report.workload, &report.output, &grid)
+            })?;
+        }
         Ok(report.row())
     }
 
@@ -441,7 +444,7 @@ pub fn sweep(exp: &Experiment, opts: &SweepOpts) -> Result<Outcome> {
             .get("plot")
             .and_then(|p| super::plot::PlotSpec::parse(&exp.path, p).ok())
             .filter(|p| p.source != super::plot::Source::Results)
-            .map(|p| (dir.clone(), (p.interval_s * 1e9).round() as u64));
+            .map(|p| (dir.clone(), (p.interval_s * 1e9).round() as u64, p.source));
         let ctx = Ctx {
             exp,
             traces,

@@ -187,3 +187,74 @@ pub fn figure(title: &str, spec: &PlotSpec, rows: &[Row], dir: &Path) -> Result<
         series_unnamed: false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stacks_are_cumulative_in_gib_and_cdfs_plot_quantile_against_value() {
+        let dir = std::env::temp_dir().join(format!("sim-tlplot-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("timelines")).unwrap();
+        std::fs::create_dir_all(dir.join("cdf")).unwrap();
+        std::fs::write(
+            dir.join("timelines/run0.csv"),
+            "t_s,kv_held_slots,kv_reserved_slots,waiting\n0,10,4,3\n1.5,20,0,1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("cdf/run0.csv"),
+            "metric,quantile,value_s\nttft,0,0.5\nttft,1,2\ne2e,0,1\n",
+        )
+        .unwrap();
+        let mut row = Row::new();
+        for (k, v) in [
+            ("run", json!(0)),
+            ("system", json!("A")),
+            ("pool_gib", json!(2.0)),
+            ("pool_slots", json!(100)),
+        ] {
+            row.insert(k.into(), v);
+        }
+        let spec = |kind: &str, panel: Value| {
+            PlotSpec::parse(
+                Path::new("c.json"),
+                &json!({"kind": kind, "x": "t_s", "series": ["system"], "panels": [panel]}),
+            )
+            .unwrap()
+        };
+        let s = spec(
+            "timeline",
+            json!({"y": "kv_held_slots", "stack": ["kv_held_slots", "kv_reserved_slots"]}),
+        );
+        let f = figure("t", &s, std::slice::from_ref(&row), &dir).unwrap();
+        let layers = &f.panels[0].series;
+        let ys = |i: usize| {
+            layers[i]
+                .points
+                .iter()
+                .map(|p| (p.x, p.mean))
+                .collect::<Vec<_>>()
+        };
+        // 0.02 GiB per slot.
+        assert_eq!(ys(0), vec![(0.0, 0.2), (1.5, 0.4)]);
+        assert_eq!(ys(1), vec![(0.0, 0.28), (1.5, 0.4)]);
+        let w = figure(
+            "t",
+            &spec("timeline", json!({"y": "waiting"})),
+            &[row.clone()],
+            &dir,
+        )
+        .unwrap();
+        assert_eq!(w.panels[0].series[0].points[1].mean, 1.0);
+        let c = figure("t", &spec("cdf", json!({"y": "ttft"})), &[row], &dir).unwrap();
+        let pts: Vec<_> = c.panels[0].series[0]
+            .points
+            .iter()
+            .map(|p| (p.x, p.mean))
+            .collect();
+        assert_eq!(pts, vec![(0.5, 0.0), (2.0, 1.0)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
