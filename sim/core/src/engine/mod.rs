@@ -1230,18 +1230,7 @@ impl<'a> Engine<'a> {
     /// The KV claim after requests left at the end of an iteration (no request is prefilling then): the
     /// peak rule over those still running.
     fn recompute_claim(&mut self) {
-        let st = &mut self.st;
-        st.mem.kv_claim = if st.batch.is_empty() {
-            0
-        } else {
-            // `reserve` is the merge's scratch: rebuilt at every merge.
-            let mut held = std::mem::take(&mut st.mem.reserve);
-            held.clear();
-            held.extend(st.batch.reservations());
-            let p = admission::peak(&held);
-            st.mem.reserve = held;
-            p
-        };
+        self.st.mem.kv_claim = self.st.batch.claim();
     }
 
     fn on_load_done(&mut self, a: u32) {
