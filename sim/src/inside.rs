@@ -99,16 +99,20 @@ impl InsideArgs {
             let io = |e: std::io::Error| Error::msg(format!("--timeline {}: {e}", d.display()));
             std::fs::create_dir_all(d).map_err(io)?;
             let path = d.join("timeline.csv");
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
+            let mut f = std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(&path).map_err(io)?,
+            );
             rec.write_timeline_csv(&mut f).map_err(io)?;
             std::io::Write::flush(&mut f).map_err(io)?;
             drop(f);
-            crate::experiment::table::csv_to_parquet(&path, &d.join("timeline.parquet"))
+            timeline_parquet(rec, &d.join("timeline.parquet"))
                 .map_err(|e| Error::msg(format!("--timeline {}: {e}", d.display())))?;
         }
         if let Some(p) = &self.chrome_trace {
             let io = |e: std::io::Error| Error::msg(format!("--chrome-trace {}: {e}", p.display()));
-            let mut f = std::io::BufWriter::new(std::fs::File::create(p).map_err(io)?);
+            let mut f =
+                std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(p).map_err(io)?);
             rec.write_chrome_trace(&mut f, &report.workload)
                 .map_err(io)?;
             std::io::Write::flush(&mut f).map_err(io)?;
@@ -157,4 +161,88 @@ pub fn config_json(args: &RunArgs) -> String {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     serde_json::to_string_pretty(&Value::Object(m)).expect("serialises")
+}
+
+/// `timeline.parquet`: the CSV's columns, typed (times in seconds as floats, counts as integers, empty cells
+/// as nulls), built from the rows directly.
+fn timeline_parquet(rec: &Recorder, path: &Path) -> std::result::Result<(), String> {
+    use polars::prelude::*;
+    use sim_core::engine::Phase;
+    let rows = &rec.rows;
+    let secs = |ns: u64| ns as f64 / 1e9;
+    let f = |g: &dyn Fn(&sim_core::record::Row) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
+    let i = |g: &dyn Fn(&sim_core::record::Row) -> u64| {
+        rows.iter().map(|r| g(r) as i64).collect::<Vec<i64>>()
+    };
+    let opt = |x: f64| x.is_finite().then_some(x);
+    let mut cols = vec![
+        Column::new("t_s".into(), f(&|r| secs(r.t))),
+        Column::new(
+            "kind".into(),
+            rows.iter()
+                .map(|r| match r.phase {
+                    Some(Phase::Prefill) => "prefill",
+                    Some(Phase::Decode) => "decode",
+                    None => "idle",
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Column::new("seqs".into(), i(&|r| r.seqs)),
+        Column::new("tokens".into(), i(&|r| r.tokens)),
+        Column::new("duration_s".into(), f(&|r| secs(r.duration))),
+        Column::new("pool_slots".into(), i(&|r| r.snap.pool)),
+        Column::new("kv_held_slots".into(), i(&|r| r.snap.kv_held)),
+        Column::new("kv_reserved_slots".into(), i(&|r| r.snap.kv_reserved)),
+        Column::new(
+            "adapters_active_slots".into(),
+            i(&|r| r.snap.adapters_active),
+        ),
+        Column::new("adapters_idle_slots".into(), i(&|r| r.snap.adapters_idle)),
+        Column::new("free_slots".into(), i(&|r| r.snap.free)),
+        Column::new("kv_claim_slots".into(), i(&|r| r.snap.kv_claim)),
+        Column::new("adapters_resident".into(), i(&|r| r.snap.adapters_resident)),
+        Column::new("adapter_loads".into(), i(&|r| r.snap.adapter_loads)),
+        Column::new("adapter_evictions".into(), i(&|r| r.snap.adapter_evictions)),
+        Column::new("adapter_hits".into(), i(&|r| r.hits)),
+        Column::new("adapter_misses".into(), i(&|r| r.misses)),
+        Column::new(
+            "link_backlog_s".into(),
+            f(&|r| secs(r.snap.link_free_at.saturating_sub(r.t))),
+        ),
+        Column::new("waiting".into(), i(&|r| r.snap.waiting)),
+        Column::new("running".into(), i(&|r| r.snap.running)),
+        Column::new(
+            "ttft_p50_s".into(),
+            rows.iter().map(|r| opt(r.ttft_p50_s)).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "ttft_p99_s".into(),
+            rows.iter().map(|r| opt(r.ttft_p99_s)).collect::<Vec<_>>(),
+        ),
+    ];
+    debug_assert_eq!(cols.len(), sim_core::record::TIMELINE_COLUMNS.len());
+    for q in 0..rec.max_queues() {
+        let each = |g: &dyn Fn(&sim_core::engine::QueueInfo) -> Option<u64>| {
+            rows.iter()
+                .map(|r| rec.row_queues(r).get(q).and_then(g).map(|v| v as i64))
+                .collect::<Vec<Option<i64>>>()
+        };
+        let n = q + 1;
+        cols.push(Column::new(
+            format!("q{n}_waiting").into(),
+            each(&|x| Some(x.waiting)),
+        ));
+        cols.push(Column::new(
+            format!("q{n}_quota").into(),
+            each(&|x| x.quota),
+        ));
+        cols.push(Column::new(format!("q{n}_used").into(), each(&|x| x.used)));
+    }
+    let mut df = DataFrame::new(rows.len(), cols).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("parquet.tmp");
+    let file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+    ParquetWriter::new(file)
+        .finish(&mut df)
+        .map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use crate::engine::{Observed, Observer, Phase, QueueInfo, RunOutput, Snapshot};
-use crate::metrics::percentile;
+use crate::metrics::{percentile, percentile_by};
 use crate::time::{Nanos, secs};
 use crate::workload::Workload;
 
@@ -77,10 +77,10 @@ pub struct Recorder {
     hits: u64,
     misses: u64,
     arrivals: HashMap<u32, Nanos>,
-    /// (first token time, TTFT) in the rolling window, and its percentiles when last computed.
+    /// (first token time, TTFT) in the rolling window, in time order, and the same TTFTs sorted (kept
+    /// sorted on insert and expiry, so a row's percentiles cost no sort).
     recent: VecDeque<(Nanos, Nanos)>,
-    dirty: bool,
-    pct: (f64, f64),
+    sorted: Vec<Nanos>,
     iterations: Vec<(Phase, Nanos, Nanos, u64, u64)>,
     loads: Vec<(u32, Nanos, Nanos)>,
     spans: HashMap<u32, Span>,
@@ -99,8 +99,7 @@ impl Recorder {
             misses: 0,
             arrivals: HashMap::new(),
             recent: VecDeque::new(),
-            dirty: false,
-            pct: (f64::NAN, f64::NAN),
+            sorted: Vec::new(),
             iterations: Vec::new(),
             loads: Vec::new(),
             spans: HashMap::new(),
@@ -114,17 +113,17 @@ impl Recorder {
 
     fn rolling(&mut self, now: Nanos) -> (f64, f64) {
         let w = self.opts.ttft_window_ns;
-        while self.recent.front().is_some_and(|&(t, _)| t + w <= now) {
+        while let Some(&(t, x)) = self.recent.front() {
+            if t + w > now {
+                break;
+            }
             self.recent.pop_front();
-            self.dirty = true;
+            let at = self.sorted.partition_point(|&y| y < x);
+            self.sorted.remove(at);
         }
-        if self.dirty {
-            let mut v: Vec<f64> = self.recent.iter().map(|&(_, x)| secs(x)).collect();
-            v.sort_by(f64::total_cmp);
-            self.pct = (percentile(&v, 0.5), percentile(&v, 0.99));
-            self.dirty = false;
-        }
-        self.pct
+        let v = &self.sorted;
+        let p = |q: f64| percentile_by(v.len(), q, |k| secs(v[k]));
+        (p(0.5), p(0.99))
     }
 
     fn row(&mut self, now: Nanos, it: Option<(Phase, Nanos, Nanos, u64, u64)>, snap: &Snapshot) {
@@ -184,8 +183,10 @@ impl Observer for Recorder {
             }
             Observed::FirstToken { id } => {
                 if let Some(a) = self.arrivals.get(&id) {
-                    self.recent.push_back((now, now - a));
-                    self.dirty = true;
+                    let x = now - a;
+                    self.recent.push_back((now, x));
+                    let at = self.sorted.partition_point(|&y| y < x);
+                    self.sorted.insert(at, x);
                 }
                 if let Some(s) = self.spans.get_mut(&id) {
                     s.first = Some(now);
@@ -312,11 +313,11 @@ impl Recorder {
             };
             write!(
                 line,
-                "{:.9},{kind},{},{},{:.9},{},{},{},{},{},{},{},{},{},{},{},{},{:.9},{},{},{},{}",
-                secs(r.t),
+                "{},{kind},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                Secs(r.t),
                 r.seqs,
                 r.tokens,
-                secs(r.duration),
+                Secs(r.duration),
                 s.pool,
                 s.kv_held,
                 s.kv_reserved,
@@ -329,7 +330,7 @@ impl Recorder {
                 s.adapter_evictions,
                 r.hits,
                 r.misses,
-                secs(s.link_free_at.saturating_sub(r.t)),
+                Secs(s.link_free_at.saturating_sub(r.t)),
                 s.waiting,
                 s.running,
                 fmt_f(r.ttft_p50_s),
@@ -354,111 +355,164 @@ impl Recorder {
 
     /// The Chrome / Perfetto trace (trace-event JSON, timestamps in microseconds): GPU iterations as complete
     /// events on one track, adapter loads on the copy stream's, one async span per traced request with its
-    /// queued / prefill / decode phases nested, and counters of memory (GiB) and queue lengths.
+    /// queued / prefill / decode phases nested, and counters of memory (MiB) and queue lengths. Events are
+    /// sorted by time (ties keep their order) and written straight out: no string per event.
     pub fn write_chrome_trace(&self, mut f: impl Write, w: &Workload) -> std::io::Result<()> {
-        let us = |t: Nanos| t as f64 / 1e3;
-        let gib = |slots: u64| slots as f64 * self.opts.slot_bytes as f64 / (1u64 << 30) as f64;
-        // (ts, order, json): sorted by time, stable, so a span's events at one instant keep their order.
-        let mut ev: Vec<(Nanos, String)> = Vec::new();
-        for &(p, s, e, seqs, tokens) in &self.iterations {
-            let name = match p {
-                Phase::Prefill => "prefill",
-                Phase::Decode => "decode",
-            };
-            ev.push((
-                s,
-                format!(
-                    r#"{{"name":"{name}","cat":"gpu","ph":"X","pid":1,"tid":1,"ts":{:.3},"dur":{:.3},"args":{{"seqs":{seqs},"tokens":{tokens}}}}}"#,
-                    us(s),
-                    us(e - s)
-                ),
-            ));
+        #[derive(Clone, Copy)]
+        enum Ev {
+            Iteration(usize),
+            Load(usize),
+            /// A request's k-th span event (0..8: request, queued, prefill, decode begins and ends).
+            Request(usize, u8),
+            Counters(usize),
         }
-        for &(a, s, e) in &self.loads {
-            let rank = w.adapters.get(a as usize).map_or(0, |x| x.rank);
-            ev.push((
-                s,
-                format!(
-                    r#"{{"name":"load adapter {a}","cat":"copy","ph":"X","pid":1,"tid":2,"ts":{:.3},"dur":{:.3},"args":{{"adapter":{a},"rank":{rank}}}}}"#,
-                    us(s),
-                    us(e - s)
-                ),
-            ));
+        let mut ev: Vec<(Nanos, u32, Ev)> = Vec::new();
+        let mut push = |t: Nanos, e: Ev| {
+            let n = ev.len() as u32;
+            ev.push((t, n, e));
+        };
+        for (i, it) in self.iterations.iter().enumerate() {
+            push(it.1, Ev::Iteration(i));
         }
+        for (i, l) in self.loads.iter().enumerate() {
+            push(l.1, Ev::Load(i));
+        }
+        let mut spans = Vec::new();
         for &id in &self.order {
-            let sp = &self.spans[&id];
+            let sp = self.spans[&id];
             let (Some(adm), Some(first), Some(fin)) = (sp.admitted, sp.first, sp.finished) else {
                 continue;
             };
-            let r = &w.requests[id as usize];
-            let (adapter, rank) = match w.adapter(r.adapter) {
-                Some(a) => (a.id.to_string(), a.rank),
-                None => ("null".into(), 0),
-            };
-            let e = |name: &str, ph: &str, t: Nanos, args: &str| {
-                format!(
-                    r#"{{"name":"{name}","cat":"request","ph":"{ph}","pid":2,"tid":1,"id":{id},"ts":{:.3}{args}}}"#,
-                    us(t)
-                )
-            };
-            let args = format!(
-                r#","args":{{"adapter":{adapter},"rank":{rank},"input":{},"output":{}}}"#,
-                r.input, r.output
-            );
-            ev.push((sp.arrival, e("request", "b", sp.arrival, &args)));
-            ev.push((sp.arrival, e("queued", "b", sp.arrival, "")));
-            ev.push((adm, e("queued", "e", adm, "")));
-            ev.push((adm, e("prefill", "b", adm, "")));
-            ev.push((first, e("prefill", "e", first, "")));
-            ev.push((first, e("decode", "b", first, "")));
-            ev.push((fin, e("decode", "e", fin, "")));
-            ev.push((fin, e("request", "e", fin, "")));
-        }
-        for r in self.rows.iter().filter(|r| self.in_window(r.t)) {
-            let s = &r.snap;
-            ev.push((
-                r.t,
-                format!(
-                    r#"{{"name":"memory (GiB)","ph":"C","pid":1,"ts":{:.3},"args":{{"kv held":{:.4},"kv reserved":{:.4},"adapters active":{:.4},"adapters idle":{:.4},"free":{:.4}}}}}"#,
-                    us(r.t),
-                    gib(s.kv_held),
-                    gib(s.kv_reserved),
-                    gib(s.adapters_active),
-                    gib(s.adapters_idle),
-                    gib(s.free)
-                ),
-            ));
-            let mut q = format!(r#""waiting":{},"running":{}"#, s.waiting, s.running);
-            for (i, x) in self.row_queues(r).iter().enumerate() {
-                write!(q, r#","queue {}":{}"#, i + 1, x.waiting).expect("string");
+            let times = [sp.arrival, sp.arrival, adm, adm, first, first, fin, fin];
+            for (k, &t) in times.iter().enumerate() {
+                push(t, Ev::Request(spans.len(), k as u8));
             }
-            ev.push((
-                r.t,
-                format!(
-                    r#"{{"name":"requests","ph":"C","pid":1,"ts":{:.3},"args":{{{q}}}}}"#,
-                    us(r.t)
-                ),
-            ));
+            spans.push((id, times));
         }
-        ev.sort_by_key(|e| e.0);
+        for (i, r) in self.rows.iter().enumerate() {
+            if self.in_window(r.t) {
+                push(r.t, Ev::Counters(i));
+            }
+        }
+        ev.sort_unstable_by_key(|e| (e.0, e.1));
+        let mib = |slots: u64| (slots * self.opts.slot_bytes) >> 20;
         writeln!(f, r#"{{"displayTimeUnit":"ms","traceEvents":["#)?;
-        let meta = [
-            r#"{"name":"process_name","ph":"M","pid":1,"args":{"name":"GPU"}}"#,
-            r#"{"name":"thread_name","ph":"M","pid":1,"tid":1,"args":{"name":"iterations"}}"#,
-            r#"{"name":"thread_name","ph":"M","pid":1,"tid":2,"args":{"name":"copy stream (adapter loads)"}}"#,
-            r#"{"name":"process_name","ph":"M","pid":2,"args":{"name":"requests"}}"#,
+        write!(
+            f,
+            r#"{{"name":"process_name","ph":"M","pid":1,"args":{{"name":"GPU"}}}},
+{{"name":"thread_name","ph":"M","pid":1,"tid":1,"args":{{"name":"iterations"}}}},
+{{"name":"thread_name","ph":"M","pid":1,"tid":2,"args":{{"name":"copy stream (adapter loads)"}}}},
+{{"name":"process_name","ph":"M","pid":2,"args":{{"name":"requests"}}}}"#
+        )?;
+        const PHASES: [(&str, &str); 8] = [
+            ("request", "b"),
+            ("queued", "b"),
+            ("queued", "e"),
+            ("prefill", "b"),
+            ("prefill", "e"),
+            ("decode", "b"),
+            ("decode", "e"),
+            ("request", "e"),
         ];
-        let all = meta
-            .iter()
-            .map(|s| s.to_string())
-            .chain(ev.into_iter().map(|e| e.1));
-        for (i, e) in all.enumerate() {
-            if i > 0 {
-                writeln!(f, ",")?;
+        for &(t, _, e) in &ev {
+            writeln!(f, ",")?;
+            match e {
+                Ev::Iteration(i) => {
+                    let (p, s, end, seqs, tokens) = self.iterations[i];
+                    let name = match p {
+                        Phase::Prefill => "prefill",
+                        Phase::Decode => "decode",
+                    };
+                    write!(
+                        f,
+                        r#"{{"name":"{name}","cat":"gpu","ph":"X","pid":1,"tid":1,"ts":{},"dur":{},"args":{{"seqs":{seqs},"tokens":{tokens}}}}}"#,
+                        Us(s),
+                        Us(end - s)
+                    )?;
+                }
+                Ev::Load(i) => {
+                    let (a, s, end) = self.loads[i];
+                    let rank = w.adapters.get(a as usize).map_or(0, |x| x.rank);
+                    write!(
+                        f,
+                        r#"{{"name":"load adapter {a}","cat":"copy","ph":"X","pid":1,"tid":2,"ts":{},"dur":{},"args":{{"adapter":{a},"rank":{rank}}}}}"#,
+                        Us(s),
+                        Us(end - s)
+                    )?;
+                }
+                Ev::Request(j, k) => {
+                    let id = spans[j].0;
+                    let (name, ph) = PHASES[k as usize];
+                    write!(
+                        f,
+                        r#"{{"name":"{name}","cat":"request","ph":"{ph}","pid":2,"tid":1,"id":{id},"ts":{}"#,
+                        Us(t)
+                    )?;
+                    if k == 0 {
+                        let r = &w.requests[id as usize];
+                        match w.adapter(r.adapter) {
+                            Some(a) => write!(
+                                f,
+                                r#","args":{{"adapter":{},"rank":{},"input":{},"output":{}}}"#,
+                                a.id, a.rank, r.input, r.output
+                            )?,
+                            None => write!(
+                                f,
+                                r#","args":{{"adapter":null,"input":{},"output":{}}}"#,
+                                r.input, r.output
+                            )?,
+                        }
+                    }
+                    write!(f, "}}")?;
+                }
+                Ev::Counters(i) => {
+                    let r = &self.rows[i];
+                    let s = &r.snap;
+                    write!(
+                        f,
+                        r#"{{"name":"memory (MiB)","ph":"C","pid":1,"ts":{},"args":{{"kv held":{},"kv reserved":{},"adapters active":{},"adapters idle":{},"free":{}}}}},
+{{"name":"requests","ph":"C","pid":1,"ts":{},"args":{{"waiting":{},"running":{}"#,
+                        Us(t),
+                        mib(s.kv_held),
+                        mib(s.kv_reserved),
+                        mib(s.adapters_active),
+                        mib(s.adapters_idle),
+                        mib(s.free),
+                        Us(t),
+                        s.waiting,
+                        s.running
+                    )?;
+                    for (q, x) in self.row_queues(r).iter().enumerate() {
+                        write!(f, r#","queue {}":{}"#, q + 1, x.waiting)?;
+                    }
+                    write!(f, "}}}}")?;
+                }
             }
-            write!(f, "{e}")?;
         }
         writeln!(f, "\n]}}")
+    }
+}
+
+/// Nanoseconds written as microseconds with three decimals, exactly (no float formatting).
+struct Us(Nanos);
+
+impl std::fmt::Display for Us {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+/// Nanoseconds written as seconds with nine decimals, exactly.
+struct Secs(Nanos);
+
+impl std::fmt::Display for Secs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{:09}",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
     }
 }
 

@@ -104,6 +104,50 @@ fn one_request_step_by_step() {
     assert_eq!(out.stats.kv_slot_ns, 1680 * MS as u128);
     assert_eq!(out.stats.kv_claim_slot_ns, 1950 * MS as u128);
     assert_eq!((rec.rows[3].hits, rec.rows[3].misses), (0, 1));
+    // Rolling TTFT: none before its first token (130 ms), then that one request's.
+    assert!(rec.rows[0].ttft_p99_s.is_nan());
+    assert!(
+        rec.rows[1..]
+            .iter()
+            .all(|r| r.ttft_p50_s == 0.13 && r.ttft_p99_s == 0.13)
+    );
+}
+
+#[test]
+fn rolling_ttft_percentiles_forget_what_left_the_window() {
+    // Const costs: each request alone, TTFT 100 ms; the second waits 50 ms behind the first's prefill.
+    let w = Workload {
+        adapters: Vec::new(),
+        requests: vec![
+            req(0, 0, 10, 1, u32::MAX),
+            req(1, 50, 10, 1, u32::MAX),
+            req(2, 5000, 10, 1, u32::MAX),
+        ],
+    };
+    let opts = RecordOptions {
+        ttft_window_ns: 1000 * MS,
+        ..everything()
+    };
+    let (out, rec) = recorded(
+        &w,
+        EngineConfig::new(1000),
+        &Const,
+        ("fifo", "none", "none"),
+        opts,
+    );
+    let ttft: Vec<u64> = out
+        .records
+        .iter()
+        .zip(&w.requests)
+        .map(|(r, q)| (r.first_token - q.arrival) / MS)
+        .collect();
+    assert_eq!(ttft, vec![100, 150, 100]);
+    let at = |t: u64| rec.rows.iter().rev().find(|r| r.t <= t * MS).unwrap();
+    // At 200 ms both are in the window: P50 125 ms, P99 149.5 ms.
+    assert!((at(200).ttft_p50_s - 0.125).abs() < 1e-12);
+    assert!((at(200).ttft_p99_s - 0.1495).abs() < 1e-12);
+    // At 5 s (the third's prefill starts) both left the window (1 s): nothing.
+    assert!(at(5000).ttft_p50_s.is_nan());
 }
 
 #[test]

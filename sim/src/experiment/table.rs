@@ -143,23 +143,6 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// Converts a CSV file (header row) to Parquet, the column types inferred from every row.
-pub fn csv_to_parquet(csv: &Path, pq: &Path) -> Result<()> {
-    let mut df = CsvReadOptions::default()
-        .with_has_header(true)
-        .with_infer_schema_length(None)
-        .try_into_reader_with_file_path(Some(csv.to_path_buf()))
-        .map_err(perr(csv))?
-        .finish()
-        .map_err(perr(csv))?;
-    let tmp = pq.with_extension("parquet.tmp");
-    let f = std::fs::File::create(&tmp)
-        .map_err(|e| Error::internal(format!("{}: {e}", tmp.display())))?;
-    ParquetWriter::new(f).finish(&mut df).map_err(perr(pq))?;
-    std::fs::rename(&tmp, pq)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
