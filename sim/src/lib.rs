@@ -3,8 +3,8 @@
 //! `sim::engine`, `sim::trace`, ... name the same things in both crates.
 
 pub use sim_core::{
-    cache, cost, engine, error, fleet, length, metrics, model, predict, prefetch, registry, report,
-    run, sched, spec, time, trace, workload,
+    cache, cost, engine, error, fleet, length, metrics, model, predict, prefetch, record, registry,
+    report, run, sched, spec, time, trace, workload,
 };
 
 pub mod backend;
@@ -13,6 +13,7 @@ pub mod experiment;
 pub mod fidelity;
 pub mod fit;
 pub mod fleet_args;
+pub mod inside;
 pub mod options;
 pub mod runner;
 pub mod tools;

@@ -30,6 +30,8 @@ enum Cmd {
         /// Print the summary as JSON instead of a table
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        inside: sim::inside::InsideArgs,
     },
     /// List every scheduler and cache policy with its parameters
     Policies,
@@ -98,6 +100,37 @@ fn out_ok(out: Option<&Path>) -> sim::error::Result<()> {
     out.map_or(Ok(()), |d| sim::report::check_out_dir(d, "--out"))
 }
 
+/// `sim run`: options (from a config file too), then the run and what it was asked to write.
+fn run(
+    args: RunArgs,
+    out: Option<&Path>,
+    json: bool,
+    inside: &sim::inside::InsideArgs,
+    matches: &clap::ArgMatches,
+) -> sim::error::Result<()> {
+    let args = match &inside.config {
+        Some(file) => sim::inside::resolve_config(&args, file, matches)?,
+        None => args,
+    };
+    if inside.print_config {
+        println!("{}", sim::inside::config_json(&args));
+        return Ok(());
+    }
+    out_ok(out)?;
+    inside.check()?;
+    let report = if inside.recording() {
+        let cfg = args.resolve()?;
+        let trace = cfg.load_trace()?;
+        let mut rec = sim::record::Recorder::new(inside.record_options(cfg.model.kv_slot_bytes()));
+        let report = runner::run::run_observed(&cfg, trace, None, Some(&mut rec))?;
+        inside.write(&rec, &report)?;
+        report
+    } else {
+        runner::execute(&args)?
+    };
+    report.finish_with(out, json, &inside.quantiles())
+}
+
 fn main() -> ExitCode {
     let parsed = Cli::command()
         .try_get_matches()
@@ -116,7 +149,10 @@ fn main() -> ExitCode {
         },
     };
     let mut note = None;
-    if let Cmd::Run { args, .. } = &mut cli.cmd {
+    // A config file holds the whole run: the default setup fills only a command line's gaps.
+    if let Cmd::Run { args, inside, .. } = &mut cli.cmd
+        && inside.config.is_none()
+    {
         let run = matches.subcommand_matches("run");
         let given = |id: &str| {
             run.and_then(|m| m.value_source(id))
@@ -125,9 +161,17 @@ fn main() -> ExitCode {
         note = runner::default_setup(args, &given);
     }
     let res = match cli.cmd {
-        Cmd::Run { args, out, json } => out_ok(out.as_deref())
-            .and_then(|_| runner::execute(&args))
-            .and_then(|r| r.finish(out.as_deref(), json)),
+        Cmd::Run {
+            args,
+            out,
+            json,
+            inside,
+        } => {
+            let sub = matches
+                .subcommand_matches("run")
+                .expect("the run subcommand");
+            run(*args, out.as_deref(), json, &inside, sub)
+        }
         Cmd::Policies => {
             print!("{}", sim::policies_text());
             Ok(())

@@ -783,6 +783,63 @@ fn outputs() -> Vec<Case> {
     ]
 }
 
+/// `sim run --config FILE`, and the recording options.
+fn run_configs() -> Vec<Case> {
+    let c = |content: &str, expect: &[&str]| {
+        case(
+            "--config",
+            "run --config {d}/run.json --out {d}/new",
+            &[("run.json", content)],
+            expect,
+        )
+    };
+    vec![
+        case(
+            "--config",
+            "run --config {d}/none.json",
+            &[],
+            &["none.json", "No such file"],
+        ),
+        c("{\"rate\": 3,", &["run.json", "not JSON"]),
+        c("[1, 2]", &["run.json", "expected an object of options"]),
+        c("{\"rat\": 3}", &["run.json", "unknown option '--rat'"]),
+        c("{\"rate\": -1}", &["run.json", "--rate"]),
+        c("{\"rate\": \"fast\"}", &["run.json", "--rate"]),
+        c("{\"scheduler\": \"nope\"}", &["--scheduler", "nope"]),
+        c("{\"max-batch\": 0}", &["run.json", "--max-batch"]),
+        case(
+            "recording",
+            "run --max-requests 5 --trace-window 5,1",
+            &[],
+            &["--trace-window", "START_S < END_S"],
+        ),
+        case(
+            "recording",
+            "run --max-requests 5 --timeline-interval-ms -1",
+            &[],
+            &["--timeline-interval-ms"],
+        ),
+        case(
+            "recording",
+            "run --max-requests 5 --percentiles 50,101",
+            &[],
+            &["--percentiles"],
+        ),
+        case(
+            "recording",
+            "run --max-requests 5 --timeline {d}/f.txt",
+            &[("f.txt", "x")],
+            &["--timeline", "not a directory"],
+        ),
+        case(
+            "recording",
+            "run --max-requests 5 --chrome-trace /proc/sim-trace/t.json",
+            &[],
+            &["--chrome-trace"],
+        ),
+    ]
+}
+
 fn command_lines() -> Vec<Case> {
     let r = |args: &str, expect: &[&str]| case("command line", args, &[], expect);
     vec![
@@ -836,6 +893,7 @@ fn all_cases() -> Vec<Case> {
         sweep_configs(),
         other_commands(),
         outputs(),
+        run_configs(),
         command_lines(),
         calibrate_cases(),
     ]

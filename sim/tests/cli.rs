@@ -475,6 +475,10 @@ fn every_summary_key_is_documented_in_the_readme() {
         "queue_p99_rank{r}_s",
         "wrs_class{c}_requests",
         "queue_mean_wrs{c}_s",
+        "queue_share_wrs{c}",
+        "queue_share_rank{r}",
+        "ttft_tail_wrs{c}_share",
+        "ttft_tail_rank{r}_share",
     ] {
         if !documented(family) {
             missing.push(family.to_string());

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod predict;
 pub mod prefetch;
+pub mod record;
 pub mod registry;
 pub mod report;
 pub mod run;

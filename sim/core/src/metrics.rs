@@ -278,6 +278,8 @@ pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Summary {
     m.mem_kv_mean_gib = gib(s.kv_slot_ns as f64 / end);
     m.mem_adapters_peak_gib = gib(s.peak_adapter_slots as f64);
     m.mem_adapters_mean_gib = gib(s.adapter_slot_ns as f64 / end);
+    m.mem_kv_reserved_peak_gib = gib(s.peak_kv_claim_slots as f64);
+    m.mem_kv_reserved_mean_gib = gib(s.kv_claim_slot_ns as f64 / end);
     m.mem_total_peak_slots = s.peak_total_slots;
     m.squashes = s.squashes;
     breakdowns(&mut m, v);
@@ -308,6 +310,7 @@ fn utilisation(m: &mut Summary, v: &RunView<'_>) {
     m.gpu_bandwidth_utilisation = bytes / span / gpu.mem_bw;
     let b = &s.blocked;
     m.merges = s.merges;
+    m.merges_empty = s.merges_empty;
     m.blocked_memory = b.memory;
     m.blocked_adapter_memory = b.adapter_memory;
     m.blocked_batch = b.batch;
@@ -336,6 +339,31 @@ fn breakdowns(m: &mut Summary, v: &RunView<'_>) {
     let mut ranks: Vec<u32> = w.adapters.iter().map(|a| a.rank).collect();
     ranks.sort_unstable();
     ranks.dedup();
+    let tail = ttft_tail(v);
+    let rank_of = |i: usize| w.adapter(w.requests[i].adapter).map(|a| a.rank);
+    // Per rank (index in `ranks`): queueing and E2E sums, requests in the tail.
+    let mut per = vec![(0u64, 0u64, 0usize); ranks.len()];
+    let slot = |i: usize| rank_of(i).and_then(|r| ranks.binary_search(&r).ok());
+    for &i in fin {
+        if let Some(k) = slot(i) {
+            let (q, e) = queue_e2e(v, i);
+            per[k].0 += q;
+            per[k].1 += e;
+        }
+    }
+    for &i in &tail {
+        if let Some(k) = slot(i) {
+            per[k].2 += 1;
+        }
+    }
+    for (&r, &(q, e, n)) in ranks.iter().zip(&per) {
+        m.extra
+            .insert(format!("queue_share_rank{r}"), num(q as f64 / e as f64));
+        m.extra.insert(
+            format!("ttft_tail_rank{r}_share"),
+            num(n as f64 / tail.len() as f64),
+        );
+    }
     for r in ranks {
         let mut q: Vec<f64> = fin
             .iter()
@@ -363,6 +391,29 @@ fn breakdowns(m: &mut Summary, v: &RunView<'_>) {
     m.ttft_p99_adapter_worst_s = stat(d.max);
     m.ttft_p99_adapter_median_s = stat(d.p50);
     m.jain_ttft_p99_adapters = stat(jain);
+}
+
+/// The slowest 1% of finished requests by TTFT (at least one; ties by id), for the tail's make-up.
+pub fn ttft_tail(v: &RunView<'_>) -> Vec<usize> {
+    let key = |i: usize| {
+        let t = v.out.records[i].first_token - v.workload.requests[i].arrival;
+        (std::cmp::Reverse(t), i)
+    };
+    let mut by: Vec<usize> = v.finished.to_vec();
+    let k = v.finished.len().div_ceil(100);
+    if k < by.len() {
+        by.select_nth_unstable_by_key(k, |&i| key(i));
+        by.truncate(k);
+    }
+    by.sort_unstable_by_key(|&i| key(i));
+    by
+}
+
+/// (queueing, E2E) of finished request `i`, ns: a class's share of E2E spent queueing is the sum of the
+/// first over the sum of the second (Chameleon's Fig. 16).
+pub fn queue_e2e(v: &RunView<'_>, i: usize) -> (u64, u64) {
+    let (r, a) = (&v.out.records[i], v.workload.requests[i].arrival);
+    (r.admitted - a, r.finished - a)
 }
 
 /// TTFTs (s) of each adapter's finished requests.

@@ -7,7 +7,7 @@ use crate::metrics::{self, Latency};
 use crate::run::Report;
 
 /// The files `Report::write` puts in its directory.
-pub const OUT_FILES: [&str; 3] = ["summary.json", "requests.csv", "adapters.csv"];
+pub const OUT_FILES: [&str; 4] = ["summary.json", "requests.csv", "adapters.csv", "cdf.csv"];
 
 /// Checks before a run that `dir` can become its output directory, without creating it: a directory, or
 /// a path whose nearest existing ancestor is a writable directory. A bad `--out` then fails in a second,
@@ -51,6 +51,11 @@ impl Report {
     /// Writes `summary.json`, `requests.csv` and `adapters.csv` into `dir` (created if missing). Each file
     /// is written to a temporary name and renamed, so a failure leaves no half-written file.
     pub fn write(&self, dir: &Path) -> Result<()> {
+        self.write_with(dir, &[])
+    }
+
+    /// `write`, with `cdf.csv` also at `quantiles` (`--percentiles`).
+    pub fn write_with(&self, dir: &Path, quantiles: &[f64]) -> Result<()> {
         let io = |e: std::io::Error| Error::msg(format!("--out {}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(io)?;
         let put = |name: &str, fill: &dyn Fn(&mut dyn std::io::Write) -> std::io::Result<()>| {
@@ -83,6 +88,10 @@ impl Report {
         })?;
         put(OUT_FILES[2], &|f| {
             metrics::write_adapters_csv(f, &self.workload, &self.output)
+        })?;
+        let grid = crate::record::cdf_grid(quantiles);
+        put(OUT_FILES[3], &|f| {
+            crate::record::write_cdf_csv(f, &self.workload, &self.output, &grid)
         })
     }
 
@@ -116,8 +125,13 @@ impl Report {
     /// each request's state at the failure is kept), then fail with exit code 1 if the run stopped early,
     /// else print the warnings (stderr) and the summary (a table, or JSON).
     pub fn finish(&self, out: Option<&Path>, json: bool) -> Result<()> {
+        self.finish_with(out, json, &[])
+    }
+
+    /// `finish`, with `cdf.csv` also at `quantiles`.
+    pub fn finish_with(&self, out: Option<&Path>, json: bool, quantiles: &[f64]) -> Result<()> {
         if let Some(dir) = out {
-            self.write(dir)?;
+            self.write_with(dir, quantiles)?;
         }
         if let Some(why) = &self.output.aborted {
             return Err(Error::internal(format!("the run stopped early: {why}")));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::cost::CostModel;
 use crate::cost::tp::Tp;
 use crate::engine::api::PolicyCtx;
-use crate::engine::{Clock, Engine, EngineConfig, Policies, RunOutput, Simulated};
+use crate::engine::{Clock, Engine, EngineConfig, Observer, Policies, RunOutput, Simulated};
 use crate::error::Result;
 use crate::fleet::{self, FleetConfig, FleetInputs, FleetRun};
 use crate::length::{self, LengthRule};
@@ -165,6 +165,16 @@ pub fn workload(cfg: &RunConfig, trace: Trace) -> Result<(Trace, Workload)> {
 /// Runs the engine on a built workload: predictions, policies, engine. No summary: this is what a fit
 /// evaluates many times.
 pub fn execute(cfg: &RunConfig, workload: &Workload, clock: &mut dyn Clock) -> Result<Executed> {
+    execute_observed(cfg, workload, clock, None)
+}
+
+/// `execute`, reporting every engine event to `obs` (timelines, traces).
+pub fn execute_observed(
+    cfg: &RunConfig,
+    workload: &Workload,
+    clock: &mut dyn Clock,
+    obs: Option<&mut dyn Observer>,
+) -> Result<Executed> {
     let (predictor, predicted) = predict::predict(&cfg.predictor, workload, cfg.seed)
         .map_err(|e| e.context("--predictor"))?;
     let ctx = PolicyCtx::new(
@@ -190,7 +200,11 @@ pub fn execute(cfg: &RunConfig, workload: &Workload, clock: &mut dyn Clock) -> R
         cache: cache.made,
         prefetch: prefetch.made,
     };
-    let output = Engine::new(workload, cfg.engine.clone(), clock, policies).run()?;
+    let mut engine = Engine::new(workload, cfg.engine.clone(), clock, policies);
+    if let Some(o) = obs {
+        engine.observe(Box::new(o));
+    }
+    let output = engine.run()?;
     Ok(Executed {
         output,
         predicted,
@@ -203,8 +217,23 @@ pub fn execute(cfg: &RunConfig, workload: &Workload, clock: &mut dyn Clock) -> R
 
 /// Runs `cfg` on `trace` (not yet transformed), timed by `clock` or, if `None`, by `cfg.cost`.
 pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Result<Report> {
+    run_observed(cfg, trace, clock, None)
+}
+
+/// `run`, reporting every engine event to `obs` (one engine only: a fleet is refused).
+pub fn run_observed(
+    cfg: &RunConfig,
+    trace: Trace,
+    clock: Option<&mut dyn Clock>,
+    obs: Option<&mut dyn Observer>,
+) -> Result<Report> {
     let length_scale = length::resolve(cfg, &trace)?;
     if let Some(fc) = &cfg.fleet {
+        if obs.is_some() {
+            return Err(crate::error::Error::msg(
+                "--timeline and --chrome-trace record one engine, not a fleet (--replicas)",
+            ));
+        }
         return run_fleet(cfg, fc, trace, length_scale);
     }
     let (trace, workload) = workload(cfg, trace)?;
@@ -220,7 +249,7 @@ pub fn run(cfg: &RunConfig, trace: Trace, clock: Option<&mut dyn Clock>) -> Resu
         scheduler,
         cache,
         cost_model,
-    } = execute(cfg, &workload, clock)?;
+    } = execute_observed(cfg, &workload, clock, obs)?;
     let summary = settings(
         cfg,
         summarize(cfg, &workload, &predicted, &output),

@@ -108,6 +108,8 @@ pub struct Summary {
     pub gpu_flops_utilisation: f64,
     pub gpu_bandwidth_utilisation: f64,
     pub merges: u64,
+    /// Merges that admitted nothing (the requests waited on; the `blocked_*` keys say why).
+    pub merges_empty: u64,
     pub blocked_memory: u64,
     pub blocked_adapter_memory: u64,
     pub blocked_batch: u64,
@@ -123,6 +125,10 @@ pub struct Summary {
     pub mem_kv_mean_gib: f64,
     pub mem_adapters_peak_gib: f64,
     pub mem_adapters_mean_gib: f64,
+    /// KV held plus reserved for admitted requests' future tokens (the admission's claim), peak and
+    /// time-weighted mean: against `mem_kv_*`, what the reservation rule costs.
+    pub mem_kv_reserved_peak_gib: f64,
+    pub mem_kv_reserved_mean_gib: f64,
     pub mem_total_peak_slots: u64,
 
     // Fairness across adapters.
@@ -165,7 +171,8 @@ pub struct Summary {
 
     /// Families of keys whose names carry a parameter: `queue_mean_rank{r}_s`, `queue_p99_rank{r}_s` per
     /// adapter rank, and the policies' own (`SummaryHook`s: `wrs_class{c}_requests`, `queue_mean_wrs{c}_s`,
-    /// `queue_p99_wrs{c}_s`).
+    /// `queue_p99_wrs{c}_s`); per rank and WRS class, the share of E2E spent queueing (`queue_share_*`) and
+    /// of the slowest 1% by TTFT (`ttft_tail_*_share`).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -177,6 +184,10 @@ pub const EXTRA_FAMILIES: &[(&str, &str)] = &[
     ("wrs_class", "_requests"),
     ("queue_mean_wrs", "_s"),
     ("queue_p99_wrs", "_s"),
+    ("queue_share_rank", ""),
+    ("queue_share_wrs", ""),
+    ("ttft_tail_rank", "_share"),
+    ("ttft_tail_wrs", "_share"),
 ];
 
 /// `x` if it is a number, else `None` (JSON has no NaN).

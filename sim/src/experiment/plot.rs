@@ -6,7 +6,8 @@
 //!
 //! ```json
 //! "plot": {
-//!   "kind": "line",                      // line (numeric or categorical x) | bar (grouped bars)
+//!   "kind": "line",                      // line (numeric or categorical x) | bar (grouped bars) |
+//!                                        // timeline | cdf (per-run files: `timeline_plot`)
 //!   "x": "rate", "x_label": "Request rate (RPS)",
 //!   "series": ["system"],                // axes whose labels name a curve (joined with " / ")
 //!   "series_label": "{}",                // optional template for the name, e.g. "{} RPS"
@@ -71,6 +72,17 @@ pub enum Kind {
     Bar,
 }
 
+/// Where a figure's points come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The results table (one row per run).
+    Results,
+    /// Each run's timeline (`kind: timeline`; the sweep records them): y over simulated time.
+    Timeline,
+    /// Each run's latency CDF (`kind: cdf`): quantile against latency, a panel's `y` naming the metric.
+    Cdf,
+}
+
 #[derive(Clone, Debug)]
 pub struct Panel {
     pub y: String,
@@ -86,6 +98,8 @@ pub struct Panel {
     /// Clamp the y axis (plotted units).
     pub min: Option<f64>,
     pub max: Option<f64>,
+    /// Timeline columns drawn as a stack (cumulative curves), one panel per series; `_slots` columns in GiB.
+    pub stack: Vec<String>,
 }
 
 impl Panel {
@@ -117,6 +131,9 @@ pub struct PaperSpec {
 #[derive(Clone, Debug)]
 pub struct PlotSpec {
     pub kind: Kind,
+    pub source: Source,
+    /// Timeline sample interval of the runs (`kind: timeline`), seconds.
+    pub interval_s: f64,
     pub x: String,
     pub x_label: String,
     pub series: Vec<String>,
@@ -146,6 +163,7 @@ impl PlotSpec {
             "series_label",
             "panels",
             "paper",
+            "interval_s",
         ];
         if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(bad(
@@ -155,10 +173,25 @@ impl PlotSpec {
             ));
         }
         let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
-        let kind = match s("kind").as_deref() {
-            None | Some("line") => Kind::Line,
-            Some("bar") => Kind::Bar,
-            Some(o) => return Err(bad(path, "kind", format!("'{o}': valid: line, bar"))),
+        let (kind, source) = match s("kind").as_deref() {
+            None | Some("line") => (Kind::Line, Source::Results),
+            Some("bar") => (Kind::Bar, Source::Results),
+            Some("timeline") => (Kind::Line, Source::Timeline),
+            Some("cdf") => (Kind::Line, Source::Cdf),
+            Some(o) => {
+                return Err(bad(
+                    path,
+                    "kind",
+                    format!("'{o}': valid: line, bar, timeline, cdf"),
+                ));
+            }
+        };
+        let interval_s = match m.get("interval_s") {
+            None => 1.0,
+            Some(v) => v
+                .as_f64()
+                .filter(|x| *x > 0.0 && x.is_finite())
+                .ok_or_else(|| bad(path, "interval_s", "expected a positive number"))?,
         };
         let x = s("x").ok_or_else(|| bad(path, "x", "expected the name of a grid axis"))?;
         let x_label = s("x_label").unwrap_or_else(|| x.clone());
@@ -204,6 +237,7 @@ impl PlotSpec {
                 "zero",
                 "min",
                 "max",
+                "stack",
             ];
             if let Some(k) = p.keys().find(|k| !known.contains(&k.as_str())) {
                 return Err(bad(
@@ -252,6 +286,23 @@ impl PlotSpec {
                 zero: p.get("zero").and_then(Value::as_bool),
                 min: num("min")?,
                 max: num("max")?,
+                stack: match p.get("stack") {
+                    None => Vec::new(),
+                    Some(Value::Array(xs))
+                        if xs.iter().all(Value::is_string) && source == Source::Timeline =>
+                    {
+                        xs.iter()
+                            .map(|x| x.as_str().unwrap_or_default().to_string())
+                            .collect()
+                    }
+                    Some(_) => {
+                        return Err(bad(
+                            path,
+                            &f("stack"),
+                            "expected a list of timeline columns (kind: timeline)",
+                        ));
+                    }
+                },
             });
         }
         let series_label = s("series_label").unwrap_or_else(|| "{}".into());
@@ -266,6 +317,8 @@ impl PlotSpec {
         };
         Ok(PlotSpec {
             kind,
+            source,
+            interval_s,
             x,
             x_label,
             series,
@@ -1277,7 +1330,8 @@ where
                 }
                 // Later series draw smaller markers: coinciding points show as nested shapes.
                 let r = 7 - si.min(3) as i32;
-                for &pt in &pts {
+                // A dense curve (a timeline, a CDF) keeps a dozen markers: enough to tell it apart.
+                for &pt in pts.iter().step_by((pts.len() / 12).max(1)) {
                     draw_marker(area, marker, pt, r, color, false)?;
                 }
             }

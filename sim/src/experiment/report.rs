@@ -85,8 +85,11 @@ pub fn plot_results(path: &Path, out: &Path) -> Result<Plotted> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mut fig =
-        plot::figure(&s("title"), &spec, &rows).map_err(|e| e.context(table_path.display()))?;
+    let mut fig = match spec.source {
+        plot::Source::Results => plot::figure(&s("title"), &spec, &rows),
+        _ => super::timeline_plot::figure(&s("title"), &spec, &rows, &dir),
+    }
+    .map_err(|e| e.context(table_path.display()))?;
     plot::add_claims(&mut fig, &spec, &rows, &claims);
     plot::write_figure(&fig, out, &name)?;
     Ok(Plotted {

@@ -195,6 +195,9 @@ struct Ctx<'a> {
     exp: &'a Experiment,
     traces: Vec<(TraceKey, Trace)>,
     commit: String,
+    /// Where each run's timeline and CDF go (`timelines/run{i}.csv`, `cdf/run{i}.csv`) when the figure is
+    /// drawn from them, and the timeline's interval.
+    record: Option<(PathBuf, u64, super::plot::Source)>,
 }
 
 /// Runs that read the same file the same way (or generate the same workload) share one loaded trace.
@@ -236,6 +239,7 @@ impl Ctx<'_> {
         row.insert("args".into(), json!(run.args_string()));
         row.insert("git_commit".into(), json!(self.commit));
         let summary = match &self.exp.throughput {
+            None if self.record.is_some() => self.recorded(run)?,
             None => run::run(&run.config, self.trace(&run.config).clone(), None)?.row(),
             Some(t) => self.throughput(t, run, bar, &mut row)?,
         };
@@ -243,6 +247,35 @@ impl Ctx<'_> {
             row.entry(k).or_insert(v);
         }
         Ok(row)
+    }
+
+    /// A run that keeps its timeline and CDF next to the results.
+    fn recorded(&self, run: &Run) -> Result<Row> {
+        let (dir, interval_ns, source) = self.record.as_ref().expect("recording");
+        let c = &run.config;
+        let mut rec = sim_core::record::Recorder::new(sim_core::record::RecordOptions {
+            timeline: true,
+            interval_ns: *interval_ns,
+            ..sim_core::record::RecordOptions::new(c.model.kv_slot_bytes())
+        });
+        let report = run::run_observed(c, self.trace(c).clone(), None, Some(&mut rec))?;
+        let put = |sub: &str, fill: &dyn Fn(&mut Vec<u8>) -> std::io::Result<()>| -> Result<()> {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(io_err(&d))?;
+            let mut buf = Vec::new();
+            fill(&mut buf).map_err(io_err(&d))?;
+            let f = d.join(format!("run{}.csv", run.index));
+            std::fs::write(&f, buf).map_err(io_err(&f))
+        };
+        if *source == super::plot::Source::Timeline {
+            put("timelines", &|b| rec.write_timeline_csv(b))?;
+        } else {
+            let grid = sim_core::record::cdf_grid(&[]);
+            put("cdf", &|b| {
+                sim_core::record::write_cdf_csv(b, &report.workload, &report.output, &grid)
+            })?;
+        }
+        Ok(report.row())
     }
 
     fn throughput(
@@ -406,10 +439,17 @@ pub fn sweep(exp: &Experiment, opts: &SweepOpts) -> Result<Outcome> {
                 traces.push((k, c.load_trace()?));
             }
         }
+        let record = exp
+            .json
+            .get("plot")
+            .and_then(|p| super::plot::PlotSpec::parse(&exp.path, p).ok())
+            .filter(|p| p.source != super::plot::Source::Results)
+            .map(|p| (dir.clone(), (p.interval_s * 1e9).round() as u64, p.source));
         let ctx = Ctx {
             exp,
             traces,
             commit: git_commit(),
+            record,
         };
         let threads = opts.threads.max(1).min(todo.len());
         let mp = MultiProgress::new();

@@ -10,6 +10,7 @@ use crate::time::Nanos;
 use crate::workload::{Request, Workload};
 
 pub use super::admission::{Admission, Fit};
+pub use super::observe::QueueInfo;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Residency {
@@ -74,6 +75,9 @@ pub trait Scheduler {
     fn on_finish(&mut self, _req: &Request, _now: Nanos) {}
     /// Number of waiting requests.
     fn waiting(&self) -> usize;
+    /// Reports each of its queues, in its order, for timelines and traces (called only while a run is
+    /// observed). A single-queue scheduler reports nothing: `waiting` says it all.
+    fn describe_queues(&self, _queue: &mut dyn FnMut(QueueInfo)) {}
 }
 
 /// What a cache policy may look at when choosing a victim.

@@ -110,7 +110,9 @@ pub(crate) struct Batch {
     finishes: BinaryHeap<Reverse<(u64, u32)>>,
     /// (budget step, id) of running requests, by budget step descending: the admission check's order
     /// (remaining reservation descending), kept without sorting since every request ages alike.
-    by_budget: Vec<(u64, u32)>,
+    /// Each entry also carries `input + 1 - join_step` (its KV held is that plus the step count), so the
+    /// peak rule over the batch reads one contiguous list (`claim`).
+    by_budget: Vec<(u64, u32, i64)>,
     gaps: GapMax,
     last_decode_end: Nanos,
     /// Joined since the last decode step (their first gap is set at the next one).
@@ -190,9 +192,20 @@ impl Batch {
 
     /// Every running request's (KV held, slots still to come), by slots to come descending.
     pub(crate) fn reservations(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.by_budget.iter().map(|&(_, id)| {
+        self.by_budget.iter().map(|&(_, id, _)| {
             self.running[self.slot.get(id).expect("running") as usize].reservation(self.steps)
         })
+    }
+
+    /// The admission rule's peak over the running requests (`admission::peak` of `reservations`), from
+    /// the budget-ordered list alone: KV held = input + generated, remaining = budget step - steps.
+    pub(crate) fn claim(&self) -> u64 {
+        let (mut cum, mut best) = (0u64, 0u64);
+        for (i, &(budget_step, _, base)) in self.by_budget.iter().enumerate() {
+            cum += (base + self.steps as i64) as u64;
+            best = best.max(cum + (budget_step - self.steps) * (i as u64 + 1));
+        }
+        best
     }
 
     /// The decode sequences of the next step.
@@ -214,8 +227,12 @@ impl Batch {
         r.first_gap = 0;
         self.slot.set(r.id, self.running.len() as u32);
         self.finishes.push(Reverse((r.end_step(), r.id)));
-        let key = (r.budget_step(), r.id);
-        let at = self.by_budget.partition_point(|&(b, _)| b >= key.0);
+        let key = (
+            r.budget_step(),
+            r.id,
+            r.input as i64 + 1 - r.join_step as i64,
+        );
+        let at = self.by_budget.partition_point(|&(b, _, _)| b >= key.0);
         self.by_budget.insert(at, key);
         self.fresh.push(r.id);
         self.running.push(r);
@@ -227,11 +244,11 @@ impl Batch {
         self.slot.clear(id);
         let r = self.running.swap_remove(i as usize);
         let b = r.budget_step();
-        let from = self.by_budget.partition_point(|&(x, _)| x > b);
+        let from = self.by_budget.partition_point(|&(x, _, _)| x > b);
         let at = from
             + self.by_budget[from..]
                 .iter()
-                .position(|&k| k == (b, id))
+                .position(|&(x, i, _)| (x, i) == (b, id))
                 .expect("listed");
         self.by_budget.remove(at);
         if let Some(moved) = self.running.get(i as usize) {
@@ -311,5 +328,15 @@ mod tests {
         assert_eq!(b.max_gap(b.get(3).unwrap()), 50);
         b.remove(2);
         assert!(b.get(2).is_none() && b.get(3).is_some());
+        let held: Vec<(u64, u64)> = b.reservations().collect();
+        assert_eq!(b.claim(), crate::engine::admission::peak(&held));
+        // Request 3 at its last token holds 3 slots and reserves none; request 1 joins (40 + 9, budget 12).
+        assert_eq!(held, vec![(3, 0)]);
+        b.push(Running::new(1, 40, 9, 12, 0, 0), 200);
+        let held: Vec<(u64, u64)> = b.reservations().collect();
+        assert_eq!(held, vec![(41, 11), (3, 0)]);
+        // max(41 + 11 x 1, 44 + 0 x 2)
+        assert_eq!(b.claim(), 52);
+        assert_eq!(b.claim(), crate::engine::admission::peak(&held));
     }
 }

@@ -21,6 +21,7 @@ pub mod api;
 mod batch;
 pub mod clock;
 mod ids;
+pub mod observe;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -29,6 +30,7 @@ use api::{AdapterState, CachePolicy, CacheView, PrefetchView, Prefetcher, Reside
 pub use api::{Admission, Fit};
 use batch::{Batch, Running};
 pub use clock::{Clock, Executor, Seq, Simulated, Timed};
+pub use observe::{Observed, Observer, Phase, QueueInfo, Snapshot};
 
 use crate::cost::{BatchShape, LoadShape};
 use crate::error::{Error, Result};
@@ -289,21 +291,29 @@ pub struct EngineStats {
     pub pcie_bytes: u64,
     pub evictions: u64,
     pub squashes: u64,
+    /// Requests that finished.
+    pub finished: u64,
     /// Total time the GPU stood still waiting for adapter loads before a prefill.
     pub load_stall_ns: Nanos,
     pub pool_slots: u64,
     pub peak_kv_slots: u64,
     pub peak_adapter_slots: u64,
     pub peak_total_slots: u64,
+    /// Peak of the KV claim: what admitted requests hold plus what admission reserved for their future
+    /// tokens (S-LoRA's peak rule).
+    pub peak_kv_claim_slots: u64,
     /// Time integrals (slot x ns) for time-weighted means.
     pub kv_slot_ns: u128,
     pub adapter_slot_ns: u128,
+    pub kv_claim_slot_ns: u128,
     /// Work done, for utilisation: tokens computed, sum of squared prompt lengths, KV tokens read in decode.
     pub tokens: u64,
     pub prefill_sq_tokens: u64,
     pub decode_context: u64,
     /// Merges (admission attempts) and, of those that left requests waiting, why the first one waited.
     pub merges: u64,
+    /// Merges that admitted nothing.
+    pub merges_empty: u64,
     pub blocked: Blocked,
 }
 
@@ -405,6 +415,10 @@ pub(crate) struct Memory {
     pub(crate) idle_slots: u64,
     /// Adapters admitted at this merge that are not loaded yet: pinned, but not in `adapter_used` yet.
     pub(crate) pending_pin: u64,
+    /// KV held plus reserved by admitted requests: the admission rule's peak over their future. It is
+    /// constant while the batch only decodes (each request's held grows as its remaining shrinks), so it is
+    /// recomputed only when requests join (a merge) or leave.
+    pub(crate) kv_claim: u64,
 }
 
 impl Memory {
@@ -545,6 +559,10 @@ pub struct Engine<'a> {
     undecided: Option<Nanos>,
     /// Set when the clock failed; nothing more happens.
     aborted: Option<String>,
+    /// Who hears of every event (`observe`); `None`: nothing is built.
+    obs: Option<Box<dyn Observer + 'a>>,
+    /// Reused buffer of the scheduler's queues, filled only while observed.
+    obs_queues: Vec<QueueInfo>,
 }
 
 impl<'a> Engine<'a> {
@@ -632,6 +650,72 @@ impl<'a> Engine<'a> {
             horizon: 0,
             undecided: None,
             aborted: None,
+            obs: None,
+            obs_queues: Vec::new(),
+        }
+    }
+
+    /// Reports every event from now on to `o` (timelines, traces).
+    pub fn observe(&mut self, o: Box<dyn Observer + 'a>) {
+        self.obs = Some(o);
+    }
+
+    /// The memory split and counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        let (m, pool) = (&self.st.mem, self.cfg.pool_slots);
+        let adapters_idle = m.idle_slots;
+        let adapters_active = m.adapter_used - m.idle_slots;
+        let reserved = m.kv_claim.saturating_sub(m.kv_used);
+        let kv_reserved = reserved.min(pool - m.kv_used - m.adapter_used);
+        Snapshot {
+            pool,
+            kv_held: m.kv_used,
+            kv_reserved,
+            kv_claim: m.kv_claim.max(m.kv_used),
+            adapters_active,
+            adapters_idle,
+            free: pool - m.kv_used - kv_reserved - m.adapter_used,
+            adapters_resident: self
+                .st
+                .adapters
+                .iter()
+                .filter(|a| a.residency != Residency::Host)
+                .count() as u64,
+            adapter_loads: self.st.stats.adapter_loads,
+            adapter_evictions: self.st.stats.evictions,
+            waiting: self.sched.waiting() as u64,
+            running: (self.st.batch.len() + self.st.batch.admitted.len()) as u64,
+            link_free_at: self.st.link_free_at,
+        }
+    }
+
+    /// Tells the observer of an iteration just scheduled (`start`..`end`).
+    fn observe_iteration(&mut self, phase: Phase, start: Nanos, end: Nanos, shape: &BatchShape) {
+        if self.obs.is_none() {
+            return;
+        }
+        let snap = self.snapshot();
+        self.obs_queues.clear();
+        let queues = &mut self.obs_queues;
+        self.sched.describe_queues(&mut |q| queues.push(q));
+        let ev = Observed::Iteration {
+            phase,
+            start,
+            end,
+            seqs: shape.prefill_seqs + shape.decode_seqs,
+            tokens: shape.tokens(),
+            snap: &snap,
+            queues: &self.obs_queues,
+        };
+        if let Some(o) = &mut self.obs {
+            o.observe(self.st.now, ev);
+        }
+    }
+
+    #[inline]
+    fn emit(&mut self, ev: Observed<'_>) {
+        if let Some(o) = &mut self.obs {
+            o.observe(self.st.now, ev);
         }
     }
 
@@ -836,6 +920,7 @@ impl<'a> Engine<'a> {
         let dt = (t - st.last_account) as u128;
         st.stats.kv_slot_ns += st.mem.kv_used as u128 * dt;
         st.stats.adapter_slot_ns += st.mem.adapter_used as u128 * dt;
+        st.stats.kv_claim_slot_ns += st.mem.kv_claim as u128 * dt;
         st.last_account = t;
         st.now = t;
     }
@@ -852,6 +937,7 @@ impl<'a> Engine<'a> {
         s.peak_kv_slots = s.peak_kv_slots.max(m.kv_used);
         s.peak_adapter_slots = s.peak_adapter_slots.max(m.adapter_used);
         s.peak_total_slots = s.peak_total_slots.max(m.kv_used + m.adapter_used);
+        s.peak_kv_claim_slots = s.peak_kv_claim_slots.max(m.kv_claim);
         assert!(
             m.kv_used + m.adapter_used <= self.cfg.pool_slots,
             "memory invariant violated (engine bug)"
@@ -900,6 +986,7 @@ impl<'a> Engine<'a> {
             rec.outcome = Outcome::Rejected(reason);
             rec.finished = self.st.now;
             self.st.records.finalize(id);
+            self.emit(Observed::Rejected { id });
             return;
         }
         if r.adapter != NO_ADAPTER {
@@ -908,6 +995,7 @@ impl<'a> Engine<'a> {
             self.cache.on_arrival(&r, self.st.now);
         }
         self.sched.on_arrival(&r, self.st.now);
+        self.emit(Observed::Arrival { id });
     }
 
     fn start_iteration(&mut self) -> Result<()> {
@@ -970,7 +1058,17 @@ impl<'a> Engine<'a> {
         }
         self.st.stats.merges += 1;
         if self.st.batch.admitted.is_empty() {
+            self.st.stats.merges_empty += 1;
             return Ok(false);
+        }
+        // `reserve` now lists the running and the admitted requests (admission inserted them).
+        self.st.mem.kv_claim = admission::peak(&self.st.mem.reserve);
+        if self.obs.is_some() {
+            for i in 0..self.st.batch.admitted.len() {
+                let id = self.st.batch.admitted[i];
+                let hit = self.st.records.get(id).adapter_hit;
+                self.emit(Observed::Admitted { id, hit });
+            }
         }
         let batch = std::mem::take(&mut self.st.batch.admitted);
         let mut ready = now;
@@ -1026,6 +1124,7 @@ impl<'a> Engine<'a> {
         self.st.busy = Busy::Prefill;
         self.st.batch.steps_since_merge = 0;
         self.push(ready + dur, Event::IterationDone);
+        self.observe_iteration(Phase::Prefill, ready, ready + dur, &shape);
         if self.prefetch.at_merge() {
             self.prefetch_next_batch()?;
         }
@@ -1059,17 +1158,21 @@ impl<'a> Engine<'a> {
         self.st.batch.steps_since_merge += 1;
         self.st.busy = Busy::Decode;
         self.push(self.st.now + dur, Event::IterationDone);
+        self.observe_iteration(Phase::Decode, self.st.now, self.st.now + dur, &shape);
         Ok(())
     }
 
     fn on_iteration_done(&mut self) {
         let now = self.st.now;
+        let finished = self.st.stats.finished;
+        let held = self.st.mem.kv_used;
         match std::mem::replace(&mut self.st.busy, Busy::Idle) {
             Busy::Prefill => {
                 let batch = std::mem::take(&mut self.st.batch.admitted);
                 for &id in &batch {
                     let r = self.w.requests[id as usize];
                     self.st.records.get(id).first_token = now;
+                    self.emit(Observed::FirstToken { id });
                     if r.output == 1 {
                         self.finish_request(id, r.adapter, r.input as u64 + 1, 0);
                     } else {
@@ -1094,6 +1197,17 @@ impl<'a> Engine<'a> {
             }
             Busy::Idle | Busy::Polling => unreachable!("iteration finished while idle"),
         }
+        // With an oracle reserve a request finishes with nothing left reserved, last in the peak rule's
+        // order: the claim changes only if it was the total held now (the tail's term). Else recompute.
+        if self.st.stats.finished != finished
+            && (self.cfg.reserve != Reserve::Oracle || self.st.mem.kv_claim <= held)
+        {
+            self.recompute_claim();
+        }
+        if self.st.batch.is_empty() && self.obs.is_some() {
+            let snap = self.snapshot();
+            self.emit(Observed::Idle { snap: &snap });
+        }
     }
 
     /// Request `id` produced its last token: its KV (`ctx` slots) and its hold on `adapter` go.
@@ -1101,6 +1215,7 @@ impl<'a> Engine<'a> {
         let now = self.st.now;
         self.clock.release(id);
         self.st.mem.kv_used -= ctx;
+        self.st.stats.finished += 1;
         let rec = self.st.records.get(id);
         rec.outcome = Outcome::Finished;
         rec.finished = now;
@@ -1109,6 +1224,13 @@ impl<'a> Engine<'a> {
         self.st
             .unpin(adapter, self.cache.as_mut(), &mut *self.clock);
         self.sched.on_finish(&self.w.requests[id as usize], now);
+        self.emit(Observed::Finished { id });
+    }
+
+    /// The KV claim after requests left at the end of an iteration (no request is prefilling then): the
+    /// peak rule over those still running.
+    fn recompute_claim(&mut self) {
+        self.st.mem.kv_claim = self.st.batch.claim();
     }
 
     fn on_load_done(&mut self, a: u32) {
@@ -1171,6 +1293,11 @@ impl<'a> Engine<'a> {
         }
         self.note_memory();
         self.push(done, Event::LoadDone(a));
+        self.emit(Observed::Load {
+            adapter: a,
+            start,
+            end: done,
+        });
         Ok(())
     }
 

@@ -828,6 +828,10 @@ fn merge(t: &mut EngineStats, s: &EngineStats) {
     t.peak_total_slots += s.peak_total_slots;
     t.kv_slot_ns += s.kv_slot_ns;
     t.adapter_slot_ns += s.adapter_slot_ns;
+    t.peak_kv_claim_slots += s.peak_kv_claim_slots;
+    t.kv_claim_slot_ns += s.kv_claim_slot_ns;
+    t.finished += s.finished;
+    t.merges_empty += s.merges_empty;
     t.tokens += s.tokens;
     t.prefill_sq_tokens += s.prefill_sq_tokens;
     t.decode_context += s.decode_context;
@@ -982,6 +986,7 @@ impl FleetRun {
         m.pool_slots = s.pool_slots;
         m.squashes = s.squashes;
         m.merges = s.merges;
+        m.merges_empty = s.merges_empty;
         m
     }
 

@@ -48,7 +48,7 @@ pub use kmeans::{elbow_kmeans, kmeans_1d};
 use ledger::{Book, Charge, Held, Ledger};
 pub use wrs::{Wrs, wrs_summary};
 
-use crate::engine::api::{Admission, Fit, PolicyCtx, Scheduler, Schedulers};
+use crate::engine::api::{Admission, Fit, PolicyCtx, QueueInfo, Scheduler, Schedulers};
 use crate::error::{Error, Result};
 use crate::registry::{Entry, Param, Params, Props};
 use crate::time::Nanos;
@@ -671,5 +671,15 @@ impl Scheduler for Mlq {
 
     fn waiting(&self) -> usize {
         self.queues.iter().map(VecDeque::len).sum()
+    }
+
+    fn describe_queues(&self, queue: &mut dyn FnMut(QueueInfo)) {
+        for (q, waiting) in self.queues.iter().enumerate() {
+            queue(QueueInfo {
+                waiting: waiting.len() as u64,
+                quota: Some(self.quota[q]),
+                used: Some(self.book.used(q)),
+            });
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Chameleon's Weighted Request Size, and the summary hook reporting queueing per WRS class.
 
-use crate::metrics::{Dist, RunView, num};
+use crate::metrics::{Dist, RunView, num, queue_e2e, ttft_tail};
 use crate::workload::{Request, Workload};
 
 /// Chameleon's Weighted Request Size in [0, 1]:
@@ -38,14 +38,37 @@ impl<'a> Wrs<'a> {
 
 /// Summary hook (every run, whatever its scheduler): queueing delay per WRS class, the quartiles
 /// [0, .25), [.25, .5), [.5, .75), [.75, 1] of the weighted request size (`wrs_class{c}_requests`,
-/// `queue_mean_wrs{c}_s`, `queue_p99_wrs{c}_s`, c = 1..4).
+/// `queue_mean_wrs{c}_s`, `queue_p99_wrs{c}_s`, c = 1..4), each class's queueing as a share of its E2E
+/// (`queue_share_wrs{c}`) and its share of the slowest 1% by TTFT (`ttft_tail_wrs{c}_share`).
 pub fn wrs_summary(v: &RunView<'_>, m: &mut serde_json::Map<String, serde_json::Value>) {
     let sizer = Wrs::new(v.workload, v.predicted);
-    let mut classes: [Vec<f64>; 4] = Default::default();
-    for &i in v.finished {
+    let class_of = |i: usize| {
         let x = sizer.of(&v.workload.requests[i]);
-        let c = ((x * 4.0).floor().max(0.0) as usize).min(3);
+        ((x * 4.0).floor().max(0.0) as usize).min(3)
+    };
+    let mut classes: [Vec<f64>; 4] = Default::default();
+    let mut sums = [(0u64, 0u64); 4];
+    for &i in v.finished {
+        let c = class_of(i);
         classes[c].push(v.queue_s(i));
+        let (q, e) = queue_e2e(v, i);
+        sums[c].0 += q;
+        sums[c].1 += e;
+    }
+    let mut in_tail = [0usize; 4];
+    let tail = ttft_tail(v);
+    for &i in &tail {
+        in_tail[class_of(i)] += 1;
+    }
+    for (c, &(q, e)) in sums.iter().enumerate() {
+        m.insert(
+            format!("queue_share_wrs{}", c + 1),
+            num(q as f64 / e as f64),
+        );
+        m.insert(
+            format!("ttft_tail_wrs{}_share", c + 1),
+            num(in_tail[c] as f64 / tail.len() as f64),
+        );
     }
     for (c, mut q) in classes.into_iter().enumerate() {
         m.insert(format!("wrs_class{}_requests", c + 1), q.len().into());

@@ -1,0 +1,578 @@
+//! Seeing inside a run: an engine `Observer` that keeps a timeline (one row per iteration or per interval)
+//! and a Chrome / Perfetto trace (trace-event JSON), and the latency CDFs. Off unless asked for: the
+//! engine then builds nothing (see `engine::observe`). Schemas: docs/timeline.md.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::Write;
+
+use crate::engine::{Observed, Observer, Phase, QueueInfo, RunOutput, Snapshot};
+use crate::metrics::{percentile, percentile_by};
+use crate::time::{Nanos, secs};
+use crate::workload::Workload;
+
+/// What to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordOptions {
+    /// Keep timeline rows.
+    pub timeline: bool,
+    /// A row at the first iteration starting at or after each multiple of this; 0 = every iteration (and
+    /// every moment the server goes idle).
+    pub interval_ns: Nanos,
+    /// Keep trace events.
+    pub trace: bool,
+    /// Trace only what starts in [start, end] (requests: what arrives in it).
+    pub window: (Nanos, Nanos),
+    /// Rolling TTFT percentiles over the requests whose first token came in the last this many ns.
+    pub ttft_window_ns: Nanos,
+    /// Bytes of one KV slot (GiB figures in the trace's counters).
+    pub slot_bytes: u64,
+}
+
+impl RecordOptions {
+    pub fn new(slot_bytes: u64) -> RecordOptions {
+        RecordOptions {
+            timeline: false,
+            interval_ns: 0,
+            trace: false,
+            window: (0, Nanos::MAX),
+            ttft_window_ns: 60_000_000_000,
+            slot_bytes,
+        }
+    }
+}
+
+/// One timeline row: the engine's state when an iteration started (or the server went idle).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub t: Nanos,
+    /// `None`: the server went idle.
+    pub phase: Option<Phase>,
+    pub seqs: u64,
+    pub tokens: u64,
+    pub duration: Nanos,
+    pub snap: Snapshot,
+    pub hits: u64,
+    pub misses: u64,
+    pub ttft_p50_s: f64,
+    pub ttft_p99_s: f64,
+    /// Range of this row's queues in `Recorder::queues`.
+    queues: (u32, u32),
+}
+
+#[derive(Clone, Copy, Default)]
+struct Span {
+    arrival: Nanos,
+    admitted: Option<Nanos>,
+    first: Option<Nanos>,
+    finished: Option<Nanos>,
+}
+
+/// Collects a run's timeline and trace events (`Engine::observe` it through `&mut`).
+pub struct Recorder {
+    pub opts: RecordOptions,
+    pub rows: Vec<Row>,
+    queues: Vec<QueueInfo>,
+    next_sample: Nanos,
+    hits: u64,
+    misses: u64,
+    arrivals: HashMap<u32, Nanos>,
+    /// (first token time, TTFT) in the rolling window, in time order, and the same TTFTs sorted (kept
+    /// sorted on insert and expiry, so a row's percentiles cost no sort).
+    recent: VecDeque<(Nanos, Nanos)>,
+    sorted: Vec<Nanos>,
+    iterations: Vec<(Phase, Nanos, Nanos, u64, u64)>,
+    loads: Vec<(u32, Nanos, Nanos)>,
+    spans: HashMap<u32, Span>,
+    /// Requests traced, in arrival order.
+    order: Vec<u32>,
+}
+
+impl Recorder {
+    pub fn new(opts: RecordOptions) -> Recorder {
+        Recorder {
+            opts,
+            rows: Vec::new(),
+            queues: Vec::new(),
+            next_sample: 0,
+            hits: 0,
+            misses: 0,
+            arrivals: HashMap::new(),
+            recent: VecDeque::new(),
+            sorted: Vec::new(),
+            iterations: Vec::new(),
+            loads: Vec::new(),
+            spans: HashMap::new(),
+            order: Vec::new(),
+        }
+    }
+
+    fn in_window(&self, t: Nanos) -> bool {
+        self.opts.trace && t >= self.opts.window.0 && t <= self.opts.window.1
+    }
+
+    fn rolling(&mut self, now: Nanos) -> (f64, f64) {
+        let w = self.opts.ttft_window_ns;
+        while let Some(&(t, x)) = self.recent.front() {
+            if t + w > now {
+                break;
+            }
+            self.recent.pop_front();
+            let at = self.sorted.partition_point(|&y| y < x);
+            self.sorted.remove(at);
+        }
+        let v = &self.sorted;
+        let p = |q: f64| percentile_by(v.len(), q, |k| secs(v[k]));
+        (p(0.5), p(0.99))
+    }
+
+    fn row(&mut self, now: Nanos, it: Option<(Phase, Nanos, Nanos, u64, u64)>, snap: &Snapshot) {
+        let (phase, seqs, tokens, duration) = match it {
+            Some((p, s, e, q, k)) => (Some(p), q, k, e - s),
+            None => (None, 0, 0, 0),
+        };
+        let (p50, p99) = self.rolling(now);
+        let at = self.queues.len() as u32;
+        self.rows.push(Row {
+            t: now,
+            phase,
+            seqs,
+            tokens,
+            duration,
+            snap: *snap,
+            hits: self.hits,
+            misses: self.misses,
+            ttft_p50_s: p50,
+            ttft_p99_s: p99,
+            queues: (at, at),
+        });
+    }
+
+    /// The queues of `row`.
+    pub fn row_queues(&self, row: &Row) -> &[QueueInfo] {
+        &self.queues[row.queues.0 as usize..row.queues.1 as usize]
+    }
+}
+
+impl Observer for Recorder {
+    fn observe(&mut self, now: Nanos, ev: Observed<'_>) {
+        match ev {
+            Observed::Arrival { id } => {
+                self.arrivals.insert(id, now);
+                if self.in_window(now) {
+                    self.spans.insert(
+                        id,
+                        Span {
+                            arrival: now,
+                            ..Default::default()
+                        },
+                    );
+                    self.order.push(id);
+                }
+            }
+            Observed::Rejected { .. } => {}
+            Observed::Admitted { id, hit } => {
+                if hit {
+                    self.hits += 1;
+                } else {
+                    self.misses += 1;
+                }
+                if let Some(s) = self.spans.get_mut(&id) {
+                    s.admitted = Some(now);
+                }
+            }
+            Observed::FirstToken { id } => {
+                if let Some(a) = self.arrivals.get(&id) {
+                    let x = now - a;
+                    self.recent.push_back((now, x));
+                    let at = self.sorted.partition_point(|&y| y < x);
+                    self.sorted.insert(at, x);
+                }
+                if let Some(s) = self.spans.get_mut(&id) {
+                    s.first = Some(now);
+                }
+            }
+            Observed::Finished { id } => {
+                self.arrivals.remove(&id);
+                if let Some(s) = self.spans.get_mut(&id) {
+                    s.finished = Some(now);
+                }
+            }
+            Observed::Load {
+                adapter,
+                start,
+                end,
+            } => {
+                if self.in_window(start) {
+                    self.loads.push((adapter, start, end));
+                }
+            }
+            Observed::Iteration {
+                phase,
+                start,
+                end,
+                seqs,
+                tokens,
+                snap,
+                queues,
+            } => {
+                let it = (phase, start, end, seqs, tokens);
+                if self.in_window(start) {
+                    self.iterations.push(it);
+                }
+                let sample = self.opts.interval_ns == 0 || now >= self.next_sample;
+                if sample && (self.opts.timeline || self.in_window(now)) {
+                    if let Some(k) = now.checked_div(self.opts.interval_ns) {
+                        self.next_sample = (k + 1) * self.opts.interval_ns;
+                    }
+                    self.row(now, Some(it), snap);
+                    self.queues.extend_from_slice(queues);
+                    self.rows.last_mut().expect("pushed").queues.1 = self.queues.len() as u32;
+                }
+            }
+            Observed::Idle { snap } => {
+                if self.opts.interval_ns == 0 && (self.opts.timeline || self.in_window(now)) {
+                    self.row(now, None, snap);
+                }
+            }
+        }
+    }
+}
+
+impl<T: Observer + ?Sized> Observer for &mut T {
+    fn observe(&mut self, now: Nanos, ev: Observed<'_>) {
+        (**self).observe(now, ev)
+    }
+}
+
+/// The timeline's columns before the per-queue ones (docs/timeline.md).
+pub const TIMELINE_COLUMNS: &[&str] = &[
+    "t_s",
+    "kind",
+    "seqs",
+    "tokens",
+    "duration_s",
+    "pool_slots",
+    "kv_held_slots",
+    "kv_reserved_slots",
+    "adapters_active_slots",
+    "adapters_idle_slots",
+    "free_slots",
+    "kv_claim_slots",
+    "adapters_resident",
+    "adapter_loads",
+    "adapter_evictions",
+    "adapter_hits",
+    "adapter_misses",
+    "link_backlog_s",
+    "waiting",
+    "running",
+    "ttft_p50_s",
+    "ttft_p99_s",
+];
+
+fn fmt_f(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.6}")
+    } else {
+        String::new()
+    }
+}
+
+impl Recorder {
+    /// Most queues any row reports.
+    pub fn max_queues(&self) -> usize {
+        self.rows
+            .iter()
+            .map(|r| (r.queues.1 - r.queues.0) as usize)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `timeline.csv`: `TIMELINE_COLUMNS`, then `q{i}_waiting,q{i}_quota,q{i}_used` per queue (empty where a
+    /// row has fewer queues or a queue no quota).
+    pub fn write_timeline_csv(&self, mut f: impl Write) -> std::io::Result<()> {
+        let k = self.max_queues();
+        let mut head = TIMELINE_COLUMNS.join(",");
+        for i in 1..=k {
+            write!(head, ",q{i}_waiting,q{i}_quota,q{i}_used").expect("string");
+        }
+        writeln!(f, "{head}")?;
+        let mut line = String::new();
+        for r in self
+            .rows
+            .iter()
+            .filter(|r| self.opts.timeline || r.t >= self.opts.window.0)
+        {
+            let s = &r.snap;
+            line.clear();
+            let kind = match r.phase {
+                Some(Phase::Prefill) => "prefill",
+                Some(Phase::Decode) => "decode",
+                None => "idle",
+            };
+            write!(
+                line,
+                "{},{kind},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                Secs(r.t),
+                r.seqs,
+                r.tokens,
+                Secs(r.duration),
+                s.pool,
+                s.kv_held,
+                s.kv_reserved,
+                s.adapters_active,
+                s.adapters_idle,
+                s.free,
+                s.kv_claim,
+                s.adapters_resident,
+                s.adapter_loads,
+                s.adapter_evictions,
+                r.hits,
+                r.misses,
+                Secs(s.link_free_at.saturating_sub(r.t)),
+                s.waiting,
+                s.running,
+                fmt_f(r.ttft_p50_s),
+                fmt_f(r.ttft_p99_s),
+            )
+            .expect("string");
+            let qs = self.row_queues(r);
+            for i in 0..k {
+                match qs.get(i) {
+                    Some(q) => {
+                        let o = |x: Option<u64>| x.map_or(String::new(), |v| v.to_string());
+                        write!(line, ",{},{},{}", q.waiting, o(q.quota), o(q.used))
+                    }
+                    None => write!(line, ",,,"),
+                }
+                .expect("string");
+            }
+            writeln!(f, "{line}")?;
+        }
+        Ok(())
+    }
+
+    /// The Chrome / Perfetto trace (trace-event JSON, timestamps in microseconds): GPU iterations as complete
+    /// events on one track, adapter loads on the copy stream's, one async span per traced request with its
+    /// queued / prefill / decode phases nested, and counters of memory (MiB) and queue lengths. Events are
+    /// sorted by time (ties keep their order) and written straight out: no string per event.
+    pub fn write_chrome_trace(&self, mut f: impl Write, w: &Workload) -> std::io::Result<()> {
+        #[derive(Clone, Copy)]
+        enum Ev {
+            Iteration(usize),
+            Load(usize),
+            /// A request's k-th span event (0..8: request, queued, prefill, decode begins and ends).
+            Request(usize, u8),
+            Counters(usize),
+        }
+        let mut ev: Vec<(Nanos, u32, Ev)> = Vec::new();
+        let mut push = |t: Nanos, e: Ev| {
+            let n = ev.len() as u32;
+            ev.push((t, n, e));
+        };
+        for (i, it) in self.iterations.iter().enumerate() {
+            push(it.1, Ev::Iteration(i));
+        }
+        for (i, l) in self.loads.iter().enumerate() {
+            push(l.1, Ev::Load(i));
+        }
+        let mut spans = Vec::new();
+        for &id in &self.order {
+            let sp = self.spans[&id];
+            let (Some(adm), Some(first), Some(fin)) = (sp.admitted, sp.first, sp.finished) else {
+                continue;
+            };
+            let times = [sp.arrival, sp.arrival, adm, adm, first, first, fin, fin];
+            for (k, &t) in times.iter().enumerate() {
+                push(t, Ev::Request(spans.len(), k as u8));
+            }
+            spans.push((id, times));
+        }
+        for (i, r) in self.rows.iter().enumerate() {
+            if self.in_window(r.t) {
+                push(r.t, Ev::Counters(i));
+            }
+        }
+        ev.sort_unstable_by_key(|e| (e.0, e.1));
+        let mib = |slots: u64| (slots * self.opts.slot_bytes) >> 20;
+        writeln!(f, r#"{{"displayTimeUnit":"ms","traceEvents":["#)?;
+        write!(
+            f,
+            r#"{{"name":"process_name","ph":"M","pid":1,"args":{{"name":"GPU"}}}},
+{{"name":"thread_name","ph":"M","pid":1,"tid":1,"args":{{"name":"iterations"}}}},
+{{"name":"thread_name","ph":"M","pid":1,"tid":2,"args":{{"name":"copy stream (adapter loads)"}}}},
+{{"name":"process_name","ph":"M","pid":2,"args":{{"name":"requests"}}}}"#
+        )?;
+        const PHASES: [(&str, &str); 8] = [
+            ("request", "b"),
+            ("queued", "b"),
+            ("queued", "e"),
+            ("prefill", "b"),
+            ("prefill", "e"),
+            ("decode", "b"),
+            ("decode", "e"),
+            ("request", "e"),
+        ];
+        for &(t, _, e) in &ev {
+            writeln!(f, ",")?;
+            match e {
+                Ev::Iteration(i) => {
+                    let (p, s, end, seqs, tokens) = self.iterations[i];
+                    let name = match p {
+                        Phase::Prefill => "prefill",
+                        Phase::Decode => "decode",
+                    };
+                    write!(
+                        f,
+                        r#"{{"name":"{name}","cat":"gpu","ph":"X","pid":1,"tid":1,"ts":{},"dur":{},"args":{{"seqs":{seqs},"tokens":{tokens}}}}}"#,
+                        Us(s),
+                        Us(end - s)
+                    )?;
+                }
+                Ev::Load(i) => {
+                    let (a, s, end) = self.loads[i];
+                    let rank = w.adapters.get(a as usize).map_or(0, |x| x.rank);
+                    write!(
+                        f,
+                        r#"{{"name":"load adapter {a}","cat":"copy","ph":"X","pid":1,"tid":2,"ts":{},"dur":{},"args":{{"adapter":{a},"rank":{rank}}}}}"#,
+                        Us(s),
+                        Us(end - s)
+                    )?;
+                }
+                Ev::Request(j, k) => {
+                    let id = spans[j].0;
+                    let (name, ph) = PHASES[k as usize];
+                    write!(
+                        f,
+                        r#"{{"name":"{name}","cat":"request","ph":"{ph}","pid":2,"tid":1,"id":{id},"ts":{}"#,
+                        Us(t)
+                    )?;
+                    if k == 0 {
+                        let r = &w.requests[id as usize];
+                        match w.adapter(r.adapter) {
+                            Some(a) => write!(
+                                f,
+                                r#","args":{{"adapter":{},"rank":{},"input":{},"output":{}}}"#,
+                                a.id, a.rank, r.input, r.output
+                            )?,
+                            None => write!(
+                                f,
+                                r#","args":{{"adapter":null,"input":{},"output":{}}}"#,
+                                r.input, r.output
+                            )?,
+                        }
+                    }
+                    write!(f, "}}")?;
+                }
+                Ev::Counters(i) => {
+                    let r = &self.rows[i];
+                    let s = &r.snap;
+                    write!(
+                        f,
+                        r#"{{"name":"memory (MiB)","ph":"C","pid":1,"ts":{},"args":{{"kv held":{},"kv reserved":{},"adapters active":{},"adapters idle":{},"free":{}}}}},
+{{"name":"requests","ph":"C","pid":1,"ts":{},"args":{{"waiting":{},"running":{}"#,
+                        Us(t),
+                        mib(s.kv_held),
+                        mib(s.kv_reserved),
+                        mib(s.adapters_active),
+                        mib(s.adapters_idle),
+                        mib(s.free),
+                        Us(t),
+                        s.waiting,
+                        s.running
+                    )?;
+                    for (q, x) in self.row_queues(r).iter().enumerate() {
+                        write!(f, r#","queue {}":{}"#, q + 1, x.waiting)?;
+                    }
+                    write!(f, "}}}}")?;
+                }
+            }
+        }
+        writeln!(f, "\n]}}")
+    }
+}
+
+/// Nanoseconds written as microseconds with three decimals, exactly (no float formatting).
+struct Us(Nanos);
+
+impl std::fmt::Display for Us {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+/// Nanoseconds written as seconds with nine decimals, exactly.
+struct Secs(Nanos);
+
+impl std::fmt::Display for Secs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{:09}",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
+    }
+}
+
+/// The quantiles `cdf.csv` always has: 0 to 1 by 0.01, and 0.999.
+pub fn cdf_grid(extra: &[f64]) -> Vec<f64> {
+    let mut q: Vec<f64> = (0..=100).map(|i| i as f64 / 100.0).collect();
+    q.push(0.999);
+    q.extend_from_slice(extra);
+    q.sort_by(f64::total_cmp);
+    q.dedup();
+    q
+}
+
+/// `cdf.csv`: `metric,quantile,value_s` for TTFT, TBT (mean per request), E2E and queueing of the finished
+/// requests at `quantiles` (linear interpolation, like every percentile of the summary).
+pub fn write_cdf_csv(
+    mut f: impl Write,
+    w: &Workload,
+    out: &RunOutput,
+    quantiles: &[f64],
+) -> std::io::Result<()> {
+    let finished = crate::metrics::finished(out);
+    let rec = |i: usize| (&out.records[i], &w.requests[i]);
+    let col = |g: &dyn Fn(usize) -> Option<f64>| {
+        let mut x: Vec<f64> = finished.iter().filter_map(|&i| g(i)).collect();
+        x.sort_by(f64::total_cmp);
+        x
+    };
+    let metrics: [(&str, Vec<f64>); 4] = [
+        (
+            "ttft",
+            col(&|i| Some(secs(rec(i).0.first_token - rec(i).1.arrival))),
+        ),
+        (
+            "tbt",
+            col(&|i| {
+                let (r, q) = rec(i);
+                (q.output > 1).then(|| secs(r.finished - r.first_token) / (q.output - 1) as f64)
+            }),
+        ),
+        (
+            "e2e",
+            col(&|i| Some(secs(rec(i).0.finished - rec(i).1.arrival))),
+        ),
+        (
+            "queue",
+            col(&|i| Some(secs(rec(i).0.admitted - rec(i).1.arrival))),
+        ),
+    ];
+    writeln!(f, "metric,quantile,value_s")?;
+    for (name, x) in &metrics {
+        for &q in quantiles {
+            let v = percentile(x, q);
+            let v = if v.is_finite() {
+                format!("{v:.9}")
+            } else {
+                String::new()
+            };
+            writeln!(f, "{name},{q},{v}")?;
+        }
+    }
+    Ok(())
+}
