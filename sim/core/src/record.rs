@@ -271,14 +271,6 @@ pub const TIMELINE_COLUMNS: &[&str] = &[
     "ttft_p99_s",
 ];
 
-fn fmt_f(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.6}")
-    } else {
-        String::new()
-    }
-}
-
 impl Recorder {
     /// Most queues any row reports.
     pub fn max_queues(&self) -> usize {
@@ -298,26 +290,26 @@ impl Recorder {
             write!(head, ",q{i}_waiting,q{i}_quota,q{i}_used").expect("string");
         }
         writeln!(f, "{head}")?;
-        let mut line = String::new();
+        // Bytes straight into one buffer: no formatting machinery per integer.
+        let mut b = Buf(Vec::with_capacity(1 << 20));
         for r in self
             .rows
             .iter()
             .filter(|r| self.opts.timeline || r.t >= self.opts.window.0)
         {
             let s = &r.snap;
-            line.clear();
-            let kind = match r.phase {
-                Some(Phase::Prefill) => "prefill",
-                Some(Phase::Decode) => "decode",
-                None => "idle",
-            };
-            write!(
-                line,
-                "{},{kind},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                Secs(r.t),
-                r.seqs,
-                r.tokens,
-                Secs(r.duration),
+            b.secs(r.t);
+            b.s(match r.phase {
+                Some(Phase::Prefill) => ",prefill,",
+                Some(Phase::Decode) => ",decode,",
+                None => ",idle,",
+            });
+            b.u(r.seqs);
+            b.s(",");
+            b.u(r.tokens);
+            b.s(",");
+            b.secs(r.duration);
+            for v in [
                 s.pool,
                 s.kv_held,
                 s.kv_reserved,
@@ -330,26 +322,45 @@ impl Recorder {
                 s.adapter_evictions,
                 r.hits,
                 r.misses,
-                Secs(s.link_free_at.saturating_sub(r.t)),
-                s.waiting,
-                s.running,
-                fmt_f(r.ttft_p50_s),
-                fmt_f(r.ttft_p99_s),
-            )
-            .expect("string");
+            ] {
+                b.s(",");
+                b.u(v);
+            }
+            b.s(",");
+            b.secs(s.link_free_at.saturating_sub(r.t));
+            b.s(",");
+            b.u(s.waiting);
+            b.s(",");
+            b.u(s.running);
+            for x in [r.ttft_p50_s, r.ttft_p99_s] {
+                b.s(",");
+                if x.is_finite() {
+                    write!(b.0, "{x:.6}")?;
+                }
+            }
             let qs = self.row_queues(r);
             for i in 0..k {
                 match qs.get(i) {
                     Some(q) => {
-                        let o = |x: Option<u64>| x.map_or(String::new(), |v| v.to_string());
-                        write!(line, ",{},{},{}", q.waiting, o(q.quota), o(q.used))
+                        b.s(",");
+                        b.u(q.waiting);
+                        for x in [q.quota, q.used] {
+                            b.s(",");
+                            if let Some(v) = x {
+                                b.u(v);
+                            }
+                        }
                     }
-                    None => write!(line, ",,,"),
+                    None => b.s(",,,"),
                 }
-                .expect("string");
             }
-            writeln!(f, "{line}")?;
+            b.s("\n");
+            if b.0.len() >= 1 << 20 {
+                f.write_all(&b.0)?;
+                b.0.clear();
+            }
         }
+        f.write_all(&b.0)?;
         Ok(())
     }
 
@@ -414,105 +425,158 @@ impl Recorder {
             ("decode", "e"),
             ("request", "e"),
         ];
+        // The hot loop writes bytes into one buffer (no formatting machinery per number), flushed in chunks.
+        let mut b = Buf(Vec::with_capacity(1 << 20));
         for &(t, _, e) in &ev {
-            writeln!(f, ",")?;
+            b.s(",\n");
             match e {
                 Ev::Iteration(i) => {
                     let (p, s, end, seqs, tokens) = self.iterations[i];
-                    let name = match p {
-                        Phase::Prefill => "prefill",
-                        Phase::Decode => "decode",
-                    };
-                    write!(
-                        f,
-                        r#"{{"name":"{name}","cat":"gpu","ph":"X","pid":1,"tid":1,"ts":{},"dur":{},"args":{{"seqs":{seqs},"tokens":{tokens}}}}}"#,
-                        Us(s),
-                        Us(end - s)
-                    )?;
+                    b.s(match p {
+                        Phase::Prefill => r#"{"name":"prefill""#,
+                        Phase::Decode => r#"{"name":"decode""#,
+                    });
+                    b.s(r#","cat":"gpu","ph":"X","pid":1,"tid":1,"ts":"#);
+                    b.us(s);
+                    b.s(r#","dur":"#);
+                    b.us(end - s);
+                    b.s(r#","args":{"seqs":"#);
+                    b.u(seqs);
+                    b.s(r#","tokens":"#);
+                    b.u(tokens);
+                    b.s("}}");
                 }
                 Ev::Load(i) => {
                     let (a, s, end) = self.loads[i];
                     let rank = w.adapters.get(a as usize).map_or(0, |x| x.rank);
-                    write!(
-                        f,
-                        r#"{{"name":"load adapter {a}","cat":"copy","ph":"X","pid":1,"tid":2,"ts":{},"dur":{},"args":{{"adapter":{a},"rank":{rank}}}}}"#,
-                        Us(s),
-                        Us(end - s)
-                    )?;
+                    b.s(r#"{"name":"load adapter "#);
+                    b.u(a as u64);
+                    b.s(r#"","cat":"copy","ph":"X","pid":1,"tid":2,"ts":"#);
+                    b.us(s);
+                    b.s(r#","dur":"#);
+                    b.us(end - s);
+                    b.s(r#","args":{"adapter":"#);
+                    b.u(a as u64);
+                    b.s(r#","rank":"#);
+                    b.u(rank as u64);
+                    b.s("}}");
                 }
                 Ev::Request(j, k) => {
                     let id = spans[j].0;
                     let (name, ph) = PHASES[k as usize];
-                    write!(
-                        f,
-                        r#"{{"name":"{name}","cat":"request","ph":"{ph}","pid":2,"tid":1,"id":{id},"ts":{}"#,
-                        Us(t)
-                    )?;
+                    b.s(r#"{"name":""#);
+                    b.s(name);
+                    b.s(r#"","cat":"request","ph":""#);
+                    b.s(ph);
+                    b.s(r#"","pid":2,"tid":1,"id":"#);
+                    b.u(id as u64);
+                    b.s(r#","ts":"#);
+                    b.us(t);
                     if k == 0 {
                         let r = &w.requests[id as usize];
                         match w.adapter(r.adapter) {
-                            Some(a) => write!(
-                                f,
-                                r#","args":{{"adapter":{},"rank":{},"input":{},"output":{}}}"#,
-                                a.id, a.rank, r.input, r.output
-                            )?,
-                            None => write!(
-                                f,
-                                r#","args":{{"adapter":null,"input":{},"output":{}}}"#,
-                                r.input, r.output
-                            )?,
+                            Some(a) => {
+                                b.s(r#","args":{"adapter":"#);
+                                b.u(a.id as u64);
+                                b.s(r#","rank":"#);
+                                b.u(a.rank as u64);
+                            }
+                            None => b.s(r#","args":{"adapter":null"#),
                         }
+                        b.s(r#","input":"#);
+                        b.u(r.input as u64);
+                        b.s(r#","output":"#);
+                        b.u(r.output as u64);
+                        b.s("}");
                     }
-                    write!(f, "}}")?;
+                    b.s("}");
                 }
                 Ev::Counters(i) => {
                     let r = &self.rows[i];
                     let s = &r.snap;
-                    write!(
-                        f,
-                        r#"{{"name":"memory (MiB)","ph":"C","pid":1,"ts":{},"args":{{"kv held":{},"kv reserved":{},"adapters active":{},"adapters idle":{},"free":{}}}}},
-{{"name":"requests","ph":"C","pid":1,"ts":{},"args":{{"waiting":{},"running":{}"#,
-                        Us(t),
-                        mib(s.kv_held),
-                        mib(s.kv_reserved),
-                        mib(s.adapters_active),
-                        mib(s.adapters_idle),
-                        mib(s.free),
-                        Us(t),
-                        s.waiting,
-                        s.running
-                    )?;
-                    for (q, x) in self.row_queues(r).iter().enumerate() {
-                        write!(f, r#","queue {}":{}"#, q + 1, x.waiting)?;
+                    b.s(r#"{"name":"memory (MiB)","ph":"C","pid":1,"ts":"#);
+                    b.us(t);
+                    for (key, v) in [
+                        (r#","args":{"kv held":"#, s.kv_held),
+                        (r#","kv reserved":"#, s.kv_reserved),
+                        (r#","adapters active":"#, s.adapters_active),
+                        (r#","adapters idle":"#, s.adapters_idle),
+                        (r#","free":"#, s.free),
+                    ] {
+                        b.s(key);
+                        b.u(mib(v));
                     }
-                    write!(f, "}}}}")?;
+                    b.s("}},\n");
+                    b.s(r#"{"name":"requests","ph":"C","pid":1,"ts":"#);
+                    b.us(t);
+                    b.s(r#","args":{"waiting":"#);
+                    b.u(s.waiting);
+                    b.s(r#","running":"#);
+                    b.u(s.running);
+                    for (q, x) in self.row_queues(r).iter().enumerate() {
+                        b.s(r#","queue "#);
+                        b.u(q as u64 + 1);
+                        b.s(r#"":"#);
+                        b.u(x.waiting);
+                    }
+                    b.s("}}");
                 }
             }
+            if b.0.len() >= 1 << 20 {
+                f.write_all(&b.0)?;
+                b.0.clear();
+            }
         }
+        f.write_all(&b.0)?;
         writeln!(f, "\n]}}")
     }
 }
 
-/// Nanoseconds written as microseconds with three decimals, exactly (no float formatting).
-struct Us(Nanos);
+/// Bytes of the Chrome trace: text and integers appended without the formatting machinery.
+struct Buf(Vec<u8>);
 
-impl std::fmt::Display for Us {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
+impl Buf {
+    fn s(&mut self, text: &str) {
+        self.0.extend_from_slice(text.as_bytes());
     }
-}
 
-/// Nanoseconds written as seconds with nine decimals, exactly.
-struct Secs(Nanos);
+    fn u(&mut self, mut x: u64) {
+        let mut d = [0u8; 20];
+        let mut i = d.len();
+        loop {
+            i -= 1;
+            d[i] = b'0' + (x % 10) as u8;
+            x /= 10;
+            if x == 0 {
+                break;
+            }
+        }
+        self.0.extend_from_slice(&d[i..]);
+    }
 
-impl std::fmt::Display for Secs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}.{:09}",
-            self.0 / 1_000_000_000,
-            self.0 % 1_000_000_000
-        )
+    /// Nanoseconds as seconds with nine decimals, exactly (what `{:.9}` prints for `secs(ns)`).
+    fn secs(&mut self, ns: Nanos) {
+        self.u(ns / 1_000_000_000);
+        let mut r = ns % 1_000_000_000;
+        let mut d = [b'0'; 10];
+        d[0] = b'.';
+        for i in (1..10).rev() {
+            d[i] = b'0' + (r % 10) as u8;
+            r /= 10;
+        }
+        self.0.extend_from_slice(&d);
+    }
+
+    /// Nanoseconds as microseconds with three decimals, exactly.
+    fn us(&mut self, ns: Nanos) {
+        self.u(ns / 1000);
+        let r = ns % 1000;
+        self.0.extend_from_slice(&[
+            b'.',
+            b'0' + (r / 100) as u8,
+            b'0' + (r / 10 % 10) as u8,
+            b'0' + (r % 10) as u8,
+        ]);
     }
 }
 
