@@ -217,6 +217,19 @@ fn sjf_serves_the_shortest_prediction_first() {
     );
 }
 
+/// The bypass scenarios' adapters: a0 (8 slots) and a1 (200 slots).
+fn bypass_adapters() -> Vec<Adapter> {
+    [(0, 2, 8), (1, 50, 200)]
+        .into_iter()
+        .map(|(id, rank, slots)| Adapter {
+            id,
+            rank,
+            bytes: slots << 19,
+            slots,
+        })
+        .collect()
+}
+
 #[test]
 fn a_bypass_is_squashed_when_the_head_becomes_feasible_first() {
     // Pool 300; a0: 8 slots, a1: 200 slots. R0 (base model, WRS 1.0) is predicted at 1000 output tokens
@@ -226,20 +239,7 @@ fn a_bypass_is_squashed_when_the_head_becomes_feasible_first() {
     // exceeds Y's service time (about 1 s): Y bypasses H (load 200-230, prefill to 330). R0 ends at 720 ms;
     // merges are tried at every step by then, and at 720 ms H does not fit beside Y (110 + 8 + 200 > 300)
     // but fits without it (20 + 200): Y is squashed and H admitted.
-    let ads = vec![
-        Adapter {
-            id: 0,
-            rank: 2,
-            bytes: 8 << 19,
-            slots: 8,
-        },
-        Adapter {
-            id: 1,
-            rank: 50,
-            bytes: 200 << 19,
-            slots: 200,
-        },
-    ];
+    let ads = bypass_adapters();
     let requests: Vec<Request> = vec![
         req(0, 0, 100, 50, NO_ADAPTER),
         req(1, 50, 10, 10, 1),
@@ -368,20 +368,7 @@ fn a_bypass_survives_a_refresh_that_moves_its_head_to_another_queue() {
     // 0.025: H moves to queue 1 while its bypasser stays tied to it. At 720 ms (R0 ends) H fits only
     // without Y: Y is squashed and H admitted at once, as without the refresh (before queue 0, Y's, could
     // take the memory back). Y runs again at 940 ms, after H's prefill and decode steps.
-    let ads = vec![
-        Adapter {
-            id: 0,
-            rank: 2,
-            bytes: 8 << 19,
-            slots: 8,
-        },
-        Adapter {
-            id: 1,
-            rank: 50,
-            bytes: 200 << 19,
-            slots: 200,
-        },
-    ];
+    let ads = bypass_adapters();
     let requests: Vec<Request> = vec![
         req(0, 0, 100, 50, NO_ADAPTER),
         req(1, 50, 10, 10, 1),
