@@ -175,21 +175,13 @@ fn fit_all(opts: &FitOpts) -> Result<()> {
             .collect();
         let e = error_summary(&in_fit);
         eprintln!(
-            "{name}: {} runs fitted in {:.1} s ({} evaluations, {} restarts), loss {:.4}; median / worst error: \
-             throughput {:.1}% / {:.1}%, latency {:.1}% / {:.1}%, TTFT {:.1}% / {:.1}%, per output token {:.1}% / {:.1}%",
+            "{name}: {} runs fitted in {:.1} s ({} evaluations, {} restarts), loss {:.4}; {}",
             in_fit.len(),
             t0.elapsed().as_secs_f64(),
             f.evaluations,
             f.restarts,
             f.loss,
-            100.0 * e[0].0,
-            100.0 * e[0].1,
-            100.0 * e[1].0,
-            100.0 * e[1].1,
-            100.0 * e[2].0,
-            100.0 * e[2].1,
-            100.0 * e[3].0,
-            100.0 * e[3].1
+            errors_line(&e)
         );
         if !opts.dry_run {
             let files: Vec<String> = {
@@ -323,17 +315,9 @@ fn cross_validate(
     }
     let e = error_summary(&rows);
     eprintln!(
-        "{name}: leave-one-out over {} runs, median / worst error: throughput {:.1}% / {:.1}%, latency {:.1}% / \
-         {:.1}%, TTFT {:.1}% / {:.1}%, per output token {:.1}% / {:.1}%",
+        "{name}: leave-one-out over {} runs, {}",
         rows.len(),
-        100.0 * e[0].0,
-        100.0 * e[0].1,
-        100.0 * e[1].0,
-        100.0 * e[1].1,
-        100.0 * e[2].0,
-        100.0 * e[2].1,
-        100.0 * e[3].0,
-        100.0 * e[3].1
+        errors_line(&e)
     );
     std::fs::create_dir_all(&opts.report_dir)
         .map_err(|e| Error::internal(format!("{}: {e}", opts.report_dir.display())))?;
@@ -344,4 +328,15 @@ fn cross_validate(
     }
     text += &csv;
     std::fs::write(&path, text).map_err(|e| Error::internal(format!("{}: {e}", path.display())))
+}
+
+/// "median / worst error: throughput a% / b%, ..." over the four fitted metrics.
+fn errors_line(e: &[(f64, f64)]) -> String {
+    let names = ["throughput", "latency", "TTFT", "per output token"];
+    let parts: Vec<String> = names
+        .iter()
+        .zip(e)
+        .map(|(n, (med, worst))| format!("{n} {:.1}% / {:.1}%", 100.0 * med, 100.0 * worst))
+        .collect();
+    format!("median / worst error: {}", parts.join(", "))
 }
