@@ -4,7 +4,7 @@
 
 pub use sim_core::{
     cache, cost, engine, error, fleet, length, metrics, model, predict, prefetch, record, registry,
-    report, run, sched, spec, time, trace, workload,
+    report, run, sched, slo, spec, time, trace, workload,
 };
 
 pub mod backend;

@@ -35,7 +35,7 @@ fn unbounded_peak(scale: f64, rate: Option<f64>) -> u64 {
 
 fn resolved(a: &RunArgs) -> f64 {
     let cfg = a.resolve().unwrap();
-    sim::length::resolve(&cfg, &cfg.load_trace().unwrap()).unwrap()
+    sim::run::length::resolve(&cfg, &cfg.load_trace().unwrap()).unwrap()
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub mod registry;
 pub mod report;
 pub mod run;
 pub mod sched;
+pub mod slo;
 pub mod spec;
 pub mod summary;
 pub mod time;

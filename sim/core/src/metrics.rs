@@ -10,24 +10,9 @@ pub use crate::summary::{Dist, Latency, Summary, stat};
 
 use crate::engine::{Outcome, Reject, RequestRecord, RunOutput};
 use crate::model::{GpuSpec, ModelSpec};
-use crate::time::{Nanos, S9, secs};
+use crate::slo::Slo;
+use crate::time::{S9, secs};
 use crate::workload::{Request, Workload};
-
-/// Latency objectives: the paper's P99 TTFT <= 5 s and TBT <= 150 ms.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Slo {
-    pub ttft_ns: Nanos,
-    pub tbt_ns: Nanos,
-}
-
-impl Default for Slo {
-    fn default() -> Self {
-        Slo {
-            ttft_ns: 5_000_000_000,
-            tbt_ns: 150_000_000,
-        }
-    }
-}
 
 /// The `p`-quantile (0..=1) of `n` ordered values, `at(k)` being the k-th smallest: linear interpolation
 /// between order statistics (numpy's default). NaN when `n` is 0. Every percentile in the workspace, over a

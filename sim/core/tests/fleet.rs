@@ -15,8 +15,9 @@ use sim_core::engine::{Engine, EngineConfig, Outcome, Policies, Simulated};
 use sim_core::fleet::router::{REGISTRY, RouterCtx};
 use sim_core::fleet::view::FleetView;
 use sim_core::fleet::{self, FleetConfig, FleetInputs, ReplicaGroup};
-use sim_core::metrics::{self, RunView, Slo};
+use sim_core::metrics::{self, RunView};
 use sim_core::model::{GpuSpec, ModelSpec};
+use sim_core::slo::Slo;
 use sim_core::workload::{Adapter, Workload};
 use sim_core::{cache, prefetch, sched};
 

@@ -5,8 +5,9 @@ mod common;
 
 use common::{Const, req, run_prefetch};
 use sim_core::engine::{EngineConfig, RunOutput};
-use sim_core::metrics::{self, RunView, Slo, Summary};
+use sim_core::metrics::{self, RunView, Summary};
 use sim_core::model::{GpuSpec, ModelSpec};
+use sim_core::slo::Slo;
 use sim_core::workload::{NO_ADAPTER, Request, Workload};
 
 fn summarize(w: &Workload, out: &RunOutput) -> Summary {

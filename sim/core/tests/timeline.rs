@@ -10,8 +10,8 @@ use serde_json::Value;
 use sim_core::cost::CostModel;
 use sim_core::engine::api::PolicyCtx;
 use sim_core::engine::{Engine, EngineConfig, Outcome, Policies, RunOutput, Simulated};
-use sim_core::metrics::Slo;
 use sim_core::record::{RecordOptions, Recorder, Row};
+use sim_core::slo::Slo;
 use sim_core::workload::Workload;
 use sim_core::{cache, prefetch, sched};
 

@@ -7,7 +7,10 @@
 //! they are evicted when the memory is actually needed.
 
 use super::api::{CachePolicy, Residency};
-use super::{Clock, EngineConfig, Outcome, State};
+use super::clock::Clock;
+use super::config::EngineConfig;
+use super::outcome::Outcome;
+use super::state::State;
 use crate::cost::BatchShape;
 use crate::time::Nanos;
 use crate::workload::{Request, Workload};

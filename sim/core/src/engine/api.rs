@@ -2,10 +2,10 @@
 //! guarantees them. A policy imports this module (and `registry` to register itself), never the engine's
 //! internals; the engine never imports a policy.
 
-use super::EngineConfig;
+use super::config::EngineConfig;
 use crate::cost::{BatchShape, CostModel};
-use crate::metrics::Slo;
 use crate::registry::Kind;
+use crate::slo::Slo;
 use crate::time::Nanos;
 use crate::workload::{Request, Workload};
 
@@ -138,6 +138,13 @@ pub trait Prefetcher {
     fn on_arrival(&mut self, _adapter: u32, _now: Nanos) {}
     /// Appends the adapters to prefetch, most wanted first, without duplicates.
     fn wanted(&mut self, view: &PrefetchView<'_>, want: &mut Vec<u32>);
+}
+
+/// The policies one run plugs into the engine.
+pub struct Policies {
+    pub scheduler: Box<dyn Scheduler>,
+    pub cache: Box<dyn CachePolicy>,
+    pub prefetch: Box<dyn Prefetcher>,
 }
 
 /// What a policy is built with: the workload, predictions, the pool, and cost estimates.

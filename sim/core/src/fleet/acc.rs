@@ -8,7 +8,7 @@ use std::io::Write;
 use sketches_ddsketch::{Config, DDSketch};
 
 use crate::engine::{Outcome, RequestRecord};
-use crate::metrics::Slo;
+use crate::slo::Slo;
 use crate::summary::{Dist, Latency, Summary, stat};
 use crate::time::{Nanos, secs};
 use crate::workload::{Request, Workload};

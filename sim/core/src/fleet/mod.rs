@@ -37,8 +37,9 @@ use crate::engine::{
     Engine, EngineConfig, EngineStats, Policies, RequestRecord, RunOutput, Simulated,
 };
 use crate::error::{Error, Result};
-use crate::metrics::{Slo, num};
+use crate::metrics::num;
 use crate::model::GpuSpec;
+use crate::slo::Slo;
 use crate::summary::Summary;
 use crate::time::{Nanos, secs};
 use crate::workload::Workload;

@@ -6,7 +6,7 @@ use rand::{RngExt, SeedableRng};
 use sim_core::cost::{BatchShape, CostModel, LoadShape};
 use sim_core::engine::api::PolicyCtx;
 use sim_core::engine::{Engine, EngineConfig, Policies, Reserve, RunOutput, Simulated};
-use sim_core::metrics::Slo;
+use sim_core::slo::Slo;
 use sim_core::time::Nanos;
 use sim_core::workload::{Adapter, NO_ADAPTER, Request, Workload};
 use sim_core::{cache, prefetch, sched};

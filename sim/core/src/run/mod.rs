@@ -2,6 +2,8 @@
 //! summary. The CLI, config files and sweeps resolve their options into a `RunConfig` once; this module never
 //! sees an option string it has not validated.
 
+pub mod length;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,9 +13,10 @@ use crate::engine::api::PolicyCtx;
 use crate::engine::{Clock, Engine, EngineConfig, Observer, Policies, RunOutput, Simulated};
 use crate::error::Result;
 use crate::fleet::{self, FleetConfig, FleetInputs, FleetRun};
-use crate::length::{self, LengthRule};
-use crate::metrics::{self, RunView, Slo, Summary, SummaryHook};
+use crate::length::LengthRule;
+use crate::metrics::{self, RunView, Summary, SummaryHook};
 use crate::model::{GpuSpec, ModelSpec};
+use crate::slo::Slo;
 use crate::trace::{ReadSpec, Trace, TraceOptions};
 use crate::workload::slora::SloraSource;
 use crate::workload::{AdapterOptions, Workload};

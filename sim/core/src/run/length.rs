@@ -1,0 +1,146 @@
+//! Resolving a length rule (`crate::length`) on a trace: the searches behind `peak` and `knee` replay the
+//! trace with the baseline (FIFO, no adapter cache). Both bisect F in log space between 0.001 and 1 (peak
+//! memory and tail TTFT grow with F) to a relative width of 0.1%; results are memoised per setup for the life
+//! of the process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::{self as run, RunConfig};
+use crate::engine::Simulated;
+use crate::error::{Error, Result};
+use crate::length::LengthRule;
+use crate::metrics::percentile;
+use crate::time::Nanos;
+use crate::trace::Trace;
+
+type Memo = Mutex<HashMap<String, Arc<OnceLock<std::result::Result<f64, String>>>>>;
+
+fn memo() -> &'static Memo {
+    static MEMO: OnceLock<Memo> = OnceLock::new();
+    MEMO.get_or_init(Memo::default)
+}
+
+/// The length scale `cfg.length` gives on `trace` (not yet transformed).
+pub fn resolve(cfg: &RunConfig, trace: &Trace) -> Result<f64> {
+    let rule = cfg.length;
+    if let LengthRule::Fixed(x) = rule {
+        return Ok(x);
+    }
+    // Everything the search's runs depend on, and nothing that differs between the runs of a comparison.
+    let key = format!(
+        "{rule} | {} {} {:?} | {} {} {} | {:?} | {:?} | {:?}",
+        trace.source,
+        trace.rows.len(),
+        cfg.transform.arrivals,
+        cfg.model.name,
+        cfg.gpu.name,
+        cfg.cost.describe(),
+        cfg.engine,
+        cfg.adapters,
+        cfg.slo,
+    );
+    let cell = memo()
+        .lock()
+        .map_err(|_| Error::msg("length-scale memo poisoned"))?
+        .entry(key)
+        .or_default()
+        .clone();
+    cell.get_or_init(|| search(cfg, trace, rule).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| Error::msg(format!("--length-scale {rule}: {e}")))
+}
+
+/// The baseline's configuration for a probe at scale `f`.
+fn probe_config(cfg: &RunConfig, f: f64, rate: Option<f64>) -> RunConfig {
+    let mut c = cfg.clone();
+    c.length = LengthRule::Fixed(f);
+    c.transform.length_scale = f;
+    c.transform.poisson_rate = rate;
+    c.seed = 0;
+    c.scheduler = "fifo".into();
+    c.cache = "none".into();
+    c.prefetch = "none".into();
+    c.predictor = "oracle".into();
+    c
+}
+
+fn probe(c: &RunConfig, trace: &Trace) -> Result<run::Executed> {
+    let (_, w) = run::workload(c, trace.clone())?;
+    run::execute(c, &w, &mut Simulated(c.cost.as_ref()))
+}
+
+fn search(cfg: &RunConfig, trace: &Trace, rule: LengthRule) -> Result<f64> {
+    match rule {
+        LengthRule::Fixed(x) => Ok(x),
+        LengthRule::Peak { rate } => {
+            let pool = cfg.engine.pool_slots;
+            let peak = |f: f64| -> Result<u64> {
+                let mut c = probe_config(cfg, f, rate);
+                // Unlimited memory: the pool never binds, every other limit of the engine stays.
+                c.engine.pool_slots = u64::MAX / 4;
+                Ok(probe(&c, trace)?.output.stats.peak_kv_slots)
+            };
+            bisect_log(|f| Ok(peak(f)? <= pool))
+        }
+        LengthRule::Knee { rate, p } => {
+            let slo = cfg.slo.ttft_ns;
+            let tail = |f: f64| -> Result<Nanos> {
+                let c = probe_config(cfg, f, Some(rate));
+                let (_, w) = run::workload(&c, trace.clone())?;
+                let out = run::execute(&c, &w, &mut Simulated(c.cost.as_ref()))?.output;
+                let mut ttft: Vec<f64> = out
+                    .records
+                    .iter()
+                    .zip(&w.requests)
+                    .filter(|(r, _)| r.outcome == crate::engine::Outcome::Finished)
+                    .map(|(r, q)| r.first_token.saturating_sub(q.arrival) as f64)
+                    .collect();
+                if ttft.is_empty() {
+                    return Ok(Nanos::MAX);
+                }
+                ttft.sort_unstable_by(f64::total_cmp);
+                Ok(percentile(&ttft, p / 100.0) as Nanos)
+            };
+            bisect_log(|f| Ok(tail(f)? <= slo))
+        }
+    }
+}
+
+/// The largest F in [0.001, 1] with `fits(F)` (assumed true below a threshold, false above), to 0.1%.
+fn bisect_log(mut fits: impl FnMut(f64) -> Result<bool>) -> Result<f64> {
+    let (mut lo, mut hi) = (1e-3f64, 1.0f64);
+    if fits(hi)? {
+        return Ok(hi);
+    }
+    if !fits(lo)? {
+        return Err(Error::msg(
+            "even a scale of 0.001 does not meet the rule (is the pool or the rate too small?)",
+        ));
+    }
+    while hi / lo > 1.001 {
+        let mid = (lo * hi).sqrt();
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    // Four significant digits: a printable, reproducible number.
+    let digits = 3 - lo.log10().floor() as i32;
+    let k = 10f64.powi(digits);
+    Ok((lo * k).floor() / k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bisection_finds_the_threshold_to_a_tenth_of_a_percent() {
+        let f = bisect_log(|f| Ok(f <= 0.3141)).unwrap();
+        assert!(f <= 0.3141 && f > 0.3141 / 1.001, "{f}");
+        assert_eq!(bisect_log(|_| Ok(true)).unwrap(), 1.0);
+        assert!(bisect_log(|_| Ok(false)).is_err());
+    }
+}
