@@ -22,8 +22,7 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct MeasureArgs {
-    /// Model shape: llama-7b, llama-13b, llama-30b.
-    #[arg(long, default_value = "llama-7b")]
+    #[arg(long, default_value = "llama-7b", value_name = "NAME|FILE", help = sim::model::models_help())]
     pub model: String,
     /// Element type of weights, activations and KV cache: fp16 or bf16.
     #[arg(long, default_value = "fp16")]
@@ -68,11 +67,9 @@ pub enum Command {
         /// The measured profile.
         #[arg(long)]
         from: PathBuf,
-        /// The GPU it was measured on: a40, a100-40gb, a100-80gb, h100-80gb.
-        #[arg(long)]
+        #[arg(long, help = format!("The GPU it was measured on; {}", sim::model::gpus_help()))]
         from_gpu: String,
-        /// The GPU to transfer it to (same names).
-        #[arg(long)]
+        #[arg(long, help = format!("The GPU to transfer it to; {}", sim::model::gpus_help()))]
         to_gpu: String,
         #[arg(long)]
         out: PathBuf,

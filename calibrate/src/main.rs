@@ -168,7 +168,7 @@ fn write_file(path: &Path, text: &str, flag: &str) -> Result<()> {
 
 /// Validates every flag before touching the GPU, so bad input is reported the same with or without one.
 fn measure_options(a: &MeasureArgs) -> Result<measure::Options> {
-    let model = ModelSpec::by_name(&a.model).map_err(|e| e.context("--model"))?;
+    let model = ModelSpec::resolve(&a.model).map_err(|e| e.context("--model"))?;
     let dtype = DType::parse(&a.dtype).map_err(|e| Error::msg(format!("--dtype: {e}")))?;
     let mem_limit = match a.mem_limit_gib {
         None => None,

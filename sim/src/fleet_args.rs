@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::cost::CostModel;
 use crate::cost::tp::{Interconnect, Tp};
-use crate::cost::{self, CostModel};
 use crate::engine::EngineConfig;
 use crate::error::{Error, Result};
 use crate::fleet::{FleetConfig, ReplicaGroup};
@@ -94,14 +94,7 @@ pub fn fleet(
             continue;
         }
         let gtp = self::tp(args, g, t)?;
-        let gcost = cost::build_tp(
-            args.cost.as_deref(),
-            args.profile.as_deref(),
-            model,
-            g,
-            args.allow_profile_mismatch,
-            &gtp,
-        )?;
+        let gcost = crate::runner::cost_model(args, model, g, &gtp)?;
         let pool = pool_slots(
             &RunArgs {
                 tp: t,
@@ -116,6 +109,11 @@ pub fn fleet(
         e.pool_slots = pool;
         if args.max_prefill_tokens.is_none() {
             e.max_prefill_tokens = EngineConfig::slora(pool, model.layers).max_prefill_tokens;
+            if args.no_server_limits {
+                e.max_prefill_tokens = e
+                    .max_prefill_tokens
+                    .max(e.context_tokens.unwrap_or(u64::MAX));
+            }
         }
         groups.push(ReplicaGroup {
             gpu: g,

@@ -125,8 +125,8 @@ impl InsideArgs {
 /// line over them. `matches` are the `run` subcommand's.
 pub fn resolve_config(args: &RunArgs, file: &Path, matches: &ArgMatches) -> Result<RunArgs> {
     let bad = |msg: String| Error::msg(format!("{}: {msg}", file.display()));
-    let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
-    let json: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let text = sim_core::json::read_text(file).map_err(|e| bad(e.to_string()))?;
+    let json: Value = sim_core::json::parse(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let Value::Object(opts) = json else {
         return Err(bad(
             "expected an object of options (`sim run --print-config` writes one)".into(),

@@ -12,7 +12,7 @@ use crate::cost;
 use crate::engine::{EngineConfig, LoadPath, Reserve};
 use crate::error::{Error, Result};
 use crate::length::LengthRule;
-use crate::model::{GpuSpec, ModelSpec};
+use crate::model::{GpuSpec, LoraTargets, ModelSpec};
 use crate::options::{self, Range};
 use crate::slo::Slo;
 use crate::spec::Spec;
@@ -83,12 +83,15 @@ pub struct RunArgs {
     #[serde(deserialize_with = "options::scalar")]
     pub seed: u64,
 
-    /// Base model: llama-7b, llama-13b, llama-30b, llama-70b
-    #[arg(long, default_value = "llama-7b")]
+    #[arg(long, default_value = "llama-7b", value_name = "NAME|FILE", help = crate::model::models_help())]
     #[serde(deserialize_with = "options::scalar")]
     pub model: String,
-    /// GPU: a10g, a40, a100-40gb, a100-80gb, h100-80gb
-    #[arg(long, default_value = "a40")]
+    /// The projections each adapter adapts: q,k,v,o (S-LoRA's), any of q,k,v,o,gate,up,down (or PEFT's
+    /// q_proj, ... names), or all-linear; sizes the adapters and their LoRA work
+    #[arg(long, default_value = "q,k,v,o", value_name = "LIST")]
+    #[serde(deserialize_with = "options::scalar")]
+    pub lora_targets: String,
+    #[arg(long, default_value = "a40", help = crate::model::gpus_help())]
     #[serde(deserialize_with = "options::scalar")]
     pub gpu: String,
     /// Override the GPU's memory, GiB (the paper also runs 24 and 48)
@@ -184,6 +187,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 3072, value_name = "N", value_parser = options::whole::<u64>(range::LENGTH_LIMIT), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub max_total_tokens: u64,
+    /// Lift S-LoRA's server limits at once: no input or input + output limit, and a prefill budget of the
+    /// model's context (unbounded with --context-tokens 0) unless --max-prefill-tokens is given. The
+    /// model's context stays
+    #[arg(long)]
+    #[serde(deserialize_with = "options::scalar")]
+    pub no_server_limits: bool,
     /// Reject requests whose prompt + output exceeds the model's context window; 0 = no limit (a
     /// long-context variant) [default: the model's, 2048 for LLaMA-1 7B/13B/30B]
     #[arg(long, value_name = "N", value_parser = options::whole::<u64>(range::LENGTH_LIMIT), allow_negative_numbers = true)]
@@ -317,6 +326,94 @@ fn parse_load_path(text: &str, model: &ModelSpec) -> Result<LoadPath> {
     Ok(path)
 }
 
+/// The physics of a run on `gpu` (one GPU of a `tp` replica): `--cost` / `--profile` as given, and where
+/// neither names a cost model, the engine profile shipped for the GPU x model whenever one exists and fits
+/// the run, else the analytic roofline with a warning saying why (README, "Cost models"). The same rule
+/// holds for every way a run is given: flags, a config file, a sweep, each GPU of a fleet.
+pub fn cost_model(
+    args: &RunArgs,
+    model: &'static ModelSpec,
+    gpu: &'static GpuSpec,
+    tp: &cost::tp::Tp,
+) -> Result<std::sync::Arc<dyn cost::CostModel>> {
+    let explicit_analytic = args
+        .cost
+        .as_deref()
+        .is_some_and(|c| !c.trim_start().starts_with("profile"));
+    let (profile, fallback) = match &args.profile {
+        Some(p) => (Some(p.clone()), None),
+        None if explicit_analytic => (None, None),
+        None => match default_profile(model, gpu, tp.degree) {
+            Ok(name) => (Some(PathBuf::from(name)), None),
+            Err(why) if args.cost.is_some() => {
+                return Err(Error::msg(format!(
+                    "--cost {}: needs --profile FILE: {why}",
+                    args.cost.as_deref().unwrap_or_default()
+                )));
+            }
+            Err(why) => (None, Some(why)),
+        },
+    };
+    let built = cost::build_tp(
+        args.cost.as_deref(),
+        profile.as_deref(),
+        model,
+        gpu,
+        args.allow_profile_mismatch,
+        tp,
+    )
+    .map_err(|e| {
+        // A problem in the profile names its file; anything else is the --cost spec's.
+        match &profile {
+            Some(p) if e.to_string().starts_with(&p.display().to_string()) => e,
+            _ => flagged("--cost")(e),
+        }
+    })?;
+    Ok(match fallback {
+        None => built,
+        Some(why) => std::sync::Arc::new(cost::Warned {
+            inner: built,
+            warning: format!(
+                "cost model: the analytic roofline (datasheet peaks x assumed efficiencies, fitted to no \
+                 measurement), because {why}; --profile FILE gives a fitted or measured one, --cost analytic \
+                 chooses this one and silences this warning"
+            ),
+        }),
+    })
+}
+
+/// The shipped engine profile for `gpu` x `model` at tensor-parallel degree `tp`, or why there is none.
+pub fn default_profile(
+    model: &ModelSpec,
+    gpu: &GpuSpec,
+    tp: u32,
+) -> std::result::Result<&'static str, String> {
+    let Some(name) = cost::shipped_profile_for(gpu.name, model.name) else {
+        let shipped: Vec<_> = cost::SHIPPED_PROFILES.iter().map(|p| p.0).collect();
+        return Err(format!(
+            "no engine profile ships for {} x {} (shipped: {})",
+            gpu.name,
+            model.name,
+            shipped.join(", ")
+        ));
+    };
+    if tp > 1 {
+        let text = cost::SHIPPED_PROFILES
+            .iter()
+            .find(|p| p.0 == name)
+            .map_or("", |p| p.1);
+        let dense = cost::fitted::EngineProfile::parse(text, name)
+            .map_or(true, |p| p.dense_table.is_some());
+        if dense {
+            return Err(format!(
+                "the shipped profile {name} holds dense-layer times measured on one GPU, which --tp {tp} \
+                 cannot shard"
+            ));
+        }
+    }
+    Ok(name)
+}
+
 /// Slots of the unified pool: GPU memory x utilisation - weights, in KV slots.
 pub fn pool_slots(args: &RunArgs, model: &ModelSpec, gpu: &GpuSpec) -> Result<u64> {
     if let Some(n) = args.pool_tokens {
@@ -424,7 +521,9 @@ impl RunArgs {
     /// Resolves the options into the typed configuration the core runs (every value checked once, here).
     pub fn resolve(&self) -> Result<RunConfig> {
         self.check()?;
-        let model = ModelSpec::by_name(&self.model).map_err(flagged("--model"))?;
+        let model = ModelSpec::resolve(&self.model)
+            .map_err(flagged("--model"))?
+            .with_lora_targets(LoraTargets::parse(&self.lora_targets)?);
         let gpu = GpuSpec::by_name(&self.gpu).map_err(flagged("--gpu"))?;
         let workload = match &self.workload {
             None => None,
@@ -466,21 +565,7 @@ impl RunArgs {
             },
         };
         let tp = crate::fleet_args::tp(self, gpu, self.tp)?;
-        let cost = cost::build_tp(
-            self.cost.as_deref(),
-            self.profile.as_deref(),
-            model,
-            gpu,
-            self.allow_profile_mismatch,
-            &tp,
-        )
-        .map_err(|e| {
-            // A problem in the profile names its file; anything else is the --cost spec's.
-            match &self.profile {
-                Some(p) if e.to_string().starts_with(&p.display().to_string()) => e,
-                _ => flagged("--cost")(e),
-            }
-        })?;
+        let cost = cost_model(self, model, gpu, &tp)?;
         let mut engine = EngineConfig::slora(pool_slots(self, model, gpu)?, model.layers);
         engine.max_wait_tokens = self.max_wait_tokens;
         engine.max_batch = self.max_batch;
@@ -491,6 +576,34 @@ impl RunArgs {
         engine.max_input_tokens = limit(self.max_input_tokens);
         engine.max_total_tokens = limit(self.max_total_tokens);
         engine.context_tokens = limit(self.context_tokens.unwrap_or(model.context_tokens));
+        if self.no_server_limits {
+            let d = RunArgs::default();
+            for (flag, v, default) in [
+                (
+                    "--max-input-tokens",
+                    self.max_input_tokens,
+                    d.max_input_tokens,
+                ),
+                (
+                    "--max-total-tokens",
+                    self.max_total_tokens,
+                    d.max_total_tokens,
+                ),
+            ] {
+                if v != default && v != 0 {
+                    return Err(Error::msg(format!(
+                        "--no-server-limits and {flag} {v} exclude each other"
+                    )));
+                }
+            }
+            engine.max_input_tokens = None;
+            engine.max_total_tokens = None;
+            if self.max_prefill_tokens.is_none() {
+                engine.max_prefill_tokens = engine
+                    .max_prefill_tokens
+                    .max(engine.context_tokens.unwrap_or(u64::MAX));
+            }
+        }
         engine.load_path =
             parse_load_path(&self.adapter_load, model).map_err(flagged("--adapter-load"))?;
         if !(self.idle_poll_ms >= 0.0 && self.idle_poll_ms.is_finite()) {
@@ -550,7 +663,7 @@ pub fn execute_on(args: &RunArgs, trace: Trace) -> Result<Report> {
 }
 
 /// `sim run`'s default job (README, "The default run"): the paper's medium load on the embedded
-/// conversation trace, on the engine profile fitted for the run's GPU and model where one ships.
+/// conversation trace. (The physics is not part of it: every run gets the shipped profile, `cost_model`.)
 /// `given(id)` says whether the user set option `id` (a field name); only what was not given changes.
 /// Returns the line `sim run` prints about it, or `None` when the user chose a trace or a workload.
 pub fn default_setup(args: &mut RunArgs, given: &dyn Fn(&str) -> bool) -> Option<String> {
@@ -565,20 +678,6 @@ pub fn default_setup(args: &mut RunArgs, given: &dyn Fn(&str) -> bool) -> Option
     if !given("length_scale") {
         args.length_scale = DEFAULT_LENGTH;
         set.push(format!("--length-scale {DEFAULT_LENGTH}"));
-    }
-    // A fleet may mix GPUs and a sharded replica needs a profile without a dense table: analytic there.
-    let homogeneous = args
-        .replicas
-        .as_deref()
-        .is_none_or(|r| r.trim().parse::<usize>().is_ok());
-    if !given("cost")
-        && !given("profile")
-        && args.tp <= 1
-        && homogeneous
-        && let Some(name) = cost::shipped_profile_for(&args.gpu, &args.model)
-    {
-        args.profile = Some(PathBuf::from(name));
-        set.push(format!("--profile {name}"));
     }
     (!set.is_empty()).then(|| {
         format!(

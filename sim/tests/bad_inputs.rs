@@ -442,9 +442,13 @@ fn profiles() -> Vec<Case> {
         ),
         case(
             "profile",
-            "run --cost profile",
+            "run --cost profile --gpu h100-80gb",
             &[],
-            &["--cost", "needs --profile"],
+            &[
+                "--cost",
+                "needs --profile",
+                "no engine profile ships for h100-80gb x llama-7b",
+            ],
         ),
         case(
             "profile",

@@ -371,10 +371,15 @@ fn a_millisecond_trace_with_overlong_prompts_is_flagged_and_its_rejections_count
         "jsonl[unit=ms]",
         "--json",
     ]);
+    // One warning left: the refusals, per reason with the flag that lifts it, and each server limit alone.
+    let err = String::from_utf8_lossy(&fmt.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        fmt.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&fmt.stderr)
+        err.starts_with("warning: refused: 25.0% of the requests (75 of 300)")
+            && err.contains("context length 25.0% (75: prompt + output > 2048 tokens; lifted by --context-tokens")
+            && err.contains("25.0% have a prompt > 2048")
+            && err.contains("--no-server-limits lifts all three"),
+        "{err}"
     );
     let s: serde_json::Value = serde_json::from_slice(&fmt.stdout).unwrap();
     assert!((s["offered_rps"].as_f64().unwrap() - 4.0).abs() < 1e-9);
@@ -416,6 +421,13 @@ fn a_millisecond_trace_with_overlong_prompts_is_flagged_and_its_rejections_count
     );
     lifted.extend(["--max-prefill-tokens", "200000"]);
     assert_eq!(reason(&lifted), "0 rejected");
+    // One flag lifts the three server limits; the model's context stays unless lifted too.
+    let one = ["--pool-tokens", "400000", "--no-server-limits"];
+    assert_eq!(reason(&one), "context_length");
+    assert_eq!(
+        reason(&[&one[..], &["--context-tokens", "0"]].concat()),
+        "0 rejected"
+    );
     std::fs::remove_dir_all(d).ok();
 }
 

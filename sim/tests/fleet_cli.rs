@@ -68,12 +68,24 @@ fn one_replica_behind_any_router_writes_sim_runs_files_byte_for_byte() {
             ]
             .concat(),
         );
-        for f in ["summary.json", "requests.csv", "adapters.csv"] {
+        for f in ["requests.csv", "adapters.csv"] {
             assert!(
                 std::fs::read(single.join(f)).unwrap() == std::fs::read(fleet.join(f)).unwrap(),
                 "{router}: {f} differs"
             );
         }
+        // summary.json: the same keys and values, and the fleet's `fleet_*` keys besides.
+        let json = |p: std::path::PathBuf| -> serde_json::Map<String, serde_json::Value> {
+            serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+        };
+        let mut fs = json(fleet.join("summary.json"));
+        assert!(fs.contains_key("fleet_router"), "{router}: no fleet keys");
+        fs.retain(|k, _| !k.starts_with("fleet_"));
+        assert_eq!(
+            json(single.join("summary.json")),
+            fs,
+            "{router}: summary.json differs"
+        );
         for f in [
             "fleet.json",
             "replicas.csv",

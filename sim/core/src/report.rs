@@ -73,8 +73,10 @@ impl Report {
                 }
             }
         };
+        // A fleet's `fleet_*` keys too (also in fleet.json): summary.json is what `--json` prints.
         put(OUT_FILES[0], &|f| {
-            f.write_all((self.summary.to_json_pretty() + "\n").as_bytes())
+            let json = serde_json::to_string_pretty(&self.row()).expect("summary serialises");
+            f.write_all((json + "\n").as_bytes())
         })?;
         if let Some(f) = &self.fleet {
             self.write_fleet(dir, f).map_err(io)?;
@@ -159,7 +161,16 @@ impl Report {
         let s = &self.summary;
         let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
         let pct = |v: f64| 100.0 * v;
-        let ms = |v: f64| format!("{:>10.1}", v * 1e3);
+        // Every cell starts with a space, so columns never run together (10^7 ms prints as 1.120e7).
+        let ms = |v: f64| {
+            let x = v * 1e3;
+            let t = if x.abs() < 1e6 || !x.is_finite() {
+                format!("{x:.1}")
+            } else {
+                format!("{x:.3e}")
+            };
+            format!(" {t:>9}")
+        };
         let row = |name: &str, which: Latency| {
             let d = s.dist(which);
             format!(
@@ -173,11 +184,13 @@ impl Report {
         };
         let limit = |v: Option<u64>| v.map_or("none".to_string(), |n| n.to_string());
         let mut o = String::new();
-        o += &format!("trace       {}\n", s.trace);
+        // The physics first: every number below rests on it.
+        o += &format!("cost model  {}\n", s.cost_model);
         o += &format!(
-            "setup       {} on {}, {} adapters, pool {} slots ({:.1} GiB)\n",
-            s.model, s.gpu, s.adapters, s.pool_slots, s.pool_gib
+            "setup       {} on {}, {} adapters (LoRA on {}), pool {} slots ({:.1} GiB)\n",
+            s.model, s.gpu, s.adapters, s.lora_targets, s.pool_slots, s.pool_gib
         );
+        o += &format!("trace       {}\n", s.trace);
         o += &format!(
             "limits      context {}, input {}, input + output {}, prefill {} tokens\n",
             limit(s.context_tokens),
@@ -189,13 +202,16 @@ impl Report {
             "policies    scheduler {}, cache {}\n",
             s.scheduler, s.cache_policy
         );
-        o += &format!("cost model  {}\n", s.cost_model);
         o += &format!(
-            "arrivals    {}{}; offered {} req/s; lengths x {}\n",
+            "arrivals    {}{}; offered {}; lengths x {}\n",
             s.arrivals,
             s.rate_rps
                 .map_or(String::new(), |r| format!(" at {r} req/s")),
-            sig3(opt(s.offered_rps)),
+            s.offered_rps
+                .map_or("n/a (one arrival instant)".into(), |r| format!(
+                    "{} req/s",
+                    sig3(r)
+                )),
             s.length_scale
         );
         let total = s.requests_total.max(1) as f64;
@@ -276,6 +292,14 @@ impl Report {
             "waiting     {blocked} of {} merges left requests waiting; binding: {}\n",
             s.merges, s.binding_resource
         );
+        if s.requests_rejected_share > crate::refusals::WARN_SHARE {
+            o += &format!(
+                "\nREFUSED     {:.1}% of the requests were refused (see the warning): the latencies describe \
+                 only the {:.1}% served\n",
+                pct(s.requests_rejected_share),
+                pct(s.requests_finished as f64 / total)
+            );
+        }
         if s.overloaded {
             o += "\nOVERLOADED  see the warning: these latencies grow with the trace's length\n";
         }

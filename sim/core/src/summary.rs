@@ -139,6 +139,8 @@ pub struct Summary {
     // The settings that shaped the run.
     pub trace: String,
     pub model: String,
+    /// The projections the adapters adapt (`--lora-targets`).
+    pub lora_targets: String,
     pub gpu: String,
     pub cost_model: String,
     pub seed: u64,

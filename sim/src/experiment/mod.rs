@@ -254,9 +254,9 @@ fn apply_scale(mut root: Map<String, Value>, scale: Scale) -> Map<String, Value>
 
 impl Experiment {
     pub fn load(path: &Path, scale: Scale) -> Result<Experiment> {
-        let text = std::fs::read_to_string(path)
+        let text = sim_core::json::read_text(path)
             .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
-        let json: Value = serde_json::from_str(&text).map_err(|e| bad(path, "JSON", e))?;
+        let json: Value = sim_core::json::parse(&text).map_err(|e| bad(path, "JSON", e))?;
         // serde_json's map sorts keys; the grid's axis order (which axis varies fastest) is the file's.
         // (A grid that is not an object is reported by `build`.)
         let order: AxisOrder = serde_json::from_str(&text).unwrap_or(AxisOrder {

@@ -132,9 +132,11 @@ impl CostModel for Analytic {
             + self.bytes_time(s.decode_context as f64 * m.kv_slot_bytes() as f64);
         // LoRA on q,k,v,o: shrink + expand = 4*h*r FLOPs per projection per token, and the weight rows read.
         let w = s.lora_work(self.lora);
+        // Other targets than q,k,v,o (`--lora-targets`) scale the work by their width.
+        let k = m.lora_factor();
         let lora = self
-            .flops_time(16.0 * l * h * w.compute, self.lora_eff)
-            .max(self.bytes_time(8.0 * l * h * b * w.weight_rows));
+            .flops_time(16.0 * l * h * k * w.compute, self.lora_eff)
+            .max(self.bytes_time(8.0 * l * h * b * k * w.weight_rows));
         self.overhead_ns + ((linear + attn + lora) * 1e9).ceil() as Nanos
     }
 

@@ -296,8 +296,9 @@ impl EngineCost {
         if s.lora_tokens > 0 {
             let w = s.lora_work(self.kernels);
             t += p.lora_us * 1e3
-                + (16.0 * l * h * w.compute / (peak * p.lora_eff)
-                    + 8.0 * l * h * b * w.weight_rows / (bw * p.mem_eff))
+                + m.lora_factor()
+                    * (16.0 * l * h * w.compute / (peak * p.lora_eff)
+                        + 8.0 * l * h * b * w.weight_rows / (bw * p.mem_eff))
                     * 1e9;
         }
         t

@@ -203,6 +203,34 @@ pub trait CostModel: Send + Sync {
     fn iteration(&self, shape: &BatchShape) -> Nanos;
     /// Duration of one adapter load over the host-device link, when the link is free.
     fn adapter_load(&self, load: &LoadShape) -> Nanos;
+    /// What a reader should know about this model before trusting a result (the summary's `warnings`),
+    /// e.g. that it is a fallback.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A cost model with a warning attached (`CostModel::warnings`): the same costs and description.
+pub struct Warned {
+    pub inner: Arc<dyn CostModel>,
+    pub warning: String,
+}
+
+impl CostModel for Warned {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn iteration(&self, shape: &BatchShape) -> Nanos {
+        self.inner.iteration(shape)
+    }
+    fn adapter_load(&self, load: &LoadShape) -> Nanos {
+        self.inner.adapter_load(load)
+    }
+    fn warnings(&self) -> Vec<String> {
+        let mut w = self.inner.warnings();
+        w.push(self.warning.clone());
+        w
+    }
 }
 
 /// Whether a profile measured for `name` (a device name such as "NVIDIA A100-SXM4-80GB", or the simulator's
@@ -252,7 +280,7 @@ pub fn shipped_profile_for(gpu: &str, model: &str) -> Option<&'static str> {
 /// A profile's text and the name it is reported by: the file at `path` if there is one, else the shipped
 /// profile `path` names (`a40-llama-7b`, or its path under `calibrate/profiles/` from another directory).
 pub fn read_profile(path: &std::path::Path) -> Result<(String, String)> {
-    match std::fs::read_to_string(path) {
+    match crate::json::read_text(path) {
         Ok(text) => Ok((text, path.display().to_string())),
         Err(e) => {
             let shipped = path
@@ -357,6 +385,12 @@ pub fn build(
                 .unwrap_or_else(|| "per_layer_pinned".into());
             spec.finish(&["load"])?;
             let p = profile::CostProfile::parse(&text).map_err(|e| e.context(&source))?;
+            if model.lora_targets != crate::model::LoraTargets::QKVO {
+                return Err(Error::msg(format!(
+                    "{source}: a measured profile's LoRA tables are for adapters on q,k,v,o, not --lora-targets {}",
+                    model.lora_targets
+                )));
+            }
             if !allow_mismatch && p.model.name != model.name {
                 return Err(mismatch("model", &p.model.name, model.name, path));
             }

@@ -82,7 +82,7 @@ impl Interconnect {
     /// `{"name": .., "bw_gbps": .., "latency_us": .., "eff": ..}` (measured figures).
     pub fn parse(text: &str, gpu: &GpuSpec, degree: u32) -> Result<Interconnect> {
         if text.ends_with(".json") {
-            let body = std::fs::read_to_string(text)
+            let body = crate::json::read_text(std::path::Path::new(text))
                 .map_err(|e| Error::msg(format!("--interconnect {text}: {e}")))?;
             let l: Interconnect = serde_json::from_str(&body)
                 .map_err(|e| Error::msg(format!("--interconnect {text}: {e}")))?;

@@ -57,6 +57,8 @@ fn probe_config(cfg: &RunConfig, f: f64, rate: Option<f64>) -> RunConfig {
     c.length = LengthRule::Fixed(f);
     c.transform.length_scale = f;
     c.transform.poisson_rate = rate;
+    // The rule describes the trace, not the first N requests a run may replay of it.
+    c.transform.max_requests = None;
     c.seed = 0;
     c.scheduler = "fifo".into();
     c.cache = "none".into();

@@ -106,7 +106,11 @@ impl RunConfig {
             return w.trace();
         }
         let mut spec = self.trace_format.clone();
-        spec.limit = self.transform.max_requests;
+        // A length rule is solved on the whole trace, so `--max-requests N` replays the first N requests
+        // of the same workload rather than re-solving the rule on them.
+        if let LengthRule::Fixed(_) = self.length {
+            spec.limit = self.transform.max_requests;
+        }
         Trace::load_with(self.trace.as_deref(), &spec)
     }
 }
@@ -253,9 +257,13 @@ pub fn run_observed(
         cache,
         cost_model,
     } = execute_observed(cfg, &workload, clock, obs)?;
+    let mut summary = summarize(cfg, &workload, &predicted, &output);
+    summary
+        .warnings
+        .extend(crate::refusals::warning(&summary, &workload, &cfg.engine));
     let summary = settings(
         cfg,
-        summarize(cfg, &workload, &predicted, &output),
+        summary,
         (trace.source, trace.warnings),
         length_scale,
         [cost_model, scheduler, cache, predictor],
@@ -303,10 +311,13 @@ fn run_fleet(cfg: &RunConfig, fc: &FleetConfig, trace: Trace, length_scale: f64)
             stats: Default::default(),
         },
     );
-    let summary = match streamed {
+    let mut summary = match streamed {
         Some(s) => s,
         None => summarize(cfg, &workload, &predicted, &output),
     };
+    summary
+        .warnings
+        .extend(crate::refusals::warning(&summary, &workload, &cfg.engine));
     let (cost_model, scheduler, cache) = (
         fr.cost_model.clone(),
         fr.scheduler.clone(),
@@ -369,11 +380,25 @@ fn settings(
         None => trace_warnings,
         Some(_) => Vec::new(),
     };
+    // The cost models' own (e.g. an analytic fallback), once each over a fleet's groups.
+    let groups = cfg
+        .fleet
+        .iter()
+        .flat_map(|f| f.groups.iter().map(|g| &g.cost));
+    for w in std::iter::once(&cfg.cost)
+        .chain(groups)
+        .flat_map(|c| c.warnings())
+    {
+        if !warnings.contains(&w) {
+            warnings.push(w);
+        }
+    }
     warnings.append(&mut summary.warnings);
     let tp = cfg.tp.degree > 1;
     Summary {
         trace,
         model: cfg.model.name.into(),
+        lora_targets: cfg.model.lora_targets.to_string(),
         gpu: cfg.gpu.name.into(),
         cost_model,
         seed: cfg.seed,

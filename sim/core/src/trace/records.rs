@@ -10,6 +10,10 @@ use serde_json::{Map, Value};
 use super::format::{Format, ReadSpec};
 use crate::error::{Error, Result};
 
+/// The longest line a trace may have, bytes: a line is one request (a few numbers, or a JSON object that may
+/// carry its prompt's text), so longer means the file is not a trace.
+pub const MAX_LINE_BYTES: u64 = 4 << 20;
+
 /// Files above this size show a progress bar on stderr (indicatif hides it when stderr is not a terminal).
 const PROGRESS_BYTES: u64 = 64 << 20;
 
@@ -158,10 +162,21 @@ impl Records {
     fn next_line(&mut self) -> Result<bool> {
         loop {
             self.buf.clear();
-            let n = self
-                .input
+            // At most one byte past the bound: a file with no line break (`/dev/zero`, a binary) fails
+            // here with its line number instead of filling memory.
+            let n = (&mut self.input)
+                .take(MAX_LINE_BYTES + 1)
                 .read_line(&mut self.buf)
                 .map_err(|e| Error::msg(format!("{}: line {}: {e}", self.source, self.line + 1)))?;
+            if n as u64 > MAX_LINE_BYTES {
+                return Err(Error::msg(format!(
+                    "{}: line {}: longer than {} MiB without a line break (one line is one request; is this a \
+                     trace?)",
+                    self.source,
+                    self.line + 1,
+                    MAX_LINE_BYTES >> 20
+                )));
+            }
             if n == 0 {
                 if let Some(pb) = &self.progress {
                     pb.finish_and_clear();
@@ -178,7 +193,7 @@ impl Records {
     }
 
     fn parse_json(&self) -> Result<Map<String, Value>> {
-        match serde_json::from_str::<Value>(&self.buf) {
+        match crate::json::parse(&self.buf) {
             Ok(Value::Object(m)) => Ok(m),
             Ok(_) => Err(Error::msg(format!(
                 "{}: line {}: expected a JSON object",
