@@ -53,7 +53,7 @@ fn check_accounting(r: &Report, b: &CpuBackend, what: &str) {
         match rec.outcome {
             Outcome::Finished => out_tokens += q.output as u64,
             Outcome::Rejected(_) => {}
-            Outcome::Waiting => panic!("{what}: request {} never ran", q.id),
+            Outcome::Aborted(_) | Outcome::Waiting => panic!("{what}: request {} never ran", q.id),
         }
     }
     let s = r.summary.to_map();

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 pub use crate::summary::{Dist, Latency, Summary, stat};
 
-use crate::engine::{Outcome, Reject, RequestRecord, RunOutput};
+use crate::engine::{Abort, Outcome, Reject, RequestRecord, RunOutput};
 use crate::model::{GpuSpec, ModelSpec};
 use crate::slo::Slo;
 use crate::time::{S9, secs};
@@ -130,18 +130,27 @@ pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Summary {
     let fin = v.finished;
     let total = recs.len() as u64;
     let mut by_reason = [0u64; Reject::KEYS.len()];
+    let mut aborts = [0u64; Abort::KEYS.len()];
     for r in recs {
-        if let Outcome::Rejected(why) = r.outcome {
-            by_reason[why.index()] += 1;
+        match r.outcome {
+            Outcome::Rejected(why) => by_reason[why.index()] += 1,
+            Outcome::Aborted(why) => aborts[why.index()] += 1,
+            _ => {}
         }
     }
     let rejected: u64 = by_reason.iter().sum();
+    let aborted: u64 = aborts.iter().sum();
+    let share = |n: u64| n as f64 / total.max(1) as f64;
     let mut m = Summary {
         requests_total: total,
         requests_finished: fin.len() as u64,
         requests_rejected: rejected,
-        requests_unfinished: total - rejected - fin.len() as u64,
-        requests_rejected_share: rejected as f64 / total.max(1) as f64,
+        requests_aborted: aborted,
+        requests_unfinished: total - rejected - aborted - fin.len() as u64,
+        requests_rejected_share: share(rejected),
+        requests_aborted_share: share(aborted),
+        aborted_deadline: aborts[0],
+        aborted_deadline_share: share(aborts[0]),
         ..Default::default()
     };
     m.set_rejections(by_reason);
@@ -525,6 +534,12 @@ pub fn write_request_row(
         }
         // The reasons' texts hold no quote or comma to escape.
         Outcome::Rejected(why) => write!(f, "rejected,\"{why}\",,,,,,,")?,
+        // The queue time of an aborted request: how long it waited before it was dropped.
+        Outcome::Aborted(why) => write!(
+            f,
+            "aborted,\"{why}\",{},,,,,,",
+            S9(rec.finished - r.arrival)
+        )?,
         Outcome::Waiting => write!(f, "waiting,,,,,,,,")?,
     }
     match replica {

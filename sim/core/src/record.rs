@@ -171,6 +171,12 @@ impl Observer for Recorder {
                 }
             }
             Observed::Rejected { .. } => {}
+            Observed::Aborted { id } => {
+                self.arrivals.remove(&id);
+                if let Some(s) = self.spans.get_mut(&id) {
+                    s.finished = Some(now);
+                }
+            }
             Observed::Admitted { id, hit } => {
                 if hit {
                     self.hits += 1;

@@ -27,9 +27,15 @@ pub struct Summary {
     pub requests_total: u64,
     pub requests_finished: u64,
     pub requests_rejected: u64,
-    /// Neither finished nor rejected: only when the run stopped early (`aborted`).
+    /// Dropped from the queue by the scheduler before running (`slora-abort`).
+    pub requests_aborted: u64,
+    /// Neither finished, rejected nor aborted: only when the run stopped early (`aborted`).
     pub requests_unfinished: u64,
     pub requests_rejected_share: f64,
+    pub requests_aborted_share: f64,
+    // Aborts by reason (`Abort::KEYS`), count and share of all requests.
+    pub aborted_deadline: u64,
+    pub aborted_deadline_share: f64,
     // Rejections by reason (`Reject::KEYS`, the order the checks run), count and share of all requests.
     pub rejected_context_length: u64,
     pub rejected_context_length_share: f64,

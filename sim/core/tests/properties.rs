@@ -42,6 +42,7 @@ fn every_request_ends_exactly_once_and_memory_stays_within_the_pool() {
                     Outcome::Rejected(why) => {
                         assert!(too_big, "seed {seed}: request {} rejected: {why}", r.id);
                     }
+                    Outcome::Aborted(why) => panic!("seed {seed}: fifo aborted {}: {why}", r.id),
                     Outcome::Waiting => panic!("seed {seed}: request {} never ran", r.id),
                 }
             }

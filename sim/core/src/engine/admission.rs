@@ -9,7 +9,7 @@
 use super::api::{CachePolicy, Residency};
 use super::clock::Clock;
 use super::config::EngineConfig;
-use super::outcome::Outcome;
+use super::outcome::{Abort, Outcome};
 use super::state::State;
 use crate::cost::BatchShape;
 use crate::time::Nanos;
@@ -265,6 +265,26 @@ impl<'a> Admission<'a> {
             .reserve
             .sort_unstable_by_key(|&(_, rem)| std::cmp::Reverse(rem));
         true
+    }
+
+    /// Drops the waiting request `id` for `why`: it ends now without having run (outcome `Aborted`). The
+    /// caller must drop it from its queue.
+    pub fn abort(&mut self, id: u32, why: Abort) {
+        let r = &self.w.requests[id as usize];
+        if let Some(a) = self.st.adapters.get_mut(r.adapter as usize) {
+            a.queued -= 1;
+        }
+        let rec = self.st.records.get(id);
+        debug_assert_eq!(
+            rec.outcome,
+            Outcome::Waiting,
+            "only a waiting request is aborted"
+        );
+        rec.outcome = Outcome::Aborted(why);
+        rec.finished = self.st.now;
+        self.st.records.finalize(id);
+        self.st.stats.aborted += 1;
+        self.st.aborted_now.push(id);
     }
 
     /// Admits `id` if it fits; the caller must then drop it from its queue. Its prefill runs in the

@@ -9,6 +9,7 @@ use crate::slo::Slo;
 use crate::time::Nanos;
 use crate::workload::{Request, Workload};
 
+pub use super::Abort;
 pub use super::admission::{Admission, Fit};
 pub use super::observe::QueueInfo;
 
@@ -78,6 +79,11 @@ pub trait Scheduler {
     /// Reports each of its queues, in its order, for timelines and traces (called only while a run is
     /// observed). A single-queue scheduler reports nothing: `waiting` says it all.
     fn describe_queues(&self, _queue: &mut dyn FnMut(QueueInfo)) {}
+    /// Merge points that passed with nothing waiting, since the last call (S-LoRA's router asks its queue
+    /// for a batch at each of them: every idle poll, every decode step once a merge is due). The engine calls
+    /// `select` only with requests waiting and reports the calls it skipped here, before the next `select`.
+    /// For schedulers whose estimates advance per call (`slora-abort`).
+    fn skipped_merges(&mut self, _calls: u64) {}
 }
 
 /// What a cache policy may look at when choosing a victim.
@@ -163,6 +169,9 @@ pub struct PolicyCtx<'a> {
     pub load_ns: Vec<Nanos>,
     /// Most prompt tokens in one prefill iteration.
     pub max_prefill_tokens: u64,
+    /// The run's cost model, for schedulers that price batches themselves (`slora-pets` profiles it at
+    /// start, as S-LoRA profiles the GPU).
+    pub cost: &'a dyn CostModel,
 }
 
 impl<'a> PolicyCtx<'a> {
@@ -171,7 +180,7 @@ impl<'a> PolicyCtx<'a> {
         predicted_output: &'a [u32],
         engine: &EngineConfig,
         slo: Slo,
-        cost: &dyn CostModel,
+        cost: &'a dyn CostModel,
     ) -> PolicyCtx<'a> {
         let prefill = cost.iteration(&BatchShape {
             prefill_seqs: 1,
@@ -197,6 +206,7 @@ impl<'a> PolicyCtx<'a> {
                 .map(|a| cost.adapter_load(&engine.load_path.shape(a.bytes)))
                 .collect(),
             max_prefill_tokens: engine.max_prefill_tokens,
+            cost,
         }
     }
 

@@ -42,7 +42,7 @@ use batch::Batch;
 pub use clock::{Clock, Executor, Seq, Simulated, Timed};
 pub use config::{EngineConfig, LoadPath, Reserve};
 pub use observe::{Observed, Observer, Phase, QueueInfo, Snapshot};
-pub use outcome::{Blocked, EngineStats, Outcome, Reject, RequestRecord, RunOutput};
+pub use outcome::{Abort, Blocked, EngineStats, Outcome, Reject, RequestRecord, RunOutput};
 use state::{Busy, Memory, Records, State};
 
 use crate::cost::BatchShape;
@@ -142,6 +142,8 @@ impl<'a> Engine<'a> {
                 ..Default::default()
             },
             last_account: 0,
+            aborted_now: Vec::new(),
+            skipped_merges: 0,
             residency_log: (!dense).then(Vec::new),
         };
         let mut st = st;

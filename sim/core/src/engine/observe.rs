@@ -61,6 +61,10 @@ pub enum Observed<'s> {
     Rejected {
         id: u32,
     },
+    /// A waiting request was dropped by its scheduler.
+    Aborted {
+        id: u32,
+    },
     /// A request was admitted (again, after a squash); `hit`: its adapter was resident.
     Admitted {
         id: u32,

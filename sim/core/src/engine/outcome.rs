@@ -9,6 +9,43 @@ pub enum Outcome {
     Waiting,
     Finished,
     Rejected(Reject),
+    /// Dropped from the queue by its scheduler before it ran (e.g. `slora-abort`).
+    Aborted(Abort),
+}
+
+/// Why a scheduler dropped a waiting request: typed and `Copy` like `Reject`, counted by reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Abort {
+    /// It had waited `waited` ns, past `limit` (the wait beyond which it would miss its objective).
+    Deadline { waited: Nanos, limit: Nanos },
+}
+
+impl Abort {
+    /// Every reason's key (summary keys are `aborted_{key}`).
+    pub const KEYS: [&'static str; 1] = ["deadline"];
+
+    pub fn index(&self) -> usize {
+        match self {
+            Abort::Deadline { .. } => 0,
+        }
+    }
+
+    pub fn key(&self) -> &'static str {
+        Self::KEYS[self.index()]
+    }
+}
+
+impl std::fmt::Display for Abort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Abort::Deadline { waited, limit } => write!(
+                f,
+                "waited {:.3} s in the queue, past the {:.3} s after which it would miss its objective",
+                waited as f64 / 1e9,
+                limit as f64 / 1e9
+            ),
+        }
+    }
 }
 
 /// Why a request was refused at arrival, with the numbers that decided it. Typed (and `Copy`) so the
@@ -116,6 +153,8 @@ pub struct EngineStats {
     pub squashes: u64,
     /// Requests that finished.
     pub finished: u64,
+    /// Requests their scheduler dropped from the queue.
+    pub aborted: u64,
     /// Total time the GPU stood still waiting for adapter loads before a prefill.
     pub load_stall_ns: Nanos,
     pub pool_slots: u64,

@@ -108,6 +108,10 @@ pub(crate) struct State {
     pub(crate) records: Records,
     pub(crate) stats: EngineStats,
     pub(super) last_account: Nanos,
+    /// Requests the scheduler aborted at this merge (for the observer).
+    pub(crate) aborted_now: Vec<u32>,
+    /// Merge points passed with nothing waiting since the scheduler last heard of them.
+    pub(super) skipped_merges: u64,
     /// With `Some`: (adapter, held) each time an adapter starts loading (held) or is evicted, for a fleet's
     /// view of which replica holds what.
     pub(super) residency_log: Option<Vec<(u32, bool)>>,

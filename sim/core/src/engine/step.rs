@@ -214,6 +214,9 @@ impl<'a> Engine<'a> {
     fn start_iteration(&mut self) -> Result<()> {
         let b = &self.st.batch;
         let merge = b.is_empty() || b.steps_since_merge >= self.cfg.max_wait_tokens;
+        if merge && self.sched.waiting() == 0 {
+            self.st.skipped_merges += 1;
+        }
         if merge && self.sched.waiting() > 0 && self.merge()? {
             return Ok(());
         }
@@ -236,6 +239,8 @@ impl<'a> Engine<'a> {
         }
         let (since, every) = (self.st.idle_since, self.cfg.idle_poll_ns);
         let ticks = (self.st.now - since).div_ceil(every).max(1);
+        // Polls between going idle and now found the queue empty (a request just arrived into it).
+        self.st.skipped_merges += ticks - 1;
         self.st.poll_pending = true;
         self.push(since + ticks * every, Event::Poll);
     }
@@ -248,6 +253,10 @@ impl<'a> Engine<'a> {
         st.mem.reserve.extend(st.batch.reservations());
         st.batch.admitted.clear();
         st.batch.admitted_tokens = 0;
+        if st.skipped_merges > 0 {
+            self.sched
+                .skipped_merges(std::mem::take(&mut st.skipped_merges));
+        }
         {
             let mut adm = Admission::new(
                 self.w,
@@ -270,6 +279,11 @@ impl<'a> Engine<'a> {
             }
         }
         self.st.stats.merges += 1;
+        if !self.st.aborted_now.is_empty() {
+            for id in std::mem::take(&mut self.st.aborted_now) {
+                self.emit(Observed::Aborted { id });
+            }
+        }
         if self.st.batch.admitted.is_empty() {
             self.st.stats.merges_empty += 1;
             return Ok(false);

@@ -98,6 +98,7 @@ pub struct Acc {
     pub requests: u64,
     pub finished: u64,
     pub rejected: u64,
+    pub aborted: u64,
     pub ttft: Sketch,
     /// Only with `full`: the other latencies.
     pub full: Option<Box<Others>>,
@@ -136,6 +137,10 @@ impl Acc {
             Outcome::Finished => {}
             Outcome::Rejected(_) => {
                 self.rejected += 1;
+                return;
+            }
+            Outcome::Aborted(_) => {
+                self.aborted += 1;
                 return;
             }
             Outcome::Waiting => return,
@@ -197,8 +202,13 @@ impl Acc {
         m.requests_total = total;
         m.requests_finished = self.finished;
         m.requests_rejected = self.rejected;
-        m.requests_unfinished = total - self.rejected - self.finished;
+        m.requests_aborted = self.aborted;
+        m.requests_unfinished = total - self.rejected - self.aborted - self.finished;
         m.requests_rejected_share = self.rejected as f64 / total.max(1) as f64;
+        m.requests_aborted_share = self.aborted as f64 / total.max(1) as f64;
+        // Every abort reason so far is a deadline (`Abort::KEYS`).
+        m.aborted_deadline = self.aborted;
+        m.aborted_deadline_share = m.requests_aborted_share;
         m.set_dist(Latency::Ttft, &self.ttft.dist());
         if let Some(o) = &self.full {
             m.set_dist(Latency::Tbt, &o.tbt.dist());
