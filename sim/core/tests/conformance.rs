@@ -5,15 +5,28 @@
 mod common;
 
 use common::{Linear, MS, adapters, random_case, req, run_prefetch, run_with};
-use sim_core::engine::{EngineConfig, Outcome};
+use sim_core::engine::api::PolicyCtx;
+use sim_core::engine::{Engine, EngineConfig, Observed, Observer, Outcome, Policies, Simulated};
+use sim_core::slo::Slo;
 use sim_core::workload::Workload;
-use sim_core::{cache, sched};
+use sim_core::{cache, prefetch, sched};
+
+/// Every registered scheduler (its defaults), plus settings that reach paths the defaults rarely do on
+/// these small cases: `slora-abort` with a 50 ms objective (it aborts), `slora-pets` planning from 3 waiting.
+fn schedulers() -> Vec<&'static str> {
+    let mut v: Vec<&str> = sched::REGISTRY.entries.iter().map(|e| e.name).collect();
+    v.extend([
+        "slora-abort[slo_s=0.05,margin_s=0]",
+        "slora-pets[threshold=2]",
+    ]);
+    v
+}
 
 fn pairs() -> Vec<(&'static str, &'static str)> {
     let mut v = Vec::new();
-    for s in sched::REGISTRY.entries {
+    for s in schedulers() {
         for c in cache::REGISTRY.entries {
-            v.push((s.name, c.name));
+            v.push((s, c.name));
         }
     }
     v
@@ -35,6 +48,7 @@ fn no_request_is_lost_and_memory_stays_within_the_pool() {
                         assert!(r.arrival <= rec.admitted && rec.first_token <= rec.finished)
                     }
                     Outcome::Rejected(_) => {}
+                    Outcome::Aborted(_) => assert!(r.arrival <= rec.finished),
                     Outcome::Waiting => {
                         panic!("{s} + {c}, seed {seed}: request {} never ran", r.id)
                     }
@@ -86,7 +100,13 @@ fn a_large_request_is_not_starved_by_a_stream_of_small_ones() {
     let fair: Vec<&str> = fair.map(|e| e.name).collect();
     for (s, c) in pairs().into_iter().filter(|(s, _)| fair.contains(s)) {
         let out = run_with(&w, cfg.clone(), &Linear, s, c);
-        let wait = out.records[101].admitted - w.requests[101].arrival;
+        // Admitted, or dropped by a scheduler that aborts: either way it stopped waiting.
+        let rec = &out.records[101];
+        let ended = match rec.outcome {
+            Outcome::Aborted(_) => rec.finished,
+            _ => rec.admitted,
+        };
+        let wait = ended - w.requests[101].arrival;
         eprintln!("{s} + {c}: waited {:.3} s", wait as f64 / 1e9);
         assert!(
             wait <= 60_000 * MS,
@@ -94,4 +114,61 @@ fn a_large_request_is_not_starved_by_a_stream_of_small_ones() {
             wait / 1_000_000_000
         );
     }
+}
+
+/// Counts, per request, the events that end it: a finish, a rejection, an abort.
+struct Ends(std::rc::Rc<std::cell::RefCell<Vec<u32>>>);
+
+impl Observer for Ends {
+    fn observe(&mut self, _now: sim_core::time::Nanos, ev: Observed<'_>) {
+        if let Observed::Finished { id } | Observed::Rejected { id } | Observed::Aborted { id } = ev
+        {
+            self.0.borrow_mut()[id as usize] += 1;
+        }
+    }
+}
+
+#[test]
+fn every_request_ends_exactly_once_finished_rejected_or_aborted() {
+    let mut aborted = 0;
+    for seed in 0..40 {
+        let case = random_case(3000 + seed);
+        let n = case.w.requests.len();
+        for (s, c) in pairs() {
+            let predicted: Vec<u32> = case.w.requests.iter().map(|r| r.output).collect();
+            let ctx = PolicyCtx::new(&case.w, &predicted, &case.cfg, Slo::default(), &Linear);
+            let policies = Policies {
+                scheduler: sched::REGISTRY.build(s, &ctx).unwrap().made,
+                cache: cache::REGISTRY.build(c, &ctx).unwrap().made,
+                prefetch: prefetch::REGISTRY.build(&case.prefetch, &ctx).unwrap().made,
+            };
+            let ends = std::rc::Rc::new(std::cell::RefCell::new(vec![0u32; n]));
+            let mut clock = Simulated(&Linear);
+            let mut engine = Engine::new(&case.w, case.cfg.clone(), &mut clock, policies);
+            engine.observe(Box::new(Ends(ends.clone())));
+            let out = engine.run().unwrap();
+            assert!(
+                ends.borrow().iter().all(|&k| k == 1),
+                "{s} + {c}, seed {seed}: a request ended {:?} times",
+                ends.borrow().iter().find(|&&k| k != 1)
+            );
+            let (mut fin, mut rej, mut abo) = (0, 0, 0);
+            for rec in &out.records {
+                match rec.outcome {
+                    Outcome::Finished => fin += 1,
+                    Outcome::Rejected(_) => rej += 1,
+                    Outcome::Aborted(_) => abo += 1,
+                    Outcome::Waiting => panic!("{s} + {c}, seed {seed}: a request still waits"),
+                }
+            }
+            assert_eq!(fin + rej + abo, n, "{s} + {c}, seed {seed}");
+            aborted += abo;
+            assert_eq!(
+                (out.stats.finished, out.stats.aborted),
+                (fin as u64, abo as u64)
+            );
+        }
+    }
+    // The abort path was exercised (the 50 ms objective).
+    assert!(aborted > 100, "only {aborted} aborts");
 }

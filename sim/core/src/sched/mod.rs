@@ -6,6 +6,8 @@ mod lifo;
 pub mod mlq;
 mod pack;
 mod sjf;
+mod slora_abort;
+mod slora_pets;
 
 use crate::engine::api::Schedulers;
 use crate::registry::Registry;
@@ -19,5 +21,7 @@ pub const REGISTRY: Registry<Schedulers> = Registry {
         mlq::STATIC,
         lifo::ENTRY,
         pack::ENTRY,
+        slora_abort::ENTRY,
+        slora_pets::ENTRY,
     ],
 };
