@@ -33,6 +33,10 @@ pub struct FitOpts {
     /// Measured runs: a folder with setups.json and the JSONL files it lists
     #[arg(long, default_value = "calibrate/data/slora", value_name = "DIR")]
     pub data: PathBuf,
+    /// S-LoRA's runs of other schedulers, with runs.json (sim fit report simulates them against their FIFO
+    /// runs: the policy-effect report, effect_slora.*)
+    #[arg(long, default_value = super::effect::DATA, value_name = "DIR")]
+    pub variants: PathBuf,
     /// Where the profiles are written (sim fit) or read (sim fit report): slora-<gpu>-<model>.json
     #[arg(long, default_value = "calibrate/profiles", value_name = "DIR")]
     pub profiles: PathBuf,
@@ -278,7 +282,11 @@ fn report_only(opts: &FitOpts) -> Result<()> {
         let sim = simulate_all(&prepared, &p.params, mech, threads)?;
         all.push((format!("{}:{}", key.0, key.1), prepared, sim));
     }
-    write_report(opts, &all)
+    write_report(opts, &all)?;
+    // The policy effect: S-LoRA's other schedulers against its FIFO runs, on the same profiles.
+    let md = super::effect::report(&opts.variants, &opts.profiles, &opts.report_dir, threads)?;
+    print!("\n{md}");
+    Ok(())
 }
 
 /// Leave-one-out: for each fitted run, fit the others and predict it. Prints and appends to

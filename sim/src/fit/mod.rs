@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod compose;
 pub mod data;
+pub mod effect;
 pub mod report;
 
 use argmin::core::{CostFunction, Executor, State};
