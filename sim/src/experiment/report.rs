@@ -287,7 +287,8 @@ pub fn fit_section(out: &Path) -> String {
          worst over the runs of each profile (the profiles are `calibrate/profiles/slora-*.json`; runs marked out \
          of sample were not fitted). Regenerate: `sim fit` (fits and writes the profiles, about a minute) or `sim fit \
          report` (simulates with the committed profiles).\n\n{table}\n\
-         ![measured vs simulated](fit_slora.png)\n\n[SVG](fit_slora.svg) | [every run and metric](fit_slora.csv)\n\n"
+         ![measured vs simulated](fit_slora.png)\n\n[SVG](fit_slora.svg) | [every run and metric](fit_slora.csv)\n\n{}",
+        crate::fit::effect::section(out)
     )
 }
 

@@ -174,6 +174,18 @@ impl Run {
         o
     }
 
+    /// The benchmark suite the run belongs to (exp_suite.py's a10g-<suite>), from its file name.
+    pub fn suite(&self) -> &str {
+        let f = &self.file[self
+            .file
+            .rfind("synthetic_")
+            .map_or(0, |i| i + "synthetic_".len())..];
+        match f.find("_a10g") {
+            Some(0) | None => "grid",
+            Some(k) => &f[..k],
+        }
+    }
+
     pub fn name(&self) -> String {
         format!(
             "{}:{}",
@@ -395,7 +407,14 @@ impl Row {
             "slora-pets" => "PETS",
             x => x,
         };
-        format!("{s} {} {}", self.variant.setting, self.variant.config())
+        let v = &self.variant;
+        format!(
+            "{s} {} ({} {}) {}",
+            v.setting,
+            v.suite().replace('_', " "),
+            v.campaign,
+            v.config()
+        )
     }
 }
 
@@ -559,10 +578,7 @@ pub fn csv(rows: &[Row]) -> String {
 /// per scheduler, the LIFO file's two hypotheses and the runs without a counterpart.
 pub fn markdown(rows: &[Row]) -> String {
     let mut o = String::new();
-    let paired: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.fifo.is_some() && r.sim_as_launched.is_none())
-        .collect();
+    let paired: Vec<&Row> = rows.iter().filter(|r| r.fifo.is_some()).collect();
     o += "| run (scheduler, setting, configuration) | throughput: measured / predicted effect | mean \
           latency | mean TTFT | aborted: measured / simulated (share) | worst error, points | mean latency \
           against the other campaign's FIFO |\n| --- | --- | --- | --- | --- | --- | --- |\n";
@@ -600,14 +616,36 @@ pub fn markdown(rows: &[Row]) -> String {
     o += "| scheduler | runs | within 5 points (throughput, mean latency, aborted share) | ... against either \
           campaign's FIFO | median / worst error: throughput | mean latency | mean TTFT | aborted share | worst \
           run |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
-    let mut scheds: Vec<&str> = paired
+    // Per scheduler, then per campaign within it (`all` first).
+    let mut scheds: Vec<(String, String)> = Vec::new();
+    for r in &paired {
+        for c in ["all", r.variant.campaign.as_str()] {
+            let k = (r.variant.scheduler.clone(), c.to_string());
+            if !scheds.contains(&k) {
+                scheds.push(k);
+            }
+        }
+    }
+    // A scheduler measured in one campaign needs no line per campaign.
+    let single: Vec<String> = scheds
         .iter()
-        .map(|r| r.variant.scheduler.as_str())
+        .filter(|(s, c)| {
+            c != "all" && scheds.iter().filter(|(t, d)| t == s && d != "all").count() == 1
+        })
+        .map(|(s, _)| s.clone())
         .collect();
-    scheds.sort_unstable();
-    scheds.dedup();
-    for s in scheds {
-        let sel: Vec<&&Row> = paired.iter().filter(|r| r.variant.scheduler == s).collect();
+    scheds.retain(|(s, c)| c == "all" || !single.contains(s));
+    scheds.sort_by(|a, b| (&a.0, a.1 != "all", &a.1).cmp(&(&b.0, b.1 != "all", &b.1)));
+    for (s, camp) in scheds {
+        let sel: Vec<&&Row> = paired
+            .iter()
+            .filter(|r| r.variant.scheduler == s && (camp == "all" || r.variant.campaign == camp))
+            .collect();
+        let s = if camp == "all" {
+            s
+        } else {
+            format!("... {camp} campaign")
+        };
         let ok = sel
             .iter()
             .filter(|r| r.worst().is_some_and(|w| w.1.abs() <= AIM_POINTS))
@@ -744,30 +782,51 @@ pub fn markdown(rows: &[Row]) -> String {
             );
         }
     }
-    let lone: Vec<&Row> = rows.iter().filter(|r| r.fifo.is_none()).collect();
-    if !lone.is_empty() {
-        let rel = |i: usize| {
-            let mut e: Vec<f64> = lone
-                .iter()
-                .map(|r| (r.sim_variant.get(i) / r.variant.measured.get(i) - 1.0).abs())
-                .collect();
+    // Each run simulated against measured (the variant itself), per scheduler and campaign.
+    o += "\nEach variant run simulated against measured, median / worst relative error (the grid: PETS runs of \
+          120 s over adapters x alpha x rate x cv with no FIFO counterpart):\n\n\
+          | scheduler (campaign) | runs | throughput | mean latency | mean TTFT | aborted: median / worst \
+          difference, requests |\n| --- | --- | --- | --- | --- | --- |\n";
+    let mut keys: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.variant.scheduler.clone(), r.variant.campaign.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for (sc, camp) in keys {
+        let sel: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.variant.scheduler == sc && r.variant.campaign == camp)
+            .collect();
+        let stat = |f: &dyn Fn(&Row) -> f64, scale: f64, unit: &str| {
+            let mut e: Vec<f64> = sel.iter().map(|r| f(r).abs()).collect();
             let worst = e.iter().copied().fold(0.0, f64::max);
             let med = crate::metrics::median(&mut e).unwrap_or(f64::NAN);
-            format!("{:.1}% / {:.1}%", 100.0 * med, 100.0 * worst)
+            format!("{:.1}{unit} / {:.1}{unit}", scale * med, scale * worst)
         };
-        let _ = write!(
+        let rel = |i: usize| {
+            stat(
+                &|r: &Row| r.sim_variant.get(i) / r.variant.measured.get(i) - 1.0,
+                100.0,
+                "%",
+            )
+        };
+        let _ = writeln!(
             o,
-            "\nRuns without a FIFO counterpart ({} runs, {}): simulated against measured, median / worst \
-             relative error: throughput {}, mean latency {}, mean TTFT {}.\n",
-            lone.len(),
-            {
-                let mut f: Vec<String> = lone.iter().map(|r| r.variant.file.clone()).collect();
-                f.dedup();
-                f.join(", ")
-            },
+            "| {sc} ({camp}) | {} | {} | {} | {} | {} |",
+            sel.len(),
             rel(0),
             rel(1),
-            rel(2)
+            rel(2),
+            if sel.iter().all(|r| r.variant.abort_recorded) {
+                stat(
+                    &|r: &Row| r.sim_variant.aborted - r.variant.measured.aborted,
+                    1.0,
+                    "",
+                )
+            } else {
+                "- (not recorded)".into()
+            }
         );
     }
     o
@@ -885,10 +944,7 @@ where
 pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
     use plotters::prelude::*;
     crate::experiment::plot::register_font();
-    let paired: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.fifo.is_some() && r.sim_as_launched.is_none())
-        .collect();
+    let paired: Vec<&Row> = rows.iter().filter(|r| r.fifo.is_some()).collect();
     let e = |e: Box<dyn std::error::Error>| Error::internal(format!("{}: {e}", path.display()));
     let png = path.with_extension("png");
     draw(
@@ -904,6 +960,27 @@ pub fn plot(rows: &[Row], path: &Path) -> Result<()> {
     )
     .map_err(e)?;
     Ok(())
+}
+
+/// The policy-effect section of plots/README.md, from `effect_slora.md` in the plots folder, if it is there.
+pub fn section(out: &Path) -> String {
+    let Ok(table) = std::fs::read_to_string(out.join("effect_slora.md")) else {
+        return String::new();
+    };
+    format!(
+        "## Policy effect: S-LoRA's other schedulers, predicted and measured\n\n\
+         S-LoRA's repository measured its real engine under its early-abort queue (`slora-abort`), its PETS \
+         queue (`slora-pets`) and a file labelled LIFO on the workloads of its FIFO runs (A10G, S1 and S2; \
+         `calibrate/data/slora-schedulers`, never fitted on). Each run and its FIFO counterpart are replayed \
+         with their exact requests on the committed profile (`calibrate/profiles/slora-a10g-llama-7b.json`, \
+         fitted to FIFO runs only); the metrics are S-LoRA's benchmark client's (an aborted request counts only \
+         in the aborted share). The effect is variant / FIFO - 1, measured and predicted, per configuration; \
+         the aim is a predicted effect within 5 percentage points of the measured one on throughput, mean \
+         latency and the aborted share. See [docs/fidelity.md](../docs/fidelity.md). Regenerate: `sim fit \
+         report`.\n\n{table}\n\
+         ![measured vs predicted effect](effect_slora.png)\n\n[SVG](effect_slora.svg) | [every run and \
+         metric](effect_slora.csv)\n\n"
+    )
 }
 
 /// Simulates every run and writes `effect_slora.{csv,md,png,svg}` into `dir`; returns the markdown.
@@ -938,6 +1015,34 @@ mod tests {
             squashes: 0,
             adapter_hit: true,
         }
+    }
+
+    #[test]
+    fn every_committed_variant_run_parses_and_pairs_with_its_fifo_run() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DATA);
+        let d = load(&dir).unwrap();
+        let (mut paired, mut lone, mut cross) = (0, 0, 0);
+        for (f, runs) in d.files.iter().zip(&d.runs) {
+            if f.scheduler == "fifo" {
+                continue;
+            }
+            for r in runs {
+                let pair = f.fifo.iter().find_map(|x| {
+                    let k = d.files.iter().position(|g| &g.file == x).unwrap();
+                    d.runs[k].iter().find(|q| q.spec == r.spec)
+                });
+                match pair {
+                    Some(q) => {
+                        paired += 1;
+                        cross += usize::from(q.campaign != r.campaign);
+                    }
+                    None => lone += 1,
+                }
+            }
+        }
+        // 38 abort, 38 PETS and 5 LIFO runs with a FIFO run of the same configuration (PETS alpha and the
+        // 0-adapter runs from the other campaign); the 480 runs of the PETS grid have none.
+        assert_eq!((paired, cross, lone), (81, 10, 480));
     }
 
     #[test]
