@@ -22,17 +22,17 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct MeasureArgs {
-    #[arg(long, default_value = "llama-7b", value_name = "NAME|FILE", help = sim::model::models_help())]
+    #[arg(long, default_value = "llama-7b", value_name = "NAME|FILE", help = sim_core::model::models_help())]
     pub model: String,
     /// Element type of weights, activations and KV cache: fp16 or bf16.
     #[arg(long, default_value = "fp16")]
     pub dtype: String,
     /// CUDA device ordinal.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = sim::options::whole::<usize>(sim::options::Range::AtLeast(0)))]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = sim_core::range::whole::<usize>(sim_core::range::Range::AtLeast(0)))]
     pub device: usize,
     /// Use at most this much GPU memory (GiB); it bounds the KV cache and so the decode points measured.
     #[arg(long, allow_negative_numbers = true,
-          value_parser = sim::options::real(sim::options::Range::Positive(4096.0)))]
+          value_parser = sim_core::range::real(sim_core::range::Range::Positive(4096.0)))]
     pub mem_limit_gib: Option<f64>,
     /// A small grid and few repeats: a few minutes.
     #[arg(long)]
@@ -52,11 +52,11 @@ pub enum Command {
         #[arg(long)]
         profile: PathBuf,
         /// Input (prompt) length of the request.
-        #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = sim::options::whole::<u64>(sim::options::Range::AtLeast(1)))]
+        #[arg(long, default_value_t = 512, allow_negative_numbers = true, value_parser = sim_core::range::whole::<u64>(sim_core::range::Range::AtLeast(1)))]
         input_tokens: u64,
         /// Adapter ranks, comma-separated.
         #[arg(long, default_value = "8,16,32,64,128", value_delimiter = ',',
-              allow_negative_numbers = true, value_parser = sim::options::whole::<u32>(sim::options::Range::Between(1, 65_536)))]
+              allow_negative_numbers = true, value_parser = sim_core::range::whole::<u32>(sim_core::range::Range::Between(1, 65_536)))]
         ranks: Vec<u32>,
         /// How adapters are copied: per_layer_pinned, per_layer_pageable, contiguous_pinned, contiguous_pageable.
         #[arg(long, default_value = "per_layer_pinned")]
@@ -67,9 +67,9 @@ pub enum Command {
         /// The measured profile.
         #[arg(long)]
         from: PathBuf,
-        #[arg(long, help = format!("The GPU it was measured on; {}", sim::model::gpus_help()))]
+        #[arg(long, help = format!("The GPU it was measured on; {}", sim_core::model::gpus_help()))]
         from_gpu: String,
-        #[arg(long, help = format!("The GPU to transfer it to; {}", sim::model::gpus_help()))]
+        #[arg(long, help = format!("The GPU to transfer it to; {}", sim_core::model::gpus_help()))]
         to_gpu: String,
         #[arg(long)]
         out: PathBuf,
@@ -80,11 +80,9 @@ pub enum Command {
         #[arg(long, default_value = "fp16")]
         dtype: String,
         /// CUDA device ordinal.
-        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = sim::options::whole::<usize>(sim::options::Range::AtLeast(0)))]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = sim_core::range::whole::<usize>(sim_core::range::Range::AtLeast(0)))]
         device: usize,
     },
-    /// Fit engine profiles to a real engine's measured end-to-end runs (the same as `sim fit`; no GPU)
-    Fit(Box<sim::fit::cli::FitCmd>),
     /// Print the fit report of a profile: per table, model form, R^2, worst relative error.
     Report {
         #[arg(long)]

@@ -9,9 +9,9 @@ use calibrate::cost::transfer::transfer;
 use calibrate::{Error, Result, measure, predict, report};
 use clap::Parser;
 use kernels::dtype::DType;
-use sim::cost::LoadMethod;
-use sim::cost::profile::{CostProfile, ProfileCost};
-use sim::model::{GpuSpec, ModelSpec};
+use sim_core::cost::LoadMethod;
+use sim_core::cost::profile::{CostProfile, ProfileCost};
+use sim_core::model::{GpuSpec, ModelSpec};
 
 fn main() -> ExitCode {
     // cudarc panics when a CUDA symbol is missing from an old driver; say so in one line instead of a trace.
@@ -30,16 +30,16 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         // clap's message spans lines (usage, tips): one line, as sim does.
-        Err(e) => match sim::clap_error_line(&e) {
-            None => {
-                print!("{e}");
-                return ExitCode::SUCCESS;
-            }
-            Some(line) => {
-                eprintln!("calibrate: {line}");
-                return ExitCode::from(2);
-            }
-        },
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            print!("{e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let line = sim_core::error::one_line(&e.to_string());
+            eprintln!("calibrate: {line} (see --help)");
+            return ExitCode::from(2);
+        }
     };
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
@@ -70,11 +70,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             let text = std::fs::read_to_string(&profile)
                 .map_err(|e| Error::msg(format!("--profile {}: {e}", profile.display())))?;
-            let (rows, describe) = if text.contains(sim::cost::fitted::SCHEMA) {
+            let (rows, describe) = if text.contains(sim_core::cost::fitted::SCHEMA) {
                 // An engine profile (fitted, or composed for a GPU without measured runs).
                 let source = profile.display().to_string();
-                let p = sim::cost::fitted::EngineProfile::parse(&text, &source)?;
-                let cost = sim::cost::fitted::EngineCost::from_profile(&p, &source)?;
+                let p = sim_core::cost::fitted::EngineProfile::parse(&text, &source)?;
+                let cost = sim_core::cost::fitted::EngineCost::from_profile(&p, &source)?;
                 let m = ModelSpec::by_name(&p.model)?;
                 let rows = predict::predict_with(
                     &cost,
@@ -83,11 +83,11 @@ fn run(cli: Cli) -> Result<()> {
                     input_tokens,
                     &ranks,
                 );
-                (rows, sim::cost::CostModel::describe(&cost))
+                (rows, sim_core::cost::CostModel::describe(&cost))
             } else {
                 let cost = load_profile(&profile, &load)?;
                 let rows = predict::predict(&cost, &cost.profile.model, input_tokens, &ranks);
-                (rows, sim::cost::CostModel::describe(&cost))
+                (rows, sim_core::cost::CostModel::describe(&cost))
             };
             print!("{}", predict::format_table(&rows, input_tokens, &describe));
             Ok(())
@@ -112,7 +112,6 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Some(Command::Fit(cmd)) => sim::fit::cli::run(*cmd),
         Some(Command::Check { dtype, device }) => {
             let dtype = DType::parse(&dtype).map_err(|e| Error::msg(format!("--dtype: {e}")))?;
             check(dtype, device)

@@ -1,10 +1,10 @@
 //! Single-request TTFT the simulator predicts from a profile (the paper's Fig. 2): the adapter is loaded, then
 //! one prefill iteration with LoRA runs. Nothing else is queued, so TTFT = load + iteration.
 
-use sim::cost::profile::ModelInfo;
-use sim::cost::{BatchShape, CostModel};
-use sim::engine::LoadPath;
-use sim::model::ModelSpec;
+use sim_core::cost::profile::ModelInfo;
+use sim_core::cost::{BatchShape, CostModel};
+use sim_core::engine::LoadPath;
+use sim_core::model::ModelSpec;
 
 /// Chameleon, Fig. 2: one request on an A40 with Llama-7B (input length not stated in the paper).
 pub const PAPER_A40_TTFT_MS: [(u32, f64); 5] =
@@ -130,8 +130,8 @@ pub fn format_table(rows: &[TtftRow], input_tokens: u64, describe: &str) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sim::cost::LoadMethod;
-    use sim::cost::profile::{CostProfile, ProfileCost};
+    use sim_core::cost::LoadMethod;
+    use sim_core::cost::profile::{CostProfile, ProfileCost};
 
     const EXAMPLE: &str = include_str!("../../docs/example-profile.json");
 

@@ -1,7 +1,7 @@
 //! The fit report printed after a measurement and by `calibrate report`: how well the simulator's fitted
-//! forms reproduce each measured table (computed by `sim::cost::profile::ProfileCost::fit_report`).
+//! forms reproduce each measured table (computed by `sim_core::cost::profile::ProfileCost::fit_report`).
 
-use sim::cost::profile::FitQuality;
+use sim_core::cost::profile::FitQuality;
 
 /// A fit is flagged when it explains less than this share of the variance or misses a point by more than
 /// this relative error: beyond these the simulator's iteration times would be visibly off.
@@ -35,8 +35,8 @@ pub fn format(fits: &[FitQuality]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sim::cost::LoadMethod;
-    use sim::cost::profile::{CostProfile, ProfileCost};
+    use sim_core::cost::LoadMethod;
+    use sim_core::cost::profile::{CostProfile, ProfileCost};
 
     #[test]
     fn example_profile_report_lists_every_table_ok() {

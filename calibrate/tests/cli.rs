@@ -140,7 +140,7 @@ fn transfer_writes_a_flagged_profile_that_predict_and_report_accept() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let p = sim::cost::profile::CostProfile::read(&out).unwrap();
+    let p = sim_core::cost::profile::CostProfile::read(&out).unwrap();
     assert_eq!(p.gpu.name, "h100-80gb");
     assert!(
         p.provenance

@@ -3,7 +3,7 @@
 //! 1. Calibrate: measure the backend's own cost profile (schema v1: prefill, decode, LoRA and adapter-load
 //!    points) through the same hooks the engine uses (`run_iteration`, `load`, `release`, `evict`), each point
 //!    the median of `--repeats` timed runs (the calibration loop `calibrate` runs too,
-//!    `backend::calibrate`); written to `DIR/profile.json`.
+//!    `sim_core::calibrate`); written to `DIR/profile.json`.
 //! 2. Simulate the trace with that profile (`ProfileCost`), outputs in `DIR/sim/`.
 //! 3. Run the trace for real on a fresh backend, outputs in `DIR/real/`.
 //! 4. Compare: per request (finished in both), |sim - real| / real of TTFT, mean TBT and E2E, as median and
@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::backend::calibrate::{OnClock, Plan, measure};
 use crate::backend::{self, BackendSpec};
 use crate::cost::LoadMethod;
 use crate::cost::profile::{CostProfile, GpuInfo, ModelInfo, ProfileCost, Provenance};
@@ -25,6 +24,7 @@ use crate::engine::{Clock, Simulated, Timed};
 use crate::error::{Error, Result};
 use crate::metrics::{Summary, percentile};
 use crate::runner::{Report, RunArgs, RunConfig, run};
+use sim_core::calibrate::{OnClock, Plan, measure};
 
 #[derive(Args, Clone, Debug)]
 pub struct FidelityArgs {

@@ -12,7 +12,8 @@ use crate::runner::{Report, RunArgs};
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct InsideArgs {
-    /// Write DIR/timeline.csv (and timeline.parquet): the engine's state per iteration or per
+    /// Write DIR/timeline.csv (and timeline.parquet in a build with --features parquet): the engine's
+    /// state per iteration or per
     /// --timeline-interval-ms (docs/timeline.md)
     #[arg(long, value_name = "DIR")]
     pub timeline: Option<PathBuf>,
@@ -106,6 +107,7 @@ impl InsideArgs {
             rec.write_timeline_csv(&mut f).map_err(io)?;
             std::io::Write::flush(&mut f).map_err(io)?;
             drop(f);
+            #[cfg(feature = "parquet")]
             timeline_parquet(rec, &d.join("timeline.parquet"))
                 .map_err(|e| Error::msg(format!("--timeline {}: {e}", d.display())))?;
         }
@@ -163,6 +165,7 @@ pub fn config_json(args: &RunArgs) -> String {
     serde_json::to_string_pretty(&Value::Object(m)).expect("serialises")
 }
 
+#[cfg(feature = "parquet")]
 /// `timeline.parquet`: the CSV's columns, typed (times in seconds as floats, counts as integers, empty cells
 /// as nulls), built from the rows directly.
 fn timeline_parquet(rec: &Recorder, path: &Path) -> std::result::Result<(), String> {

@@ -43,21 +43,8 @@ pub fn clap_error_line(e: &clap::Error) -> Option<String> {
         }
         _ => {}
     }
-    let text = e.to_string();
-    let mut parts = Vec::new();
-    for block in text.split("\n\n") {
-        let block = block.trim();
-        if block.starts_with("Usage:") || block.starts_with("For more information") {
-            continue;
-        }
-        let one = block
-            .trim_start_matches("error: ")
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !one.is_empty() {
-            parts.push(one);
-        }
-    }
-    Some(format!("{} (see --help)", parts.join("; ")))
+    Some(format!(
+        "{} (see --help)",
+        sim_core::error::one_line(&e.to_string())
+    ))
 }

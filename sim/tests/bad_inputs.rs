@@ -882,7 +882,7 @@ fn calibrate_cases() -> Vec<Case> {
             &["p.json", "field time_ns"],
         ),
         calibrate("transfer", &[], &["--from", "--to-gpu"]),
-        calibrate("fit --iters 0", &[], &["--iters"]),
+        case("command line", "fit --iters 0", &[], &["--iters"]),
     ]
 }
 

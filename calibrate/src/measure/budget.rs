@@ -1,9 +1,9 @@
 //! How GPU memory is split between weights, activations, the LoRA adapters, the adapter-load buffers and
 //! the KV cache. Plain arithmetic, tested without a GPU.
 
-use sim::model::ModelSpec;
+use sim_core::model::ModelSpec;
 
-use sim::backend::calibrate::MAX_TOKENS;
+use sim_core::calibrate::MAX_TOKENS;
 
 use crate::{Error, Result};
 
@@ -79,8 +79,15 @@ mod tests {
 
     #[test]
     fn layer_layout_matches_the_model_parameter_count() {
-        for m in sim::model::MODELS {
-            let s = sim::backend::model_shape(m);
+        for m in sim_core::model::MODELS {
+            let s = kernels::decoder::Shape::from_dims([
+                m.layers,
+                m.hidden,
+                m.heads,
+                m.kv_heads,
+                m.intermediate,
+                m.vocab,
+            ]);
             assert_eq!(s.layer_len() as u64, m.layer_params(), "{}", m.name);
         }
     }

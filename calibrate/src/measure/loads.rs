@@ -6,9 +6,9 @@
 use cudarc::driver::{CudaEvent, CudaSlice, PinnedHostSlice};
 use kernels::decoder::gpu::GpuOps;
 use kernels::decoder::{Decoder, Ops};
-use sim::cost::LoadMethod;
-use sim::model::ModelSpec;
-use sim::time::Nanos;
+use sim_core::cost::LoadMethod;
+use sim_core::model::ModelSpec;
+use sim_core::time::Nanos;
 
 use super::target::{drv, events};
 use crate::{Result, gpu_err};
@@ -65,7 +65,9 @@ impl LoadBench {
             end.synchronize().map_err(drv("kernel execution"))?;
             times.push(start.elapsed_ms(&end).map_err(drv("event time"))? as f64 * 1e6);
         }
-        let gemm_ns = sim::metrics::median(&mut times).unwrap_or(1.0).max(1.0) as u64;
+        let gemm_ns = sim_core::metrics::median(&mut times)
+            .unwrap_or(1.0)
+            .max(1.0) as u64;
         Ok(LoadBench {
             pinned,
             pageable,

@@ -1,6 +1,6 @@
 //! The GPU measurement: the kernels crate's decoder (the forward pass `sim real --backend cuda` runs) for a
 //! Llama model at full size with random weights (the cost does not depend on the weight values), measured
-//! by the calibration loop `sim fidelity` uses too (`sim::backend::calibrate`: the plan's points in rounds,
+//! by the calibration loop `sim fidelity` uses too (`sim_core::calibrate`: the plan's points in rounds,
 //! each point the median of its repeats), timed with CUDA events.
 //!
 //! - [`target`]: the GPU as the loop's target (prefill, decode, LoRA points);
@@ -19,12 +19,12 @@ use kernels::decoder::SEGMENTED_MIN_TOKENS;
 use kernels::decoder::gpu::GpuOps;
 use kernels::dtype::DType;
 use kernels::gpu::DeviceInfo;
-use sim::backend::calibrate::{Plan, measure};
-use sim::cost::profile::{CostProfile, GpuInfo, ModelInfo, Provenance, SCHEMA, VERSION};
-use sim::model::ModelSpec;
+use sim_core::calibrate::{Plan, measure};
+use sim_core::cost::profile::{CostProfile, GpuInfo, ModelInfo, Provenance, SCHEMA, VERSION};
+use sim_core::model::ModelSpec;
 
 pub use budget::{Budget, MARGIN_BYTES, activation_bytes, budget, lora_pool_elems};
-pub use sim::backend::calibrate::MAX_TOKENS;
+pub use sim_core::calibrate::MAX_TOKENS;
 
 use crate::{Error, Result, gpu_err, sysinfo};
 use target::{GpuTarget, drv, kv_slots};

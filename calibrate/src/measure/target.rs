@@ -19,13 +19,12 @@ use cudarc::driver::{CudaContext, CudaEvent};
 use indicatif::ProgressBar;
 use kernels::decoder::gpu::{GpuOps, random_decoder};
 use kernels::decoder::{Decoder, Ops, Step};
-use sim::backend::calibrate::{MAX_TOKENS, Plan, Target};
-use sim::backend::model_shape;
-use sim::cost::LoadMethod;
-use sim::engine::Seq;
-use sim::model::ModelSpec;
-use sim::time::Nanos;
-use sim::workload::{Adapter, NO_ADAPTER};
+use sim_core::calibrate::{MAX_TOKENS, Plan, Target};
+use sim_core::cost::LoadMethod;
+use sim_core::engine::Seq;
+use sim_core::model::ModelSpec;
+use sim_core::time::Nanos;
+use sim_core::workload::{Adapter, NO_ADAPTER};
 
 use super::loads::LoadBench;
 use crate::{Error, Result, gpu_err};
@@ -70,7 +69,14 @@ impl GpuTarget {
         plan: &Plan,
         bar: ProgressBar,
     ) -> Result<GpuTarget> {
-        let shape = model_shape(m);
+        let shape = kernels::decoder::Shape::from_dims([
+            m.layers,
+            m.hidden,
+            m.heads,
+            m.kv_heads,
+            m.intermediate,
+            m.vocab,
+        ]);
         let h = shape.hidden;
         // Strided store: each adapter takes rank x 2h elements of every (layer, projection) sub-region.
         let region = (2 * h * plan.lora_rank_total() as usize).max(2 * h);

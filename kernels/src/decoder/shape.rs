@@ -20,6 +20,18 @@ pub struct Shape {
 pub const PROJECTIONS: usize = 4;
 
 impl Shape {
+    /// From a model's layers, hidden, heads, KV heads, intermediate and vocabulary sizes.
+    pub fn from_dims([layers, hidden, heads, kv_heads, intermediate, vocab]: [u64; 6]) -> Shape {
+        Shape {
+            layers: layers as usize,
+            hidden: hidden as usize,
+            heads: heads as usize,
+            kv_heads: kv_heads as usize,
+            intermediate: intermediate as usize,
+            vocab: vocab as usize,
+        }
+    }
+
     pub fn check(&self) -> Result<()> {
         if [
             self.layers,

@@ -48,6 +48,27 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// A command-line parser's message (clap's: blocks of text, a usage block, tips) as one line: the message
+/// and its tips, without the usage block, whitespace collapsed.
+pub fn one_line(text: &str) -> String {
+    let mut parts = Vec::new();
+    for block in text.split("\n\n") {
+        let block = block.trim();
+        if block.starts_with("Usage:") || block.starts_with("For more information") {
+            continue;
+        }
+        let one = block
+            .trim_start_matches("error: ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !one.is_empty() {
+            parts.push(one);
+        }
+    }
+    parts.join("; ")
+}
+
 /// A serde_json error on `text` as one line naming where it is: `line L, field NAME: what`. serde reports
 /// a bad value ("invalid value: integer `-5`, expected u64") with its position but not its field; the field
 /// is the last object key before that position.

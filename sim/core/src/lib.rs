@@ -9,6 +9,7 @@
 //! -> `run` (one run from a typed `config`, and its outputs).
 
 pub mod cache;
+pub mod calibrate;
 pub mod cost;
 pub mod engine;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod predict;
 pub mod prefetch;
+pub mod range;
 pub mod record;
 pub mod refusals;
 pub mod registry;

@@ -13,7 +13,6 @@
 //! Both run the kernels crate's decoder (`kernels::decoder`: one forward pass over CPU or GPU operations);
 //! `real.rs` makes either one an `Executor`, so each backend file only configures and builds its decoder.
 
-pub mod calibrate;
 pub mod cpu;
 pub mod cuda;
 pub mod real;
@@ -60,14 +59,14 @@ impl BackendSpec {
 
 /// The decoder shape of an engine model (Llama 1/2 7B-30B: as many KV heads as query heads; 70B: 8).
 pub fn model_shape(m: &ModelSpec) -> Shape {
-    Shape {
-        layers: m.layers as usize,
-        hidden: m.hidden as usize,
-        heads: m.heads as usize,
-        kv_heads: m.kv_heads as usize,
-        intermediate: m.intermediate as usize,
-        vocab: m.vocab as usize,
-    }
+    Shape::from_dims([
+        m.layers,
+        m.hidden,
+        m.heads,
+        m.kv_heads,
+        m.intermediate,
+        m.vocab,
+    ])
 }
 
 /// Builds the backend for a run of `cfg`: its KV pool holds the engine's pool.

@@ -1,17 +1,12 @@
-//! Results tables: rows (flat JSON objects) to and from CSV and Parquet through polars.
+//! Results tables: rows (flat JSON objects) to and from CSV, and Parquet (polars) with the `parquet` feature.
 
 use std::path::Path;
 
-use polars::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
 pub type Row = Map<String, Value>;
-
-fn perr(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
-    move |e| Error::internal(format!("{}: {e}", path.display()))
-}
 
 /// Column order: `first` (those present), then every other key sorted.
 pub fn columns(rows: &[Row], first: &[String]) -> Vec<String> {
@@ -33,114 +28,246 @@ pub fn clean(x: f64) -> f64 {
     format!("{x:.11e}").parse().unwrap_or(x)
 }
 
-/// A typed polars frame: a column is Boolean, Int64 or Float64 when all its non-null values are, else String;
-/// floats are `clean`ed.
-pub fn frame(rows: &[Row], cols: &[String]) -> Result<DataFrame> {
-    let mut out = Vec::with_capacity(cols.len());
-    for c in cols {
-        let vals: Vec<Option<&Value>> = rows
-            .iter()
-            .map(|r| r.get(c).filter(|v| !v.is_null()))
-            .collect();
-        let present = || vals.iter().flatten();
-        let name: PlSmallStr = c.as_str().into();
-        let col = if present().all(|v| v.is_boolean()) && present().next().is_some() {
-            Column::new(
-                name,
-                vals.iter()
-                    .map(|v| v.and_then(Value::as_bool))
-                    .collect::<Vec<_>>(),
-            )
-        } else if present().all(|v| v.is_i64()) && present().next().is_some() {
-            Column::new(
-                name,
-                vals.iter()
-                    .map(|v| v.and_then(Value::as_i64))
-                    .collect::<Vec<_>>(),
-            )
-        } else if present().all(|v| v.is_number()) {
-            Column::new(
-                name,
-                vals.iter()
-                    .map(|v| v.and_then(Value::as_f64).map(clean))
-                    .collect::<Vec<_>>(),
-            )
-        } else {
-            let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
-            Column::new(name, vals.iter().map(|v| v.map(s)).collect::<Vec<_>>())
-        };
-        out.push(col);
-    }
-    DataFrame::new(rows.len(), out).map_err(|e| Error::internal(format!("results table: {e}")))
+/// The type of a column: Boolean, Int64 or Float64 when all its non-null values are, else String.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Bool,
+    Int,
+    Float,
+    Text,
 }
 
-/// Writes `stem.csv` and `stem.parquet` atomically (temporary file, then rename).
+fn kind<'a>(mut present: impl Iterator<Item = &'a Value> + Clone) -> Kind {
+    if present.clone().next().is_some() && present.clone().all(Value::is_boolean) {
+        Kind::Bool
+    } else if present.clone().next().is_some() && present.clone().all(|v| v.is_i64()) {
+        Kind::Int
+    } else if present.all(Value::is_number) {
+        Kind::Float
+    } else {
+        Kind::Text
+    }
+}
+
+/// One cell as the CSV holds it: floats `clean`ed and written with a decimal point or exponent (4.0, 1e-9),
+/// nulls empty.
+fn cell(v: Option<&Value>, k: Kind) -> String {
+    match (v, k) {
+        (None, _) => String::new(),
+        (Some(v), Kind::Float) => v
+            .as_f64()
+            .map_or_else(String::new, |x| format!("{:?}", clean(x))),
+        (Some(Value::String(s)), _) => s.clone(),
+        (Some(v), _) => v.to_string(),
+    }
+}
+
+/// Writes `stem.csv` (and, with the `parquet` feature, `stem.parquet`) atomically (temporary file, then
+/// rename).
 pub fn write(rows: &[Row], first: &[String], dir: &Path, stem: &str) -> Result<()> {
     let cols = columns(rows, first);
-    let mut df = frame(rows, &cols)?;
     let csv = dir.join(format!("{stem}.csv"));
     let tmp = dir.join(format!(".{stem}.csv.tmp"));
-    let f = std::fs::File::create(&tmp)
+    let mut w = csv::Writer::from_path(&tmp)
         .map_err(|e| Error::internal(format!("{}: {e}", tmp.display())))?;
-    CsvWriter::new(f)
-        .include_header(true)
-        .finish(&mut df)
-        .map_err(perr(&csv))?;
+    let kinds: Vec<Kind> = cols
+        .iter()
+        .map(|c| {
+            kind(
+                rows.iter()
+                    .filter_map(|r| r.get(c).filter(|v| !v.is_null())),
+            )
+        })
+        .collect();
+    let cerr = |e: csv::Error| Error::internal(format!("{}: {e}", csv.display()));
+    w.write_record(&cols).map_err(cerr)?;
+    for r in rows {
+        w.write_record(
+            cols.iter()
+                .zip(&kinds)
+                .map(|(c, &k)| cell(r.get(c).filter(|v| !v.is_null()), k)),
+        )
+        .map_err(cerr)?;
+    }
+    w.flush()
+        .map_err(|e| Error::internal(format!("{}: {e}", tmp.display())))?;
+    drop(w);
     std::fs::rename(&tmp, &csv)?;
     let pq = dir.join(format!("{stem}.parquet"));
-    let tmp = dir.join(format!(".{stem}.parquet.tmp"));
-    let f = std::fs::File::create(&tmp)
-        .map_err(|e| Error::internal(format!("{}: {e}", tmp.display())))?;
-    ParquetWriter::new(f).finish(&mut df).map_err(perr(&pq))?;
-    std::fs::rename(&tmp, &pq)?;
+    #[cfg(feature = "parquet")]
+    parquet::write(rows, &cols, &pq)?;
+    // Without the feature a Parquet table from an earlier build would no longer match the CSV.
+    #[cfg(not(feature = "parquet"))]
+    if pq.exists() {
+        std::fs::remove_file(&pq)?;
+    }
     Ok(())
 }
 
-/// Reads a results table (`.csv` or `.parquet`) back into rows.
+/// Reads a results table (`.csv`, or `.parquet` with the `parquet` feature) back into rows: a CSV column
+/// is Boolean, Int64 or Float64 when all its non-empty cells parse as one, else String; empty cells are
+/// nulls.
 pub fn read(path: &Path) -> Result<Vec<Row>> {
-    let df = if path.extension().is_some_and(|x| x == "parquet") {
-        let f = std::fs::File::open(path)
-            .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
-        ParquetReader::new(f).finish().map_err(perr(path))?
-    } else {
-        if !path.exists() {
-            return Err(Error::msg(format!("{}: no such file", path.display())));
-        }
-        CsvReadOptions::default()
-            .with_has_header(true)
-            .with_infer_schema_length(None)
-            .try_into_reader_with_file_path(Some(path.to_path_buf()))
-            .map_err(perr(path))?
-            .finish()
-            .map_err(perr(path))?
-    };
-    let mut rows = vec![Row::new(); df.height()];
-    for col in df.columns() {
-        let name = col.name().to_string();
-        let s = col.as_materialized_series();
-        let dt = s.dtype().clone();
-        if dt == DataType::Boolean {
-            for (r, v) in rows.iter_mut().zip(s.bool().map_err(perr(path))?.iter()) {
-                r.insert(name.clone(), v.map_or(Value::Null, Value::from));
-            }
-        } else if dt.is_integer() {
-            let s = s.cast(&DataType::Int64).map_err(perr(path))?;
-            for (r, v) in rows.iter_mut().zip(s.i64().map_err(perr(path))?.iter()) {
-                r.insert(name.clone(), v.map_or(Value::Null, Value::from));
-            }
-        } else if dt.is_primitive_numeric() {
-            let s = s.cast(&DataType::Float64).map_err(perr(path))?;
-            for (r, v) in rows.iter_mut().zip(s.f64().map_err(perr(path))?.iter()) {
-                r.insert(name.clone(), v.map_or(Value::Null, Value::from));
-            }
+    if path.extension().is_some_and(|x| x == "parquet") {
+        #[cfg(feature = "parquet")]
+        return parquet::read(path);
+        #[cfg(not(feature = "parquet"))]
+        return Err(Error::msg(format!(
+            "{}: reading Parquet needs a build with `--features parquet`; read the .csv beside it",
+            path.display()
+        )));
+    }
+    if !path.exists() {
+        return Err(Error::msg(format!("{}: no such file", path.display())));
+    }
+    let bad = |e: csv::Error| Error::msg(format!("{}: {e}", path.display()));
+    let mut r = csv::Reader::from_path(path).map_err(bad)?;
+    let header: Vec<String> = r
+        .headers()
+        .map_err(bad)?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let records: Vec<csv::StringRecord> = r.records().collect::<Result<_, _>>().map_err(bad)?;
+    let mut rows = vec![Row::new(); records.len()];
+    for (j, name) in header.iter().enumerate() {
+        let cells = || {
+            records
+                .iter()
+                .map(|rec| rec.get(j).unwrap_or(""))
+                .filter(|c| !c.is_empty())
+        };
+        let k = if cells().next().is_none() {
+            Kind::Text
+        } else if cells().all(|c| c == "true" || c == "false") {
+            Kind::Bool
+        } else if cells().all(|c| c.parse::<i64>().is_ok()) {
+            Kind::Int
+        } else if cells().all(|c| c.parse::<f64>().is_ok()) {
+            Kind::Float
         } else {
-            let s = s.cast(&DataType::String).map_err(perr(path))?;
-            for (r, v) in rows.iter_mut().zip(s.str().map_err(perr(path))?.iter()) {
-                r.insert(name.clone(), v.map_or(Value::Null, Value::from));
-            }
+            Kind::Text
+        };
+        for (row, rec) in rows.iter_mut().zip(&records) {
+            let c = rec.get(j).unwrap_or("");
+            let v = match k {
+                _ if c.is_empty() => Value::Null,
+                Kind::Bool => Value::from(c == "true"),
+                Kind::Int => Value::from(c.parse::<i64>().unwrap_or_default()),
+                Kind::Float => Value::from(c.parse::<f64>().unwrap_or_default()),
+                Kind::Text => Value::from(c),
+            };
+            row.insert(name.clone(), v);
         }
     }
     Ok(rows)
+}
+
+/// The Parquet side (polars), built only with the `parquet` feature.
+#[cfg(feature = "parquet")]
+mod parquet {
+    use std::path::Path;
+
+    use polars::prelude::*;
+    use serde_json::Value;
+
+    use super::{Kind, Row, clean, kind};
+    use crate::error::{Error, Result};
+
+    fn perr(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
+        move |e| Error::internal(format!("{}: {e}", path.display()))
+    }
+
+    /// A typed polars frame of `rows` (the CSV's column types).
+    pub fn frame(rows: &[Row], cols: &[String]) -> Result<DataFrame> {
+        let mut out = Vec::with_capacity(cols.len());
+        for c in cols {
+            let vals: Vec<Option<&Value>> = rows
+                .iter()
+                .map(|r| r.get(c).filter(|v| !v.is_null()))
+                .collect();
+            let name: PlSmallStr = c.as_str().into();
+            let col = match kind(vals.iter().flatten().copied()) {
+                Kind::Bool => Column::new(
+                    name,
+                    vals.iter()
+                        .map(|v| v.and_then(Value::as_bool))
+                        .collect::<Vec<_>>(),
+                ),
+                Kind::Int => Column::new(
+                    name,
+                    vals.iter()
+                        .map(|v| v.and_then(Value::as_i64))
+                        .collect::<Vec<_>>(),
+                ),
+                Kind::Float => Column::new(
+                    name,
+                    vals.iter()
+                        .map(|v| v.and_then(Value::as_f64).map(clean))
+                        .collect::<Vec<_>>(),
+                ),
+                Kind::Text => {
+                    let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                    Column::new(name, vals.iter().map(|v| v.map(s)).collect::<Vec<_>>())
+                }
+            };
+            out.push(col);
+        }
+        DataFrame::new(rows.len(), out).map_err(|e| Error::internal(format!("results table: {e}")))
+    }
+
+    pub fn write(rows: &[Row], cols: &[String], pq: &Path) -> Result<()> {
+        let mut df = frame(rows, cols)?;
+        let tmp = pq.with_extension("parquet.tmp");
+        let f = std::fs::File::create(&tmp)
+            .map_err(|e| Error::internal(format!("{}: {e}", tmp.display())))?;
+        ParquetWriter::new(f).finish(&mut df).map_err(perr(pq))?;
+        std::fs::rename(&tmp, pq)?;
+        Ok(())
+    }
+
+    pub fn read(path: &Path) -> Result<Vec<Row>> {
+        let f = std::fs::File::open(path)
+            .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+        let df = ParquetReader::new(f).finish().map_err(perr(path))?;
+        let mut rows = vec![Row::new(); df.height()];
+        for col in df.columns() {
+            let name = col.name().to_string();
+            let s = col.as_materialized_series();
+            let dt = s.dtype().clone();
+            let put = |rows: &mut Vec<Row>, vals: Vec<Value>| {
+                for (r, v) in rows.iter_mut().zip(vals) {
+                    r.insert(name.clone(), v);
+                }
+            };
+            let vals: Vec<Value> = if dt == DataType::Boolean {
+                let s = s.bool().map_err(perr(path))?;
+                s.iter()
+                    .map(|v| v.map_or(Value::Null, Value::from))
+                    .collect()
+            } else if dt.is_integer() {
+                let s = s.cast(&DataType::Int64).map_err(perr(path))?;
+                let s = s.i64().map_err(perr(path))?;
+                s.iter()
+                    .map(|v| v.map_or(Value::Null, Value::from))
+                    .collect()
+            } else if dt.is_primitive_numeric() {
+                let s = s.cast(&DataType::Float64).map_err(perr(path))?;
+                let s = s.f64().map_err(perr(path))?;
+                s.iter()
+                    .map(|v| v.map_or(Value::Null, Value::from))
+                    .collect()
+            } else {
+                let s = s.cast(&DataType::String).map_err(perr(path))?;
+                let s = s.str().map_err(perr(path))?;
+                s.iter()
+                    .map(|v| v.map_or(Value::Null, Value::from))
+                    .collect()
+            };
+            put(&mut rows, vals);
+        }
+        Ok(rows)
+    }
 }
 
 #[cfg(test)]
@@ -161,10 +288,13 @@ mod tests {
                 .unwrap()
                 .clone(),
         ];
-        let df = frame(&rows, &["x".to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("sim-table-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(&rows, &[], &dir, "t").unwrap();
         assert_eq!(
-            df.column("x").unwrap().f64().unwrap().get(0),
-            Some(0.5921875)
+            std::fs::read_to_string(dir.join("t.csv")).unwrap(),
+            "x\n0.5921875\n"
         );
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

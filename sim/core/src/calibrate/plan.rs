@@ -3,7 +3,7 @@
 //! shapes one run can produce. Pure data, so the grid logic is tested without a backend.
 
 use crate::cost::LoadMethod;
-use crate::runner::RunConfig;
+use crate::run::RunConfig;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
