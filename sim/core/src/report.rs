@@ -223,6 +223,13 @@ impl Report {
             s.requests_rejected,
             pct(s.requests_rejected_share)
         );
+        if s.requests_aborted > 0 {
+            o += &format!(
+                ", {} aborted by the scheduler ({:.1}%)",
+                s.requests_aborted,
+                pct(s.requests_aborted_share)
+            );
+        }
         if s.requests_unfinished > 0 {
             o += &format!(", {} unfinished", s.requests_unfinished);
         }
