@@ -18,6 +18,7 @@ pub mod json;
 pub mod length;
 pub mod metrics;
 pub mod model;
+pub mod policy;
 pub mod predict;
 pub mod prefetch;
 pub mod range;

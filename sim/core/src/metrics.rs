@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 pub use crate::summary::{Dist, Latency, Summary, stat};
 
-use crate::engine::{Abort, Outcome, Reject, RequestRecord, RunOutput};
+use crate::engine::{Abort, EngineStats, Outcome, Reject, RequestRecord, RunOutput};
 use crate::model::{GpuSpec, ModelSpec};
 use crate::slo::Slo;
 use crate::time::{S9, secs};
@@ -253,20 +253,13 @@ pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Summary {
         .iter()
         .filter(|&&i| recs[i].adapter_hit)
         .count();
-    m.adapter_loads = s.adapter_loads;
-    m.adapter_evictions = s.evictions;
+    counters(&mut m, s);
     m.adapter_hit_rate = stat(hits as f64 / with_adapter.len() as f64);
-    m.pcie_bytes = s.pcie_bytes;
-    m.load_stall_s = secs(s.load_stall_ns);
-    m.iterations_prefill = s.prefill_iterations;
-    m.iterations_decode = s.decode_iterations;
     m.gpu_busy_fraction = s.busy_ns as f64 / s.end_ns.max(1) as f64;
-    m.simulated_s = secs(s.end_ns);
     utilisation(&mut m, v);
     let end = s.end_ns.max(1) as f64;
     let slot_bytes = v.model.kv_slot_bytes();
     let gib = |slots: f64| slots * slot_bytes as f64 / (1u64 << 30) as f64;
-    m.pool_slots = s.pool_slots;
     m.pool_gib = gib(s.pool_slots as f64);
     m.mem_kv_peak_gib = gib(s.peak_kv_slots as f64);
     m.mem_kv_mean_gib = gib(s.kv_slot_ns as f64 / end);
@@ -275,12 +268,27 @@ pub fn summarize(v: &RunView<'_>, hooks: &[SummaryHook]) -> Summary {
     m.mem_kv_reserved_peak_gib = gib(s.peak_kv_claim_slots as f64);
     m.mem_kv_reserved_mean_gib = gib(s.kv_claim_slot_ns as f64 / end);
     m.mem_total_peak_slots = s.peak_total_slots;
-    m.squashes = s.squashes;
     breakdowns(&mut m, v);
     for hook in hooks {
         hook(v, &mut m.extra);
     }
     m
+}
+
+/// The engine's counters as summary keys: what every summary has, a streamed fleet's too (its latencies come
+/// from sketches, `fleet::acc`).
+pub fn counters(m: &mut Summary, s: &EngineStats) {
+    m.adapter_loads = s.adapter_loads;
+    m.adapter_evictions = s.evictions;
+    m.pcie_bytes = s.pcie_bytes;
+    m.load_stall_s = secs(s.load_stall_ns);
+    m.iterations_prefill = s.prefill_iterations;
+    m.iterations_decode = s.decode_iterations;
+    m.simulated_s = secs(s.end_ns);
+    m.pool_slots = s.pool_slots;
+    m.squashes = s.squashes;
+    m.merges = s.merges;
+    m.merges_empty = s.merges_empty;
 }
 
 /// What the GPU did over the run, against its datasheet peaks (`gpu_busy_fraction` only says an iteration was
@@ -303,8 +311,6 @@ fn utilisation(m: &mut Summary, v: &RunView<'_>) {
     m.gpu_flops_utilisation = flops / span / gpu.fp16_flops;
     m.gpu_bandwidth_utilisation = bytes / span / gpu.mem_bw;
     let b = &s.blocked;
-    m.merges = s.merges;
-    m.merges_empty = s.merges_empty;
     m.blocked_memory = b.memory;
     m.blocked_adapter_memory = b.adapter_memory;
     m.blocked_batch = b.batch;

@@ -11,15 +11,15 @@ use common::{Linear, MS, random_case, req};
 use sim_core::cost::CostModel;
 use sim_core::cost::tp::Tp;
 use sim_core::engine::api::PolicyCtx;
-use sim_core::engine::{Engine, EngineConfig, Outcome, Policies, Simulated};
+use sim_core::engine::{Engine, EngineConfig, Outcome, Simulated};
 use sim_core::fleet::router::{REGISTRY, RouterCtx};
 use sim_core::fleet::view::FleetView;
 use sim_core::fleet::{self, FleetConfig, FleetInputs, ReplicaGroup};
 use sim_core::metrics::{self, RunView};
 use sim_core::model::{GpuSpec, ModelSpec};
+use sim_core::policy::PolicySpecs;
 use sim_core::slo::Slo;
 use sim_core::workload::{Adapter, Workload};
-use sim_core::{cache, prefetch, sched};
 
 fn summary_json(w: &Workload, predicted: &[u32], out: &sim_core::engine::RunOutput) -> String {
     let fin = metrics::finished(out);
@@ -66,9 +66,11 @@ fn inputs<'a>(
         predicted,
         slo: Slo::default(),
         seed: 7,
-        scheduler: policies.0,
-        cache: policies.1,
-        prefetch: policies.2,
+        policies: PolicySpecs {
+            scheduler: policies.0,
+            cache: policies.1,
+            prefetch: policies.2,
+        },
     }
 }
 
@@ -209,11 +211,14 @@ fn each_replica_is_an_engine_fed_only_its_requests() {
             .unwrap();
             for r in 0..3u32 {
                 let ctx = PolicyCtx::new(w, &predicted, &case.cfg, Slo::default(), &Linear);
-                let pol = Policies {
-                    scheduler: sched::REGISTRY.build(specs.0, &ctx).unwrap().made,
-                    cache: cache::REGISTRY.build(specs.1, &ctx).unwrap().made,
-                    prefetch: prefetch::REGISTRY.build(specs.2, &ctx).unwrap().made,
-                };
+                let pol = PolicySpecs {
+                    scheduler: specs.0,
+                    cache: specs.1,
+                    prefetch: specs.2,
+                }
+                .build(&ctx)
+                .unwrap()
+                .policies;
                 let mut clock = Simulated(&Linear);
                 let mut e = Engine::new(w, case.cfg.clone(), &mut clock, pol);
                 for q in w.requests.iter().filter(|q| run.routes[q.id as usize] == r) {

@@ -17,10 +17,10 @@
 //! the requests routed to it behaves exactly as `run` on those requests (see `advance_to`).
 //!
 //! Rooms: `config` (what an engine is set up with) and `outcome` (what it hands back: records, rejections,
-//! counters); `state` (what it mutates: events, the pool's accounting, adapters, batch, records) with
-//! `batch` and `admission`; `step` (the event loop and what each event does); this file holds the engine
-//! value, its construction and what can be read from it. `api` is the plug-in contract, `clock` the seam for
-//! durations, `observe` the event feed for timelines.
+//! counters); `state` (what it mutates: events, the pool's accounting, adapters, batch, records, and the
+//! `Feed` of arrivals handed over from outside) with `batch` and `admission`; `step` (the event loop and
+//! what each event does); this file holds the engine value, its construction and what can be read from it.
+//! `api` is the plug-in contract, `clock` the seam for durations, `observe` the event feed for timelines.
 
 mod admission;
 pub mod api;
@@ -34,7 +34,7 @@ mod state;
 mod step;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
 use api::{AdapterState, CachePolicy, Prefetcher, Residency, Scheduler};
 pub use api::{Admission, Fit, Policies};
@@ -43,7 +43,7 @@ pub use clock::{Clock, Executor, Seq, Simulated, Timed};
 pub use config::{EngineConfig, LoadPath, Reserve};
 pub use observe::{Observed, Observer, Phase, QueueInfo, Snapshot};
 pub use outcome::{Abort, Blocked, EngineStats, Outcome, Reject, RequestRecord, RunOutput};
-use state::{Busy, Memory, Records, State};
+use state::{Busy, Feed, Memory, Records, State};
 
 use crate::cost::BatchShape;
 use crate::error::{Error, Result};
@@ -58,19 +58,8 @@ pub struct Engine<'a> {
     cache: Box<dyn CachePolicy>,
     prefetch: Box<dyn Prefetcher>,
     st: State,
-    /// Arrivals handed over (`push_arrival`) and not yet in the event queue, in order.
-    pending: VecDeque<u32>,
-    /// Whether an arrival event is in the queue.
-    arrival_queued: bool,
-    /// The sequence number the next arrival event carries. It is reserved when the previous arrival is
-    /// handled (or at the start), as a whole-workload replay schedules its next arrival then: an arrival handed
-    /// over later still sorts among simultaneous events exactly where the replay puts it.
-    arrival_seq: u64,
-    /// Latest `advance_to` target.
-    horizon: Nanos,
-    /// An event at this time left the server idle; whether an iteration starts then is decided once no other
-    /// event at that time can come (one can, while it is the horizon: an arrival at the horizon).
-    undecided: Option<Nanos>,
+    /// How arrivals handed over from outside enter the event queue (`push_arrival`, `advance_to`).
+    feed: Feed,
     /// Set when the clock failed; nothing more happens.
     aborted: Option<String>,
     /// Who hears of every event (`observe`); `None`: nothing is built.
@@ -160,11 +149,7 @@ impl<'a> Engine<'a> {
             cache: policies.cache,
             prefetch: policies.prefetch,
             st,
-            pending: VecDeque::new(),
-            arrival_queued: false,
-            arrival_seq: 1,
-            horizon: 0,
-            undecided: None,
+            feed: Feed::new(),
             aborted: None,
             obs: None,
             obs_queues: Vec::new(),
@@ -238,7 +223,7 @@ impl<'a> Engine<'a> {
     /// When the engine next has something to do (an event, or an undecided start), if anything.
     pub fn next_time(&self) -> Option<Nanos> {
         let ev = self.st.events.peek().map(|Reverse((at, _, _))| *at);
-        match (self.undecided, ev) {
+        match (self.feed.undecided, ev) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -246,7 +231,7 @@ impl<'a> Engine<'a> {
 
     /// The latest `advance_to` target.
     pub fn horizon(&self) -> Nanos {
-        self.horizon
+        self.feed.horizon
     }
 
     /// Simulated time now (the last event handled).

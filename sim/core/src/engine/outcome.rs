@@ -179,6 +179,78 @@ pub struct EngineStats {
     pub blocked: Blocked,
 }
 
+impl EngineStats {
+    /// Adds `s`'s counters to these (a fleet's totals over its replicas): counts, times, integrals, peaks and
+    /// pool sizes are summed (the peaks of a fleet's pools), `end_ns` is the latest end. Every field is named
+    /// (no `..`), so a counter added to the engine does not compile until it is merged here too.
+    pub fn absorb(&mut self, s: &EngineStats) {
+        let EngineStats {
+            prefill_iterations,
+            decode_iterations,
+            busy_ns,
+            end_ns,
+            adapter_loads,
+            pcie_bytes,
+            evictions,
+            squashes,
+            finished,
+            aborted,
+            load_stall_ns,
+            pool_slots,
+            peak_kv_slots,
+            peak_adapter_slots,
+            peak_total_slots,
+            peak_kv_claim_slots,
+            kv_slot_ns,
+            adapter_slot_ns,
+            kv_claim_slot_ns,
+            tokens,
+            prefill_sq_tokens,
+            decode_context,
+            merges,
+            merges_empty,
+            blocked:
+                Blocked {
+                    memory,
+                    adapter_memory,
+                    batch,
+                    prefill_tokens,
+                    policy,
+                },
+        } = *s;
+        self.prefill_iterations += prefill_iterations;
+        self.decode_iterations += decode_iterations;
+        self.busy_ns += busy_ns;
+        self.end_ns = self.end_ns.max(end_ns);
+        self.adapter_loads += adapter_loads;
+        self.pcie_bytes += pcie_bytes;
+        self.evictions += evictions;
+        self.squashes += squashes;
+        self.finished += finished;
+        self.aborted += aborted;
+        self.load_stall_ns += load_stall_ns;
+        self.pool_slots += pool_slots;
+        self.peak_kv_slots += peak_kv_slots;
+        self.peak_adapter_slots += peak_adapter_slots;
+        self.peak_total_slots += peak_total_slots;
+        self.peak_kv_claim_slots += peak_kv_claim_slots;
+        self.kv_slot_ns += kv_slot_ns;
+        self.adapter_slot_ns += adapter_slot_ns;
+        self.kv_claim_slot_ns += kv_claim_slot_ns;
+        self.tokens += tokens;
+        self.prefill_sq_tokens += prefill_sq_tokens;
+        self.decode_context += decode_context;
+        self.merges += merges;
+        self.merges_empty += merges_empty;
+        let b = &mut self.blocked;
+        b.memory += memory;
+        b.adapter_memory += adapter_memory;
+        b.batch += batch;
+        b.prefill_tokens += prefill_tokens;
+        b.policy += policy;
+    }
+}
+
 /// Merges that left requests waiting, by why the first of them (in the scheduler's order) was not admitted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Blocked {

@@ -2,7 +2,7 @@
 //! per-request records and the counters.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use super::api::{AdapterState, CachePolicy, Residency};
 use super::batch::{Batch, Running};
@@ -199,5 +199,37 @@ impl State {
 
     pub(super) fn free_slots(&self, pool: u64) -> u64 {
         pool - self.mem.kv_used - self.mem.adapter_used
+    }
+}
+
+/// How arrivals enter an engine driven from outside. A fleet replica does not know its arrivals up front: the
+/// router hands each one over (`push_arrival`) just before moving the replica to its instant (`advance_to`).
+/// A whole-workload replay (`run`) goes through the same two calls, and these fields make both see exactly
+/// the events, in the same order, as a replay that scheduled each arrival when the previous one was handled.
+pub(super) struct Feed {
+    /// Arrivals handed over and not yet in the event queue, in order (one arrival event is queued at a time).
+    pub(super) pending: VecDeque<u32>,
+    /// Whether an arrival event is in the queue.
+    pub(super) queued: bool,
+    /// The sequence number the next arrival event carries. It is reserved when the previous arrival is
+    /// handled (or at the start), as a whole-workload replay schedules its next arrival then: an arrival handed
+    /// over later still sorts among simultaneous events exactly where the replay puts it.
+    pub(super) seq: u64,
+    /// Latest `advance_to` target: no arrival may come before it.
+    pub(super) horizon: Nanos,
+    /// An event at this time left the server idle; whether an iteration starts then is decided once no other
+    /// event at that time can come (one can, while it is the horizon: an arrival at the horizon).
+    pub(super) undecided: Option<Nanos>,
+}
+
+impl Feed {
+    pub(super) fn new() -> Feed {
+        Feed {
+            pending: VecDeque::new(),
+            queued: false,
+            seq: 1,
+            horizon: 0,
+            undecided: None,
+        }
     }
 }

@@ -47,14 +47,17 @@ impl<'a> Engine<'a> {
     /// latest `advance_to` target).
     pub fn push_arrival(&mut self, id: u32) {
         let at = self.w.requests[id as usize].arrival;
-        debug_assert!(at >= self.horizon, "an arrival before the engine's horizon");
-        if self.arrival_queued {
-            self.pending.push_back(id);
+        debug_assert!(
+            at >= self.feed.horizon,
+            "an arrival before the engine's horizon"
+        );
+        if self.feed.queued {
+            self.feed.pending.push_back(id);
         } else {
-            self.arrival_queued = true;
+            self.feed.queued = true;
             self.st
                 .events
-                .push(Reverse((at, self.arrival_seq, Event::Arrival(id))));
+                .push(Reverse((at, self.feed.seq, Event::Arrival(id))));
         }
     }
 
@@ -63,25 +66,25 @@ impl<'a> Engine<'a> {
     /// iteration at `t` waits until no arrival at `t` can come (the next call). So stepping gives exactly
     /// the events, in the same order, as `run` over the same arrivals.
     pub fn advance_to(&mut self, t: Nanos) {
-        self.horizon = self.horizon.max(t);
+        self.feed.horizon = self.feed.horizon.max(t);
         while self.aborted.is_none() {
-            if let Some(t0) = self.undecided {
+            if let Some(t0) = self.feed.undecided {
                 let next = self.st.events.peek().map(|Reverse((at, _, _))| *at);
                 if next == Some(t0) {
                     // Another event at the same instant: decide after it.
-                    self.undecided = None;
+                    self.feed.undecided = None;
                 } else if t0 < t {
-                    self.undecided = None;
+                    self.feed.undecided = None;
                     if let Err(e) = self.start_iteration() {
                         self.aborted = Some(e.to_string());
                     }
                     continue;
                 }
             }
-            let bound = if self.arrival_queued {
+            let bound = if self.feed.queued {
                 u64::MAX
             } else {
-                self.arrival_seq
+                self.feed.seq
             };
             match self.st.events.peek() {
                 Some(&Reverse((at, seq, _))) if (at, seq) < (t, bound) => self.step(),
@@ -101,15 +104,15 @@ impl<'a> Engine<'a> {
                 self.on_arrival(id);
                 // The next arrival's place among simultaneous events.
                 self.st.seq += 1;
-                self.arrival_seq = self.st.seq;
-                match self.pending.pop_front() {
+                self.feed.seq = self.st.seq;
+                match self.feed.pending.pop_front() {
                     Some(next) => {
                         let at = self.w.requests[next as usize].arrival;
                         self.st
                             .events
-                            .push(Reverse((at, self.arrival_seq, Event::Arrival(next))));
+                            .push(Reverse((at, self.feed.seq, Event::Arrival(next))));
                     }
-                    None => self.arrival_queued = false,
+                    None => self.feed.queued = false,
                 }
             }
             Event::IterationDone => self.on_iteration_done(),
@@ -122,7 +125,7 @@ impl<'a> Engine<'a> {
         if self.st.busy == Busy::Polling {
             self.schedule_poll();
         } else if self.st.busy == Busy::Idle {
-            self.undecided = Some(t);
+            self.feed.undecided = Some(t);
         }
     }
 

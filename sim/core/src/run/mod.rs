@@ -10,17 +10,18 @@ use std::sync::Arc;
 use crate::cost::CostModel;
 use crate::cost::tp::Tp;
 use crate::engine::api::PolicyCtx;
-use crate::engine::{Clock, Engine, EngineConfig, Observer, Policies, RunOutput, Simulated};
+use crate::engine::{Clock, Engine, EngineConfig, Observer, RunOutput, Simulated};
 use crate::error::Result;
 use crate::fleet::{self, FleetConfig, FleetInputs, FleetRun};
 use crate::length::LengthRule;
 use crate::metrics::{self, RunView, Summary, SummaryHook};
 use crate::model::{GpuSpec, ModelSpec};
+use crate::policy::{BuiltPolicies, PolicySpecs};
 use crate::slo::Slo;
 use crate::trace::{ReadSpec, Trace, TraceOptions};
 use crate::workload::slora::SloraSource;
 use crate::workload::{AdapterOptions, Workload};
-use crate::{cache, predict, prefetch, sched};
+use crate::{predict, sched};
 use serde_json::{Map, Value};
 
 /// Everything one run needs. Build it with `RunConfig::new` and set fields; `validate` checks the policy
@@ -86,18 +87,19 @@ impl RunConfig {
                 .check(&f.router)
                 .map_err(|e| e.context("--router"))?;
         }
-        sched::REGISTRY
-            .check(&self.scheduler)
-            .map_err(|e| e.context("--scheduler"))?;
-        cache::REGISTRY
-            .check(&self.cache)
-            .map_err(|e| e.context("--cache"))?;
-        prefetch::REGISTRY
-            .check(&self.prefetch)
-            .map_err(|e| e.context("--prefetch"))?;
+        self.policies().check()?;
         predict::REGISTRY
             .check(&self.predictor)
             .map_err(|e| e.context("--predictor"))
+    }
+
+    /// The scheduler, cache and prefetch specs.
+    pub fn policies(&self) -> PolicySpecs<'_> {
+        PolicySpecs {
+            scheduler: &self.scheduler,
+            cache: &self.cache,
+            prefetch: &self.prefetch,
+        }
     }
 
     /// Reads (or generates) the trace this configuration names (before `transform`).
@@ -191,22 +193,12 @@ pub fn execute_observed(
         cfg.slo,
         clock.estimates(),
     );
-    let scheduler = sched::REGISTRY
-        .build(&cfg.scheduler, &ctx)
-        .map_err(|e| e.context("--scheduler"))?;
-    let cache = cache::REGISTRY
-        .build(&cfg.cache, &ctx)
-        .map_err(|e| e.context("--cache"))?;
-    let prefetch = prefetch::REGISTRY
-        .build(&cfg.prefetch, &ctx)
-        .map_err(|e| e.context("--prefetch"))?;
+    let BuiltPolicies {
+        policies,
+        specs: [scheduler, cache, _],
+    } = cfg.policies().build(&ctx)?;
     let cost_model = clock.describe();
     clock.prepare(&workload.adapters)?;
-    let policies = Policies {
-        scheduler: scheduler.made,
-        cache: cache.made,
-        prefetch: prefetch.made,
-    };
     let mut engine = Engine::new(workload, cfg.engine.clone(), clock, policies);
     if let Some(o) = obs {
         engine.observe(Box::new(o));
@@ -216,8 +208,8 @@ pub fn execute_observed(
         output,
         predicted,
         predictor,
-        scheduler: scheduler.spec,
-        cache: cache.spec,
+        scheduler,
+        cache,
         cost_model,
     })
 }
@@ -292,9 +284,7 @@ fn run_fleet(cfg: &RunConfig, fc: &FleetConfig, trace: Trace, length_scale: f64)
             predicted: &predicted,
             slo: cfg.slo,
             seed: cfg.seed,
-            scheduler: &cfg.scheduler,
-            cache: &cfg.cache,
-            prefetch: &cfg.prefetch,
+            policies: cfg.policies(),
         },
     )?;
     // Before the output moves out: both read its stats.

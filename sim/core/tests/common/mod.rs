@@ -5,11 +5,11 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use sim_core::cost::{BatchShape, CostModel, LoadShape};
 use sim_core::engine::api::PolicyCtx;
-use sim_core::engine::{Engine, EngineConfig, Policies, Reserve, RunOutput, Simulated};
+use sim_core::engine::{Engine, EngineConfig, Reserve, RunOutput, Simulated};
+use sim_core::policy::PolicySpecs;
 use sim_core::slo::Slo;
 use sim_core::time::Nanos;
 use sim_core::workload::{Adapter, NO_ADAPTER, Request, Workload};
-use sim_core::{cache, prefetch, sched};
 
 pub const MS: Nanos = 1_000_000;
 
@@ -147,11 +147,14 @@ pub fn run_full(
     predicted: &[u32],
 ) -> RunOutput {
     let ctx = PolicyCtx::new(w, predicted, &cfg, Slo::default(), cost);
-    let policies = Policies {
-        scheduler: sched::REGISTRY.build(sched_spec, &ctx).unwrap().made,
-        cache: cache::REGISTRY.build(cache_spec, &ctx).unwrap().made,
-        prefetch: prefetch::REGISTRY.build(prefetch_spec, &ctx).unwrap().made,
-    };
+    let policies = PolicySpecs {
+        scheduler: sched_spec,
+        cache: cache_spec,
+        prefetch: prefetch_spec,
+    }
+    .build(&ctx)
+    .unwrap()
+    .policies;
     let mut clock = Simulated(cost);
     Engine::new(w, cfg, &mut clock, policies)
         .run()
