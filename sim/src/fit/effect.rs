@@ -49,6 +49,9 @@ struct Manifest {
     #[serde(rename = "use")]
     #[allow(dead_code)]
     use_: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    held_out: Option<String>,
     settings: BTreeMap<String, Setting>,
     files: Vec<FileDef>,
 }
