@@ -567,6 +567,22 @@ impl RunArgs {
         let tp = crate::fleet_args::tp(self, gpu, self.tp)?;
         let cost = cost_model(self, model, gpu, &tp)?;
         let mut engine = EngineConfig::slora(pool_slots(self, model, gpu)?, model.layers);
+        // An adapter larger than the pool could never load: say so here, not as a length rule that fails.
+        if adapters.count > 0
+            && let Some(&r) = adapters
+                .ranks
+                .iter()
+                .find(|&&r| model.adapter_slots(r) > engine.pool_slots)
+        {
+            return Err(Error::msg(format!(
+                "--ranks: an adapter of rank {r} takes {} pool slots ({:.2} GiB on {}), more than the whole \
+                 pool of {} slots; no request using it could run",
+                model.adapter_slots(r),
+                model.adapter_bytes(r) as f64 / (1u64 << 30) as f64,
+                model.name,
+                engine.pool_slots
+            )));
+        }
         engine.max_wait_tokens = self.max_wait_tokens;
         engine.max_batch = self.max_batch;
         if let Some(n) = self.max_prefill_tokens {

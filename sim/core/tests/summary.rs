@@ -167,18 +167,24 @@ fn a_sustainable_load_bursts_short_traces_and_rejections_are_not_overload() {
 }
 
 #[test]
-fn the_overload_rule_needs_both_a_lagging_run_and_a_growing_queue() {
+fn the_overload_rule_needs_a_growing_queue_and_a_lagging_run_or_a_long_growth() {
     use metrics::overloaded;
     // (arrival span, run span, queue growth, TTFT objective)
     assert!(overloaded(100.0, 200.0, 50.0, 5.0));
-    assert!(!overloaded(100.0, 104.0, 50.0, 5.0), "the run kept up");
+    assert!(
+        overloaded(1000.0, 2000.0, 40.0, 5.0),
+        "a lagging run whose queue grew past the objective, however long the trace"
+    );
     assert!(
         !overloaded(100.0, 200.0, 4.0, 5.0),
         "growth under the objective"
     );
+    // A run that kept up (within 1/19 of its arrivals): only a growth over 2.5% of the span trips it.
+    assert!(!overloaded(1000.0, 1010.0, 20.0, 5.0), "kept up, growth 2%");
     assert!(
-        !overloaded(1000.0, 2000.0, 40.0, 5.0),
-        "growth under 5% of the span"
+        overloaded(1000.0, 1010.0, 30.0, 5.0),
+        "kept up, growth 3%: at capacity"
     );
+    assert!(!overloaded(100.0, 104.0, 2.4, 1.0), "kept up, growth 2.4%");
     assert!(!overloaded(0.0, 10.0, 50.0, 5.0), "all at once: no rate");
 }

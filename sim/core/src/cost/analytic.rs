@@ -62,11 +62,17 @@ impl Analytic {
         a.compute_eff = spec.get("compute_eff", a.compute_eff)?;
         a.mem_eff = spec.get("mem_eff", a.mem_eff)?;
         a.lora_eff = spec.get("lora_eff", a.lora_eff)?;
-        a.overhead_ns =
-            (spec.get("overhead_us", a.overhead_ns as f64 / 1e3)? * 1e3).round() as Nanos;
+        // Times in microseconds, at most a second (a larger one would saturate the nanosecond clock).
+        let micros = |spec: &mut Spec, k: &str, default: Nanos| -> Result<Nanos> {
+            let v: f64 = spec.get(k, default as f64 / 1e3)?;
+            crate::range::Range::NonNegative(1e6)
+                .check(v)
+                .map_err(|e| crate::error::Error::msg(format!("analytic: {k} (us) {e}")))?;
+            Ok((v * 1e3).round() as Nanos)
+        };
+        a.overhead_ns = micros(&mut spec, "overhead_us", a.overhead_ns)?;
         a.h2d_eff = spec.get("h2d_eff", a.h2d_eff)?;
-        a.copy_latency_ns =
-            (spec.get("copy_latency_us", a.copy_latency_ns as f64 / 1e3)? * 1e3).round() as Nanos;
+        a.copy_latency_ns = micros(&mut spec, "copy_latency_us", a.copy_latency_ns)?;
         a.pageable_factor = spec.get("pageable_factor", a.pageable_factor)?;
         if let Some(k) = spec.take_str("lora") {
             a.lora = LoraKernels::parse(&k)?;
@@ -81,7 +87,8 @@ impl Analytic {
         ] {
             if !(v > 0.0 && v <= 1.0) {
                 return Err(crate::error::Error::msg(format!(
-                    "analytic: {k} must be in (0, 1], got {v}"
+                    "analytic: {k} must be in (0, 1], got {}",
+                    crate::range::show(v)
                 )));
             }
         }

@@ -115,7 +115,8 @@ impl EngineParams {
                     ">= 0"
                 };
                 return Err(Error::msg(format!(
-                    "engine profile: params.{name} must be {want}, got {v}"
+                    "engine profile: params.{name} must be {want}, got {}",
+                    crate::range::show(v)
                 )));
             }
         }

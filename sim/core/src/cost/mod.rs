@@ -331,8 +331,20 @@ pub fn build(
         "analytic"
     }))?;
     let mismatch = |what: &str, theirs: &str, ours: &str, path: &std::path::Path| {
+        // The option that would match: a measured profile names its GPU as the device reports it.
+        let fix = match what {
+            "gpu" => crate::model::GPUS
+                .iter()
+                .find(|g| gpu_matches(theirs, g))
+                .map(|g| format!("--gpu {}", g.name)),
+            _ => crate::model::MODELS
+                .iter()
+                .find(|m| m.name == theirs)
+                .map(|m| format!("--model {}", m.name)),
+        };
+        let fix = fix.unwrap_or_else(|| format!("no --{what} the simulator knows matches it"));
         Error::msg(format!(
-            "{}: the profile is for {what} '{theirs}' but the run is on '{ours}' (--{what} {theirs}, or \
+            "{}: the profile is for {what} '{theirs}' but the run is on '{ours}' ({fix}, or \
              --allow-profile-mismatch to use it anyway)",
             path.display()
         ))

@@ -100,6 +100,26 @@ type Work = Option<(Vec<(u32, u32)>, Nanos)>;
 type Reply = (Vec<Final>, Vec<(u32, u32, bool)>, bool);
 
 /// Tokens a request adds to its replica's outstanding work: prompt + predicted output.
+/// The fleet's physics: the one cost model, or each GPU group's (a mixed fleet costs each GPU by its own).
+fn describe_costs(fc: &FleetConfig) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for g in &fc.groups {
+        let d = g.cost.describe();
+        if !seen.contains(&d) {
+            seen.push(d);
+        }
+    }
+    match seen.len() {
+        1 => seen.remove(0),
+        _ => fc
+            .groups
+            .iter()
+            .map(|g| format!("{} x{}: {}", g.gpu.name, g.count, g.cost.describe()))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
 fn work(inp: &FleetInputs<'_>, id: u32) -> u64 {
     inp.workload.requests[id as usize].input as u64 + inp.predicted[id as usize] as u64
 }
@@ -478,7 +498,7 @@ impl<'a> Fleet<'a> {
             scheduler,
             cache,
             prefetch,
-            cost_model: self.fc.groups[0].cost.describe(),
+            cost_model: describe_costs(self.fc),
         })
     }
 }

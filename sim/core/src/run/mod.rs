@@ -305,6 +305,7 @@ fn run_fleet(cfg: &RunConfig, fc: &FleetConfig, trace: Trace, length_scale: f64)
         Some(s) => s,
         None => summarize(cfg, &workload, &predicted, &output),
     };
+    per_gpu_means(&mut summary, cfg, fc, &fsum);
     summary
         .warnings
         .extend(crate::refusals::warning(&summary, &workload, &cfg.engine));
@@ -331,6 +332,32 @@ fn run_fleet(cfg: &RunConfig, fc: &FleetConfig, trace: Trace, length_scale: f64)
             run: fr,
         })),
     })
+}
+
+/// A fleet's GPU figures as means over its replicas: the merged statistics sum every replica's busy time
+/// and work, which over one replica's peak would read as 560% busy. Utilisation is the fleet's work over
+/// the sum of its replicas' peaks (groups may differ in GPU and TP degree).
+fn per_gpu_means(
+    summary: &mut Summary,
+    cfg: &RunConfig,
+    fc: &FleetConfig,
+    fsum: &Map<String, Value>,
+) {
+    if let Some(busy) = fsum.get("fleet_gpu_busy_fraction").and_then(Value::as_f64) {
+        summary.gpu_busy_fraction = busy;
+    }
+    let one = cfg.gpu.tp_shard(cfg.tp.degree);
+    let (flops, bw) = fc.groups.iter().fold((0.0, 0.0), |(f, b), g| {
+        let shard = g.gpu.tp_shard(g.tp.degree);
+        (
+            f + g.count as f64 * shard.fp16_flops,
+            b + g.count as f64 * shard.mem_bw,
+        )
+    });
+    if flops > 0.0 && bw > 0.0 {
+        summary.gpu_flops_utilisation *= one.fp16_flops / flops;
+        summary.gpu_bandwidth_utilisation *= one.mem_bw / bw;
+    }
 }
 
 /// The metrics of a run's records (per GPU of a tensor-parallel replica).
