@@ -123,8 +123,9 @@ pub fn figure(title: &str, spec: &PlotSpec, rows: &[Row], dir: &Path) -> Result<
                                 .collect(),
                         })
                         .collect();
+                    // The series above the panel, what the axis shows beside it.
                     let mut panel = p.clone();
-                    panel.label = format!("{}: {}", name(k), p.label);
+                    panel.caption = Some(name(k));
                     panels.push(PanelData {
                         panel,
                         series,
@@ -185,6 +186,7 @@ pub fn figure(title: &str, spec: &PlotSpec, rows: &[Row], dir: &Path) -> Result<
         categories: None,
         panels,
         series_unnamed: false,
+        time_series: true,
     })
 }
 

@@ -860,7 +860,8 @@ where
         g.dedup();
         g.into_iter()
             .enumerate()
-            .map(|(k, n)| (n, Palette99::pick(k).to_rgba()))
+            // The figures' palette: no pale yellow on white.
+            .map(|(k, n)| (n, crate::experiment::plot::colour(k).to_rgba()))
             .collect()
     };
     for (pi, (area, &mi)) in panels.iter().zip(&[0usize, 1, 2, 3]).enumerate() {

@@ -119,6 +119,7 @@ fn draw<DB: plotters::prelude::DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
+    use crate::experiment::plot::{LogAxis, colour, draw_log_grid};
     use plotters::prelude::*;
     root.fill(&WHITE)?;
     let root = root.titled(
@@ -143,41 +144,57 @@ where
             .fold(f64::INFINITY, f64::min)
             * 0.8;
         let hi = pts.iter().map(|p| p.0.max(p.1)).fold(0.0, f64::max) * 1.25;
+        // Log-log in log10 coordinates, gridded and labelled like every other figure (plotters' own log mesh
+        // labels every minor tick and draws them until they merge).
+        let (l0, l1) = (lo.log10(), hi.log10());
+        let lg = |(x, y): (f64, f64)| (x.log10(), y.log10());
         let mut chart = ChartBuilder::on(area)
             .caption(
                 format!("{} ({})", Metrics::NAMES[i].replace('_', " "), units[i]),
-                ("sans-serif", 16),
+                ("sans-serif", 18),
             )
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(50)
-            .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())?;
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(l0..l1, l0..l1)?;
         chart
             .configure_mesh()
-            .x_desc("measured")
-            .y_desc("simulated")
-            .label_style(("sans-serif", 11))
+            .disable_mesh()
+            .x_labels(0)
+            .y_labels(0)
+            .x_desc(format!("measured ({})", units[i]))
+            .y_desc(format!("simulated ({})", units[i]))
+            .axis_desc_style(("sans-serif", 14))
             .draw()?;
-        chart.draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.5)))?;
+        let (bx, by) = area.get_base_pixel();
+        let px = |x: f64, y: f64| {
+            let (a, b) = chart.backend_coord(&(x, y));
+            (a - bx, b - by)
+        };
+        for axis in [LogAxis::X, LogAxis::Y] {
+            draw_log_grid(area, &px, axis, (l0, l1), (l0, l1), 12.0)?;
+        }
+        chart.draw_series(LineSeries::new([(l0, l0), (l1, l1)], BLACK.mix(0.5)))?;
         for (k, prof) in profiles.iter().enumerate() {
-            let color = Palette99::pick(k).to_rgba();
+            let color = colour(k);
             let fitted = pts.iter().filter(|p| p.2 == k && p.3);
-            let s = chart
-                .draw_series(fitted.map(|&(x, y, _, _)| Circle::new((x, y), 4, color.filled())))?;
+            let s = chart.draw_series(
+                fitted.map(|&(x, y, _, _)| Circle::new(lg((x, y)), 4, color.filled())),
+            )?;
             if i == 0 {
                 s.label(format!("{prof} (x: not fitted)"))
                     .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
             }
             let held_out = pts.iter().filter(|p| p.2 == k && !p.3);
             chart.draw_series(
-                held_out.map(|&(x, y, _, _)| Cross::new((x, y), 5, color.stroke_width(2))),
+                held_out.map(|&(x, y, _, _)| Cross::new(lg((x, y)), 5, color.stroke_width(2))),
             )?;
         }
         if i == 0 {
             chart
                 .configure_series_labels()
-                .label_font(("sans-serif", 11))
-                .background_style(WHITE.mix(0.8))
+                .label_font(("sans-serif", 12))
+                .background_style(WHITE.mix(0.9))
                 .border_style(BLACK)
                 .position(SeriesLabelPosition::UpperLeft)
                 .draw()?;

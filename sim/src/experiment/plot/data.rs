@@ -94,6 +94,8 @@ pub struct Figure {
     pub panels: Vec<PanelData>,
     /// No series axis: one curve per panel, named after the panel (no legend needed).
     pub series_unnamed: bool,
+    /// Curves over time or distributions of single runs (`timeline_plot`): no whisker, and no note saying so.
+    pub time_series: bool,
 }
 
 pub fn label_text(v: &Value) -> String {
@@ -235,6 +237,7 @@ pub fn figure(title: &str, spec: &PlotSpec, rows: &[Row]) -> Result<Figure> {
         categories: if numeric { None } else { Some(xs) },
         panels,
         series_unnamed: spec.series.is_empty(),
+        time_series: false,
     })
 }
 
@@ -363,6 +366,11 @@ pub fn figure_csv(fig: &Figure) -> String {
     };
     let mut o = String::from("metric,label,series,x,mean,low,high,interval,n\n");
     for p in &fig.panels {
+        // A stack's panels share their axis label: the caption (the series) tells them apart.
+        let panel_name = match &p.panel.caption {
+            Some(c) => format!("{c}: {}", p.panel.label),
+            None => p.panel.label.clone(),
+        };
         for s in &p.series {
             for pt in &s.points {
                 let w = if pt.n > 1 || p.whisker == Whisker::Columns {
@@ -373,7 +381,7 @@ pub fn figure_csv(fig: &Figure) -> String {
                 o += &format!(
                     "{},{},{},{},{},{},{},{},{}\n",
                     q(&p.panel.y),
-                    q(&p.panel.label),
+                    q(&panel_name),
                     q(&s.name),
                     q(&pt.x_label),
                     pt.mean,
@@ -392,7 +400,7 @@ pub fn figure_csv(fig: &Figure) -> String {
             o += &format!(
                 "{},{},{},{},{},,,{},0\n",
                 q(&p.panel.y),
-                q(&p.panel.label),
+                q(&panel_name),
                 q(&p.series[m.series].name),
                 q(&x),
                 m.y,

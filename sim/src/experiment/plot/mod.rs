@@ -42,7 +42,7 @@ pub use data::{
     Figure, PanelData, PaperMark, Point, Series, Whisker, add_claims, bootstrap_ci, figure,
     figure_csv, label_text,
 };
-pub use render::{log_ticks, write_figure};
+pub use render::{LogAxis, draw_log_grid, log_ticks, write_figure};
 pub use spec::{Kind, Panel, PaperSpec, PlotSpec, Source};
 pub(super) use style::FONT;
-pub use style::{dash, fmt_num, register_font};
+pub use style::{colour, dash, fmt_num, register_font};

@@ -1,5 +1,5 @@
-//! Drawing a figure with plotters: panels side by side, the legend under them, PNG (through `glyphs`), SVG
-//! and the CSV of the plotted points.
+//! Drawing a figure with plotters: panels in rows of at most two, the legend under them, PNG (through
+//! `glyphs`), SVG and the CSV of the plotted points.
 
 use std::path::Path;
 
@@ -52,6 +52,16 @@ fn draw_marker<DB: DrawingBackend>(
             (0.0, 1.35),
             (-1.05, 0.0),
         ])),
+        Marker::Star => Some(
+            (0..10)
+                .map(|k| {
+                    let a = std::f64::consts::PI * (k as f64 / 5.0 - 0.5);
+                    let rr = if k % 2 == 0 { 1.35 } else { 0.6 };
+                    (rr * a.cos(), rr * a.sin())
+                })
+                .collect::<Vec<_>>(),
+        )
+        .map(|pts| poly(&pts)),
         Marker::Cross | Marker::Plus => None,
     };
     match shape {
@@ -128,6 +138,9 @@ fn legend_entries(fig: &Figure) -> Vec<Entry> {
         }
     } else if fig.panels.iter().any(|p| p.whisker == Whisker::Bootstrap) {
         format!("points: mean over {seeds} seeds; whiskers: 95% bootstrap interval of the mean")
+    } else if fig.time_series {
+        // A time series or a distribution of one run: an interval has no meaning here.
+        return v;
     } else {
         "one run per point: no interval".to_string()
     };
@@ -183,10 +196,11 @@ fn draw_legend<DB: DrawingBackend>(
                 let (c, m, d) = look(*si);
                 if bar {
                     area.draw(&Rectangle::new(
-                        [(x + 8, y - 7), (x + 30, y + 7)],
+                        [(x + 6, y - 9), (x + 34, y + 9)],
                         c.filled(),
                     ))
                     .map_err(err_text)?;
+                    draw_marker(area, m, (x + 20, y), 5, bar_mark(c), false)?;
                 } else {
                     for seg in dash(&[(x, y), (x + SAMPLE_W, y)], d) {
                         area.draw(&PathElement::new(seg, c.stroke_width(2)))
@@ -231,18 +245,49 @@ fn draw_legend<DB: DrawingBackend>(
     Ok(())
 }
 
+/// Panels in rows of at most two (one when a panel must be wide), so no figure is a strip wider than a
+/// laptop's screen: (rows, columns).
+fn grid(panels: usize, panel_width: u32) -> (usize, usize) {
+    let cols = if panel_width > 800 {
+        1
+    } else {
+        panels.clamp(1, 2)
+    };
+    (panels.div_ceil(cols).max(1), cols)
+}
+
+/// A panel's width: 620 pixels, or what its category labels need side by side.
+fn panel_width(fig: &Figure) -> u32 {
+    let Some(cats) = &fig.categories else {
+        return 620;
+    };
+    let widest = cats.iter().map(|c| text_width(c, 14.0)).fold(0.0, f64::max);
+    ((cats.len() as f64 * (widest + 16.0) + 140.0) as u32).clamp(620, 1400)
+}
+
+/// The marker drawn on a bar of colour `c`: white (black only on a light bar, none in the palette), so it is
+/// never taken for the paper's black diamond.
+fn bar_mark(c: RGBColor) -> RGBColor {
+    let luma = 0.299 * c.0 as f64 + 0.587 * c.1 as f64 + 0.114 * c.2 as f64;
+    if luma > 190.0 { BLACK } else { WHITE }
+}
+
 fn render<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &Figure) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(err_text)?;
-    let root = root.titled(&fig.title, (FAMILY, 26)).map_err(err_text)?;
+    // The title fits the figure's width: a long one is set smaller, never cut off.
+    let size = (26.0 * 0.96 * root.dim_in_pixel().0 as f64 / text_width(&fig.title, 26.0))
+        .clamp(14.0, 26.0);
+    let root = root.titled(&fig.title, (FAMILY, size)).map_err(err_text)?;
     let entries = legend_entries(fig);
     let (w, h) = root.dim_in_pixel();
     let (_, rows) = legend_layout(&entries, w as i32);
     let legend_h = 16 + rows * LEGEND_ROW;
     let (plots, legend) = root.split_vertically(h as i32 - legend_h);
-    let areas = plots.split_evenly((1, fig.panels.len()));
+    let (rows, cols) = grid(fig.panels.len(), panel_width(fig));
+    let areas = plots.split_evenly((rows, cols));
     for (area, pd) in areas.iter().zip(&fig.panels) {
         let (x0, x1) = x_range(fig, pd);
         let (y0, y1, log) = y_range(fig, pd);
@@ -309,7 +354,9 @@ pub(super) fn y_range(fig: &Figure, pd: &PanelData) -> (f64, f64, bool) {
     let mut y1 = hi + if fig.kind == Kind::Bar { 0.1 } else { 0.05 } * span;
     if fraction {
         y0 = y0.max(0.0);
-        y1 = y1.min(p.scale);
+        // Bars keep room above 100% for their value labels.
+        let top = if fig.kind == Kind::Bar { 1.08 } else { 1.0 };
+        y1 = y1.min(p.scale * top);
     }
     if let Some(m) = p.min {
         y0 = m;
@@ -344,6 +391,83 @@ pub fn log_ticks(y0: f64, y1: f64) -> Vec<(f64, Option<String>)> {
     out
 }
 
+/// Which axis `draw_log_grid` draws.
+#[derive(Clone, Copy, PartialEq)]
+pub enum LogAxis {
+    X,
+    Y,
+}
+
+/// The grid and labels of a log axis on a chart built in log10 coordinates: `axis` spans `a0..a1` (log10),
+/// the other axis `o0..o1`; `px` maps chart coordinates (x, y) to pixels of `area`. Lines at 1..9 x 10^k:
+/// decades darkest, labelled at 1-2-5 where a label fits between 1 and 2 (else at decades only); the
+/// unlabelled minor lines only where a decade spans 60 pixels or more, so they never merge into grey bands.
+pub fn draw_log_grid<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    px: &dyn Fn(f64, f64) -> (i32, i32),
+    axis: LogAxis,
+    (a0, a1): (f64, f64),
+    (o0, o1): (f64, f64),
+    font: f64,
+) -> DrawResult {
+    let at = |t: f64, o: f64| match axis {
+        LogAxis::X => px(t, o),
+        LogAxis::Y => px(o, t),
+    };
+    let decade_px = {
+        let (p, q) = (at(0.0, o0), at(1.0, o0));
+        ((q.0 - p.0).abs() + (q.1 - p.1).abs()) as f64
+    };
+    let ticks = log_ticks(a0, a1);
+    let is_decade = |t: f64| (t - t.round()).abs() < 1e-9;
+    let widest = ticks
+        .iter()
+        .filter_map(|(_, l)| l.as_ref())
+        .map(|l| text_width(l, font))
+        .fold(0.0, f64::max);
+    // Between 1 and 2 lies 0.3 of a decade: room for a label there, or decades only.
+    let room = match axis {
+        LogAxis::X => 0.3 * decade_px > widest + 10.0,
+        LogAxis::Y => 0.3 * decade_px > 1.8 * font,
+    } || !ticks.iter().any(|(t, _)| is_decade(*t));
+    let minor = decade_px >= 60.0;
+    let pos = match axis {
+        LogAxis::X => Pos::new(HPos::Center, VPos::Top),
+        LogAxis::Y => Pos::new(HPos::Right, VPos::Center),
+    };
+    let style = TextStyle::from((FAMILY, font).into_font()).pos(pos);
+    for (t, label) in ticks {
+        let decade = is_decade(t);
+        let label = label.filter(|_| decade || room);
+        if !(decade || minor || label.is_some()) {
+            continue;
+        }
+        let shade = if decade {
+            RGBColor(185, 185, 185)
+        } else if label.is_some() {
+            RGBColor(215, 215, 215)
+        } else {
+            RGBColor(238, 238, 238)
+        };
+        area.draw(&PathElement::new(
+            vec![at(t, o0), at(t, o1)],
+            shade.stroke_width(1),
+        ))
+        .map_err(err_text)?;
+        if let Some(l) = label {
+            let (x, y) = at(t, o0);
+            let (tick, text_at) = match axis {
+                LogAxis::X => (vec![(x, y), (x, y + 5)], (x, y + 8)),
+                LogAxis::Y => (vec![(x - 5, y), (x, y)], (x - 8, y)),
+            };
+            area.draw(&PathElement::new(tick, BLACK.stroke_width(1)))
+                .map_err(err_text)?;
+            area.draw_text(&l, &style, text_at).map_err(err_text)?;
+        }
+    }
+    Ok(())
+}
+
 /// One panel; y0..y1 is the y axis (log10 of the values for a log panel).
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -376,7 +500,7 @@ where
     };
     let yfmt = |v: &f64| fmt_num(*v);
     let chart = ChartBuilder::on(area)
-        .caption(&p.label, (FAMILY, 20))
+        .caption(p.caption.as_deref().unwrap_or(&p.label), (FAMILY, 20))
         .margin(14)
         .x_label_area_size(55)
         .y_label_area_size(70)
@@ -390,7 +514,7 @@ where
         .y_label_formatter(&yfmt)
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 16))
-        .light_line_style(RGBColor(235, 235, 235));
+        .light_line_style(RGBColor(243, 243, 243));
     if ncat > 0 {
         mesh.x_labels(ncat).disable_x_mesh();
     }
@@ -405,29 +529,7 @@ where
         (a - bx, b - by)
     };
     if log {
-        let style =
-            TextStyle::from((FAMILY, 14).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
-        for (t, label) in log_ticks(y0, y1) {
-            let shade = if label.is_some() {
-                RGBColor(200, 200, 200)
-            } else {
-                RGBColor(235, 235, 235)
-            };
-            area.draw(&PathElement::new(
-                vec![px(x0, t), px(x1, t)],
-                shade.stroke_width(1),
-            ))
-            .map_err(err_text)?;
-            if let Some(l) = label {
-                let (x, y) = px(x0, t);
-                area.draw_text(&l, &style, (x - 8, y)).map_err(err_text)?;
-                area.draw(&PathElement::new(
-                    vec![(x - 5, y), (x, y)],
-                    BLACK.stroke_width(1),
-                ))
-                .map_err(err_text)?;
-            }
-        }
+        draw_log_grid(area, &px, LogAxis::Y, (y0, y1), (x0, x1), 14.0)?;
     }
     if let Some(h) = p.hline {
         area.draw(&PathElement::new(
@@ -478,6 +580,20 @@ where
                     let corners = [px(c - 0.45 * bar_w, base), px(c + 0.45 * bar_w, ty(q.mean))];
                     area.draw(&Rectangle::new(corners, color.filled()))
                         .map_err(err_text)?;
+                    // The series' marker near the bar's foot: bars stay apart without colour.
+                    let (l, b) = corners[0];
+                    let (r, t) = corners[1];
+                    let mr = ((r - l) / 2 - 2).min(5);
+                    if mr >= 3 && b - t >= 2 * mr + 6 {
+                        draw_marker(
+                            area,
+                            marker,
+                            ((l + r) / 2, b - mr - 4),
+                            mr,
+                            bar_mark(color),
+                            false,
+                        )?;
+                    }
                 }
                 for q in s.points.iter().filter(|q| q.hi > q.lo) {
                     whisker(bar_x(si, q.x), q.lo, q.hi, 4, BLACK)?;
@@ -518,9 +634,14 @@ where
 pub fn write_figure(fig: &Figure, dir: &Path, name: &str) -> Result<()> {
     register_font();
     std::fs::create_dir_all(dir).map_err(|e| Error::internal(format!("{}: {e}", dir.display())))?;
-    let width = (620 * fig.panels.len() as u32).max(960);
+    let pw = panel_width(fig);
+    let (grid_rows, cols) = grid(fig.panels.len(), pw);
+    let width = (pw * cols as u32).max(960);
     let (_, rows) = legend_layout(&legend_entries(fig), width as i32);
-    let size = (width, 520 + rows as u32 * LEGEND_ROW as u32);
+    let size = (
+        width,
+        20 + 500 * grid_rows as u32 + rows as u32 * LEGEND_ROW as u32,
+    );
     let png = dir.join(format!("{name}.png"));
     render(
         Glyphs::new(BitMapBackend::new(&png, size)).into_drawing_area(),

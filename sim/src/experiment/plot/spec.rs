@@ -52,6 +52,9 @@ pub struct Panel {
     /// (`kind: timeline` only).
     #[serde(default)]
     pub stack: Vec<String>,
+    /// The panel's title when it differs from the axis label (a stack's series); not read from configs.
+    #[serde(skip)]
+    pub caption: Option<String>,
 }
 
 impl Panel {

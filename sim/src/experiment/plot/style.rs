@@ -27,16 +27,18 @@ pub fn register_font() {
     });
 }
 
-/// Okabe-Ito's colour-blind-safe palette (yellow left out: too light on white), then grey.
+/// Eight colours a reader tells apart on screen and in print, colour-blind safe in pairs that matter: no two
+/// blues or two oranges (Okabe-Ito's sky blue and orange sit too close to its blue and vermillion with eight
+/// series); olive and wine from Paul Tol's muted set, then black and grey.
 const PALETTE: [RGBColor; 8] = [
-    RGBColor(0, 114, 178),
-    RGBColor(213, 94, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(86, 180, 233),
-    RGBColor(230, 159, 0),
-    RGBColor(0, 0, 0),
-    RGBColor(120, 120, 120),
+    RGBColor(0, 114, 178),   // blue
+    RGBColor(213, 94, 0),    // vermillion
+    RGBColor(0, 158, 115),   // bluish green
+    RGBColor(204, 121, 167), // reddish purple
+    RGBColor(153, 153, 51),  // olive
+    RGBColor(136, 34, 85),   // wine
+    RGBColor(0, 0, 0),       // black
+    RGBColor(150, 150, 150), // grey
 ];
 
 /// Dash patterns (on, off, ... pixels): solid, dashed, dotted, dash-dot, long dash, dash-dot-dot.
@@ -58,9 +60,11 @@ pub(super) enum Marker {
     TriangleDown,
     Cross,
     Plus,
+    Star,
 }
 
-const MARKERS: [Marker; 7] = [
+/// As many shapes as colours, so series i and i + 8 are the only pair that look alike.
+const MARKERS: [Marker; 8] = [
     Marker::Circle,
     Marker::Square,
     Marker::TriangleUp,
@@ -68,7 +72,13 @@ const MARKERS: [Marker; 7] = [
     Marker::TriangleDown,
     Marker::Cross,
     Marker::Plus,
+    Marker::Star,
 ];
+
+/// Series i's colour (for figures drawn outside `render`).
+pub fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
 
 /// Series i's colour, marker and dash pattern.
 pub(super) fn look(i: usize) -> (RGBColor, Marker, &'static [f64]) {
