@@ -18,17 +18,26 @@ pub mod options;
 pub mod runner;
 pub mod tools;
 
-/// `sim policies`: every registered plug-in with its parameters and defaults.
+/// `sim policies`: every registered option kind with its entries' parameters and defaults: the plug-ins, and
+/// the run's other named choices.
 pub fn policies_text() -> String {
     format!(
         "schedulers (--scheduler NAME[k=v,...]):\n{}cache policies (--cache NAME[k=v,...]):\n{}\
          prefetchers (--prefetch NAME[k=v,...]):\n{}output-length predictors (--predictor NAME[k=v,...]):\n{}\
-         routers (--router NAME[k=v,...], with --replicas):\n{}",
+         routers (--router NAME[k=v,...], with --replicas):\n{}\
+         arrival processes (--arrivals NAME[k=v,...], with --rate):\n{}\
+         adapter models (--adapter-model NAME[k=v,...]):\n{}\
+         length rules (--length-scale F or NAME[k=v,...]):\n{}\
+         real-execution backends (sim real --backend NAME[k=v,...]):\n{}",
         sched::REGISTRY.help(),
         cache::REGISTRY.help(),
         prefetch::REGISTRY.help(),
         predict::REGISTRY.help(),
-        fleet::router::REGISTRY.help()
+        fleet::router::REGISTRY.help(),
+        trace::arrivals::REGISTRY.help(),
+        workload::ADAPTER_MODELS.help(),
+        length::RULES.help(),
+        backend::REGISTRY.help(),
     )
 }
 

@@ -84,3 +84,15 @@ fn knee_rule_puts_the_baselines_p99_ttft_at_the_slo() {
     assert_eq!(r.summary.length_scale, f);
     assert_eq!(r.summary.length_rule, "knee[rate=6,p=99]");
 }
+
+/// Every registered rule, at its defaults: it resolves to a factor in (0, 1] on this setup, and its printed
+/// form (the summary's `length_rule`) names it again.
+#[test]
+fn every_registered_rule_resolves_and_prints_as_it_parses() {
+    for e in sim::length::RULES.entries {
+        let rule: LengthRule = e.name.parse().unwrap();
+        assert_eq!(rule.to_string().parse::<LengthRule>().unwrap(), rule);
+        let f = resolved(&args(e.name));
+        assert!(f > 0.0 && f <= 1.0, "{}: {f}", e.name);
+    }
+}

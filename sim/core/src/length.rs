@@ -20,7 +20,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::spec::Spec;
+use crate::registry::{Entry, Kind, Param, Params, Props, Registry};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LengthRule {
@@ -46,6 +46,72 @@ impl fmt::Display for LengthRule {
     }
 }
 
+/// The length rules named by a spec, for `Registry` (a plain number is `Fixed`).
+pub struct LengthRules;
+
+impl Kind for LengthRules {
+    type Made = LengthRule;
+    type Ctx<'a> = ();
+    const NAME: &'static str = "length rule";
+}
+
+/// `--length-scale RULE` (beside a plain number F).
+pub const RULES: Registry<LengthRules> = Registry {
+    entries: &[
+        Entry {
+            name: "peak",
+            about: "the largest F <= 1 whose peak KV need (S-LoRA, unlimited memory) fits the pool",
+            params: &[Param::optional(
+                "rate",
+                "re-time arrivals as Poisson at R req/s (seed 0); absent: the trace's timestamps",
+            )],
+            props: Props::DEFAULT,
+            build: peak,
+        },
+        Entry {
+            name: "knee",
+            about: "the F at which S-LoRA's P-th percentile TTFT at R req/s (Poisson, seed 0) equals the TTFT SLO",
+            params: &[
+                Param::new("rate", "8.6", "request rate R, req/s"),
+                Param::new("p", "99", "percentile P, in (0, 100]"),
+            ],
+            props: Props::DEFAULT,
+            build: knee,
+        },
+    ],
+};
+
+fn positive(p: &Params, name: &str, x: f64) -> Result<f64> {
+    if x > 0.0 && x.is_finite() {
+        Ok(x)
+    } else {
+        Err(p.bad(format!("{name} must be a positive number")))
+    }
+}
+
+fn peak(p: &mut Params, _: &()) -> Result<Box<LengthRule>> {
+    let rate = match p.given("rate") {
+        None => None,
+        Some(v) => {
+            let x = v
+                .parse()
+                .map_err(|_| p.bad(format!("rate '{v}' is not a number")))?;
+            Some(positive(p, "rate", x)?)
+        }
+    };
+    Ok(Box::new(LengthRule::Peak { rate }))
+}
+
+fn knee(p: &mut Params, _: &()) -> Result<Box<LengthRule>> {
+    let rate = p.get("rate")?;
+    let rate = positive(p, "rate", rate)?;
+    let pct: f64 = p.get("p")?;
+    if !(pct > 0.0 && pct <= 100.0) {
+        return Err(p.bad("p must be in (0, 100]"));
+    }
+    Ok(Box::new(LengthRule::Knee { rate, p: pct }))
+}
+
 impl FromStr for LengthRule {
     type Err = Error;
 
@@ -57,46 +123,10 @@ impl FromStr for LengthRule {
             }
             return Err(Error::msg(format!("'{s}': {expected}")));
         }
-        let mut spec = Spec::parse(s).map_err(|e| Error::msg(format!("{e}; {expected}")))?;
-        let positive = |name: &str, x: f64| {
-            if x > 0.0 && x.is_finite() {
-                Ok(x)
-            } else {
-                Err(Error::msg(format!(
-                    "'{s}': {name} must be a positive number"
-                )))
-            }
-        };
-        let rule = match spec.name.as_str() {
-            "peak" => {
-                let rate = match spec.take_str("rate") {
-                    None => None,
-                    Some(v) => Some(positive(
-                        "rate",
-                        v.parse().map_err(|_| {
-                            Error::msg(format!("'{s}': rate '{v}' is not a number"))
-                        })?,
-                    )?),
-                };
-                spec.finish(&["rate"])?;
-                LengthRule::Peak { rate }
-            }
-            "knee" => {
-                let rate = positive("rate", spec.get("rate", 8.6)?)?;
-                let p = spec.get("p", 99.0)?;
-                if !(p > 0.0 && p <= 100.0) {
-                    return Err(Error::msg(format!("'{s}': p must be in (0, 100]")));
-                }
-                spec.finish(&["rate", "p"])?;
-                LengthRule::Knee { rate, p }
-            }
-            other => {
-                return Err(Error::msg(format!(
-                    "'{s}': unknown rule '{other}'; {expected}"
-                )));
-            }
-        };
-        Ok(rule)
+        RULES
+            .build(s, &())
+            .map(|b| *b.made)
+            .map_err(|e| Error::msg(format!("'{s}': {e}; {expected}")))
     }
 }
 

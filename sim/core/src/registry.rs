@@ -1,6 +1,9 @@
-//! One registry type for every kind of plug-in (schedulers, cache policies, prefetchers, predictors): a
-//! plug-in is an `Entry` (name, one-line description, parameters with their defaults, properties, and a
-//! constructor) in its kind's `Registry`, and is named on the command line as `Name[k=v,...]`.
+//! One registry type for every kind of option named `Name[k=v,...]` on the command line: the plug-ins
+//! (schedulers, cache policies, prefetchers, predictors, routers) and the run's other choices (arrival
+//! processes, adapter models, length rules, real-execution backends). An option is an `Entry` (name,
+//! one-line description, parameters with their defaults, properties, and a constructor) in its kind's
+//! `Registry`; `sim policies` lists every kind. A plug-in kind makes a trait object, a choice kind a value
+//! (`Kind::Made` may be sized).
 //!
 //! A parameter's default is declared once, in `Entry::params`; the constructor reads values through
 //! `Params::get`, which falls back to that declaration, rejects a parameter the entry does not declare, and
@@ -35,6 +38,16 @@ impl Param {
         Param {
             name,
             default,
+            about,
+        }
+    }
+
+    /// A parameter with no default value: absent means something the `about` says (read with
+    /// `Params::given`).
+    pub const fn optional(name: &'static str, about: &'static str) -> Param {
+        Param {
+            name,
+            default: "",
             about,
         }
     }
@@ -136,8 +149,12 @@ impl<K: Kind> Registry<K> {
                 o += "      (not starvation-free)\n";
             }
             for p in e.params {
-                let kv = format!("{} = {}", p.name, p.default);
-                o += format!("      {kv:<22}{}", p.about).trim_end();
+                let kv = if p.default.is_empty() {
+                    format!("{} (optional)", p.name)
+                } else {
+                    format!("{} = {}", p.name, p.default)
+                };
+                o += format!("      {kv:<21} {}", p.about).trim_end();
                 o += "\n";
             }
         }
@@ -178,6 +195,14 @@ impl Params {
         })?;
         self.shown.push((p.name, v.to_string()));
         Ok(v)
+    }
+
+    /// The value of an optional parameter (`Param::optional`), as given; `None` when absent.
+    pub fn given(&mut self, key: &str) -> Option<String> {
+        let p = self.declared(key);
+        let v = self.spec.take_str(key)?;
+        self.shown.push((p.name, v.clone()));
+        Some(v)
     }
 
     /// An error naming this spec.

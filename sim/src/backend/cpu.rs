@@ -25,7 +25,7 @@ pub use kernels::decoder::{ForwardOut, Step};
 use super::real::RealBackend;
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
-use crate::spec::Spec;
+use crate::registry::{Param, Params};
 
 /// Shape of the tiny decoder. `head_dim = hidden / heads` must be a multiple of 32 (the attention kernels'
 /// warp layout, kept on the CPU so both backends accept the same shapes).
@@ -57,33 +57,37 @@ impl Default for TinyConfig {
     }
 }
 
-pub const PARAMS: &[&str] = &[
-    "layers",
-    "hidden",
-    "heads",
-    "kv_heads",
-    "intermediate",
-    "vocab",
-    "page",
-    "seed",
+/// The parameters of `cpu[...]`, with `TinyConfig::default()`'s values.
+pub const PARAMS: &[Param] = &[
+    Param::new("layers", "2", "decoder layers"),
+    Param::new("hidden", "64", "hidden size (a multiple of 32)"),
+    Param::new("heads", "2", "attention heads"),
+    Param::optional("kv_heads", "KV heads (absent: heads)"),
+    Param::new("intermediate", "128", "MLP size"),
+    Param::new("vocab", "256", "vocabulary"),
+    Param::new("page", "16", "tokens per KV page"),
+    Param::new("seed", "0", "random weights' seed"),
 ];
 
 impl TinyConfig {
-    /// Reads the `cpu[...]` parameters (defaults: `TinyConfig::default()`; `kv_heads` defaults to `heads`).
-    pub fn from_spec(spec: &mut Spec) -> Result<TinyConfig> {
-        let d = TinyConfig::default();
-        let heads = spec.get("heads", d.heads)?;
+    /// Reads the `cpu[...]` parameters (`kv_heads` defaults to `heads`).
+    pub fn from_params(p: &mut Params) -> Result<TinyConfig> {
+        let heads = p.get("heads")?;
         let c = TinyConfig {
-            layers: spec.get("layers", d.layers)?,
-            hidden: spec.get("hidden", d.hidden)?,
+            layers: p.get("layers")?,
+            hidden: p.get("hidden")?,
             heads,
-            kv_heads: spec.get("kv_heads", heads)?,
-            intermediate: spec.get("intermediate", d.intermediate)?,
-            vocab: spec.get("vocab", d.vocab)?,
-            page: spec.get("page", d.page)?,
-            seed: spec.get("seed", d.seed)?,
+            kv_heads: match p.given("kv_heads") {
+                None => heads,
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| p.bad(format!("parameter 'kv_heads' has bad value '{v}'")))?,
+            },
+            intermediate: p.get("intermediate")?,
+            vocab: p.get("vocab")?,
+            page: p.get("page")?,
+            seed: p.get("seed")?,
         };
-        spec.finish(PARAMS)?;
         c.validate()?;
         Ok(c)
     }
@@ -593,7 +597,12 @@ mod tests {
 
     #[test]
     fn config_spec_is_validated() {
-        let parse = |s: &str| TinyConfig::from_spec(&mut Spec::parse(s).unwrap());
+        let parse = |s: &str| -> Result<TinyConfig> {
+            match super::super::BackendSpec::parse(s)? {
+                super::super::BackendSpec::Cpu(c) => Ok(c),
+                other => panic!("{other:?}"),
+            }
+        };
         assert_eq!(parse("cpu").unwrap(), TinyConfig::default());
         let c = parse("cpu[layers=3,hidden=128,heads=4,kv_heads=2]").unwrap();
         assert_eq!((c.layers, c.head_dim(), c.kv_row()), (3, 32, 64));

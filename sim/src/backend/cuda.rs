@@ -30,9 +30,19 @@ use super::model_shape;
 use super::real::RealBackend;
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
-use crate::spec::Spec;
+use crate::registry::{Param, Params};
 
-pub const PARAMS: &[&str] = &["device", "dtype", "page", "adapter_gib", "seed"];
+/// The parameters of `cuda[...]`.
+pub const PARAMS: &[Param] = &[
+    Param::new("device", "0", "CUDA device index"),
+    Param::new("dtype", "fp16", "fp16 or bf16"),
+    Param::new("page", "16", "tokens per KV page"),
+    Param::optional(
+        "adapter_gib",
+        "adapter region, GiB (absent: a quarter of the pool's bytes)",
+    ),
+    Param::new("seed", "0", "random weights' seed"),
+];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CudaConfig {
@@ -47,24 +57,20 @@ pub struct CudaConfig {
 }
 
 impl CudaConfig {
-    pub fn from_spec(spec: &mut Spec) -> Result<CudaConfig> {
+    pub fn from_params(p: &mut Params) -> Result<CudaConfig> {
         let c =
             CudaConfig {
-                device: spec.get("device", 0)?,
-                dtype: spec
-                    .take_str("dtype")
-                    .unwrap_or_else(|| "fp16".into())
-                    .to_ascii_lowercase(),
-                page: spec.get("page", 16)?,
-                adapter_gib: match spec.take_str("adapter_gib") {
+                device: p.get("device")?,
+                dtype: p.get::<String>("dtype")?.to_ascii_lowercase(),
+                page: p.get("page")?,
+                adapter_gib: match p.given("adapter_gib") {
                     None => None,
                     Some(v) => Some(v.parse().map_err(|_| {
                         Error::msg(format!("--backend cuda: bad adapter_gib '{v}'"))
                     })?),
                 },
-                seed: spec.get("seed", 0)?,
+                seed: p.get("seed")?,
             };
-        spec.finish(PARAMS)?;
         DType::parse(&c.dtype).map_err(|e| Error::msg(format!("--backend cuda: {e}")))?;
         if c.page == 0 || c.adapter_gib.is_some_and(|g| !(g > 0.0 && g.is_finite())) {
             return Err(Error::msg(

@@ -23,6 +23,7 @@ use crate::cost::{BatchShape, CostModel, LoadShape};
 use crate::engine::{Executor, Timed};
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
+use crate::registry::{Entry, Kind, Props, Registry};
 use crate::runner::{Report, RunArgs, RunConfig, run};
 use crate::spec::Spec;
 use crate::time::Nanos;
@@ -35,18 +36,60 @@ pub enum BackendSpec {
     Cuda(cuda::CudaConfig),
 }
 
+/// The backends, for `Registry`.
+pub struct Backends;
+
+impl Kind for Backends {
+    type Made = BackendSpec;
+    type Ctx<'a> = ();
+    const NAME: &'static str = "backend";
+}
+
+/// `--backend` (`sim real`, `sim fidelity`).
+pub const REGISTRY: Registry<Backends> = Registry {
+    entries: &[
+        Entry {
+            name: "cpu",
+            about: "a tiny Llama-shaped decoder in f32 on the CPU (CI, checking the real path end to end)",
+            params: cpu::PARAMS,
+            props: Props::DEFAULT,
+            build: |p, _| Ok(Box::new(BackendSpec::Cpu(cpu::TinyConfig::from_params(p)?))),
+        },
+        Entry {
+            name: "cuda",
+            about: "the --model at its real size, random weights, on an NVIDIA GPU (compiled, not yet run)",
+            params: cuda::PARAMS,
+            props: Props::DEFAULT,
+            build: |p, _| {
+                Ok(Box::new(BackendSpec::Cuda(cuda::CudaConfig::from_params(
+                    p,
+                )?)))
+            },
+        },
+    ],
+};
+
 impl BackendSpec {
     pub fn parse(text: &str) -> Result<BackendSpec> {
-        let mut spec = Spec::parse(text).map_err(|e| e.context("--backend"))?;
-        match spec.name.as_str() {
-            "cpu" => Ok(BackendSpec::Cpu(cpu::TinyConfig::from_spec(&mut spec)?)),
-            "cuda" => Ok(BackendSpec::Cuda(cuda::CudaConfig::from_spec(&mut spec)?)),
-            other => Err(Error::msg(format!(
-                "--backend: unknown backend '{other}'; valid: cpu[{}], cuda[{}]",
-                cpu::PARAMS.join(","),
-                cuda::PARAMS.join(",")
-            ))),
+        let name = Spec::parse(text).map_err(|e| e.context("--backend"))?.name;
+        if REGISTRY.find(&name).is_err() {
+            let valid: Vec<String> = REGISTRY
+                .entries
+                .iter()
+                .map(|e| {
+                    let ps: Vec<&str> = e.params.iter().map(|p| p.name).collect();
+                    format!("{}[{}]", e.name, ps.join(","))
+                })
+                .collect();
+            return Err(Error::msg(format!(
+                "--backend: unknown backend '{name}'; valid: {}",
+                valid.join(", ")
+            )));
         }
+        REGISTRY
+            .build(text, &())
+            .map(|b| *b.made)
+            .map_err(|e| e.context("--backend"))
     }
 
     pub fn name(&self) -> &'static str {

@@ -8,7 +8,7 @@ use rand_distr::{Distribution, Exp, Gamma};
 
 use super::TraceRow;
 use crate::error::{Error, Result};
-use crate::spec::Spec;
+use crate::registry::{Entry, Kind, Param, Params, Props, Registry};
 use crate::time::Nanos;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -21,34 +21,68 @@ pub enum Arrivals {
     Scale,
 }
 
+/// The arrival processes, for `Registry`.
+pub struct ArrivalKinds;
+
+impl Kind for ArrivalKinds {
+    type Made = Arrivals;
+    type Ctx<'a> = ();
+    const NAME: &'static str = "arrival process";
+}
+
+/// `--arrivals`: how `--rate` re-times a trace.
+pub const REGISTRY: Registry<ArrivalKinds> = Registry {
+    entries: &[
+        Entry {
+            name: "poisson",
+            about: "exponential gaps at --rate (the default)",
+            params: &[],
+            props: Props::DEFAULT,
+            build: |_, _| Ok(Box::new(Arrivals::Poisson)),
+        },
+        Entry {
+            name: "gamma",
+            about: "Gamma renewal gaps at --rate; bursty when cv > 1",
+            params: &[Param::new(
+                "cv",
+                "2",
+                "coefficient of variation of the gaps (1: Poisson in distribution)",
+            )],
+            props: Props::DEFAULT,
+            build: gamma,
+        },
+        Entry {
+            name: "scale",
+            about: "the trace's own timestamps, every gap scaled by one factor to --rate (keeps its bursts)",
+            params: &[],
+            props: Props::DEFAULT,
+            build: |_, _| Ok(Box::new(Arrivals::Scale)),
+        },
+        Entry {
+            name: "compress",
+            about: "the same as scale",
+            params: &[],
+            props: Props::DEFAULT,
+            build: |_, _| Ok(Box::new(Arrivals::Scale)),
+        },
+    ],
+};
+
+fn gamma(p: &mut Params, _: &()) -> Result<Box<Arrivals>> {
+    let cv: f64 = p.get("cv")?;
+    if !(cv > 0.0 && cv.is_finite()) {
+        return Err(p.bad(format!("cv must be positive, got {cv}")));
+    }
+    Ok(Box::new(Arrivals::Gamma { cv }))
+}
+
 impl Arrivals {
-    /// `--arrivals poisson | gamma[cv=C] | scale`.
+    /// `--arrivals poisson | gamma[cv=C] | scale` (`REGISTRY`).
     pub fn parse(text: &str) -> Result<Arrivals> {
-        let mut s = Spec::parse(text).map_err(|e| e.context("--arrivals"))?;
-        let a = match s.name.as_str() {
-            "poisson" => Arrivals::Poisson,
-            "gamma" => {
-                let cv: f64 = s.get("cv", 2.0)?;
-                if !(cv > 0.0 && cv.is_finite()) {
-                    return Err(Error::msg(format!(
-                        "--arrivals gamma: cv must be positive, got {cv}"
-                    )));
-                }
-                Arrivals::Gamma { cv }
-            }
-            "scale" | "compress" => Arrivals::Scale,
-            other => {
-                return Err(Error::msg(format!(
-                    "--arrivals: unknown process '{other}' (expected poisson, gamma[cv=C] or scale)"
-                )));
-            }
-        };
-        s.finish(if a == Arrivals::Poisson || a == Arrivals::Scale {
-            &[]
-        } else {
-            &["cv"]
-        })?;
-        Ok(a)
+        REGISTRY
+            .build(text, &())
+            .map(|b| *b.made)
+            .map_err(|e| e.context("--arrivals"))
     }
 
     pub fn describe(&self) -> String {

@@ -10,7 +10,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
-use crate::spec::Spec;
+use crate::registry::{Entry, Kind, Param, Params, Props, Registry};
 use crate::time::Nanos;
 use crate::trace::{NO_ID, Trace};
 
@@ -84,65 +84,99 @@ pub enum AdapterModel {
     Tenants(tenants::TenantOptions),
 }
 
+/// The adapter models, for `Registry`.
+pub struct AdapterModels;
+
+impl Kind for AdapterModels {
+    type Made = AdapterModel;
+    type Ctx<'a> = ();
+    const NAME: &'static str = "adapter model";
+}
+
+/// `--adapter-model`: how each request's adapter is chosen.
+pub const ADAPTER_MODELS: Registry<AdapterModels> = Registry {
+    entries: &[
+        Entry {
+            name: "paper",
+            about: "Chameleon's: a rank uniformly, then adapter j of it with weight (j+1)^-ALPHA (--popularity)",
+            params: &[],
+            props: Props::DEFAULT,
+            build: |_, _| Ok(Box::new(AdapterModel::Paper)),
+        },
+        Entry {
+            name: "zipf",
+            about: "Zipf over all adapters: adapter j with weight (j+1)^-alpha",
+            params: &[Param::optional(
+                "alpha",
+                "exponent >= 0 (absent: --popularity)",
+            )],
+            props: Props::DEFAULT,
+            build: zipf,
+        },
+        Entry {
+            name: "trace",
+            about: "the trace's adapter (or tenant) column; rows without one run on the base model",
+            params: &[
+                Param::new("by", "adapter", "the column: adapter or tenant"),
+                Param::new(
+                    "ids",
+                    "popularity",
+                    "popularity (the j-th most used id is adapter j) or index (id j is adapter j)",
+                ),
+            ],
+            props: Props::DEFAULT,
+            build: by_trace,
+        },
+        Entry {
+            name: "tenants",
+            about: "ServeGen tenants: adapter j is the j-th busiest tenant of the day (docs/workloads.md)",
+            params: tenants::PARAMS,
+            props: Props::DEFAULT,
+            build: |p, _| {
+                Ok(Box::new(AdapterModel::Tenants(
+                    tenants::TenantOptions::from_params(p)?,
+                )))
+            },
+        },
+    ],
+};
+
+fn zipf(p: &mut Params, _: &()) -> Result<Box<AdapterModel>> {
+    let alpha = match p.given("alpha") {
+        None => None,
+        Some(v) => Some(
+            v.parse()
+                .ok()
+                .filter(|a: &f64| *a >= 0.0 && a.is_finite())
+                .ok_or_else(|| p.bad(format!("alpha must be >= 0, got '{v}'")))?,
+        ),
+    };
+    Ok(Box::new(AdapterModel::Zipf { alpha }))
+}
+
+fn by_trace(p: &mut Params, _: &()) -> Result<Box<AdapterModel>> {
+    let tenant = match p.get::<String>("by")?.as_str() {
+        "adapter" => false,
+        "tenant" => true,
+        by => return Err(p.bad(format!("by must be adapter or tenant, got '{by}'"))),
+    };
+    let index = match p.get::<String>("ids")?.as_str() {
+        "popularity" => false,
+        "index" => true,
+        other => {
+            return Err(p.bad(format!("ids must be popularity or index, got '{other}'")));
+        }
+    };
+    Ok(Box::new(AdapterModel::Trace { tenant, index }))
+}
+
 impl AdapterModel {
-    /// `paper | zipf[alpha=A] | trace[by=adapter|tenant] | tenants[...]`.
+    /// `paper | zipf[alpha=A] | trace[by=adapter|tenant] | tenants[...]` (`ADAPTER_MODELS`).
     pub fn parse(text: &str) -> Result<AdapterModel> {
-        let mut s = Spec::parse(text).map_err(|e| e.context("--adapter-model"))?;
-        let (m, known): (AdapterModel, &[&str]) = match s.name.as_str() {
-            "paper" => (AdapterModel::Paper, &[]),
-            "zipf" => (
-                AdapterModel::Zipf {
-                    alpha: match s.take_str("alpha") {
-                        None => None,
-                        Some(v) => Some(
-                            v.parse()
-                                .ok()
-                                .filter(|a: &f64| *a >= 0.0 && a.is_finite())
-                                .ok_or_else(|| {
-                                    Error::msg(format!(
-                                        "--adapter-model zipf: alpha must be >= 0, got '{v}'"
-                                    ))
-                                })?,
-                        ),
-                    },
-                },
-                &["alpha"],
-            ),
-            "trace" => {
-                let by = s.take_str("by").unwrap_or_else(|| "adapter".into());
-                let tenant = match by.as_str() {
-                    "adapter" => false,
-                    "tenant" => true,
-                    _ => {
-                        return Err(Error::msg(format!(
-                            "--adapter-model trace: by must be adapter or tenant, got '{by}'"
-                        )));
-                    }
-                };
-                let index = match s.take_str("ids").as_deref() {
-                    None | Some("popularity") => false,
-                    Some("index") => true,
-                    Some(other) => {
-                        return Err(Error::msg(format!(
-                            "--adapter-model trace: ids must be popularity or index, got '{other}'"
-                        )));
-                    }
-                };
-                (AdapterModel::Trace { tenant, index }, &["by", "ids"])
-            }
-            "tenants" => (
-                AdapterModel::Tenants(tenants::TenantOptions::from_spec(&mut s)?),
-                tenants::PARAMS,
-            ),
-            other => {
-                return Err(Error::msg(format!(
-                    "--adapter-model: unknown model '{other}' (expected paper, zipf[alpha=A], \
-                     trace[by=adapter|tenant] or tenants[...])"
-                )));
-            }
-        };
-        s.finish(known).map_err(|e| e.context("--adapter-model"))?;
-        Ok(m)
+        ADAPTER_MODELS
+            .build(text, &())
+            .map(|b| *b.made)
+            .map_err(|e| e.context("--adapter-model"))
     }
 
     pub fn describe(&self, popularity_alpha: f64) -> String {

@@ -17,7 +17,7 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Gamma, Normal};
 
 use crate::error::{Error, Result};
-use crate::spec::Spec;
+use crate::registry::{Param, Params};
 use crate::time::Nanos;
 use crate::trace::Trace;
 use crate::trace::reader::{Col, Format, Records, open_path};
@@ -69,38 +69,59 @@ impl Default for TenantOptions {
     }
 }
 
-pub const PARAMS: &[&str] = &[
-    "rates",
-    "length_data",
-    "model",
-    "day",
-    "start",
-    "speedup",
-    "lengths",
-    "arrivals",
+/// The parameters of `tenants[...]`, with their defaults.
+pub const PARAMS: &[Param] = &[
+    Param::optional(
+        "rates",
+        "ServeGen per-client rates file (absent: the embedded m-large day 0)",
+    ),
+    Param::optional(
+        "length_data",
+        "ServeGen per-client length statistics (absent: the embedded m-large day 0)",
+    ),
+    Param::new(
+        "model",
+        EMBEDDED_MODEL,
+        "ServeGen model whose tenants serve",
+    ),
+    Param::new("day", "0", "ServeGen day"),
+    Param::new(
+        "start",
+        "0",
+        "hour of the day at which the first request falls, in [0, 24)",
+    ),
+    Param::new(
+        "speedup",
+        "1",
+        "ServeGen seconds per trace second; auto: the trace's span is one day",
+    ),
+    Param::new("lengths", "false", "lengths from the tenant's statistics"),
+    Param::new(
+        "arrivals",
+        "false",
+        "arrivals from the tenants' own processes",
+    ),
 ];
 
 impl TenantOptions {
     /// Reads the parameters of a `tenants[...]` spec.
-    pub fn from_spec(s: &mut Spec) -> Result<TenantOptions> {
-        let d = TenantOptions::default();
+    pub fn from_params(p: &mut Params) -> Result<TenantOptions> {
         let o = TenantOptions {
-            rates: s.take_str("rates").map(PathBuf::from),
-            length_data: s.take_str("length_data").map(PathBuf::from),
-            model: s.take_str("model").unwrap_or(d.model),
-            day: s.get("day", 0)?,
-            start_h: s.get("start", 0.0)?,
-            speedup: match s.take_str("speedup").as_deref() {
-                None => 1.0,
-                Some("auto") => 0.0,
-                Some(v) => v.parse().map_err(|_| {
+            rates: p.given("rates").map(PathBuf::from),
+            length_data: p.given("length_data").map(PathBuf::from),
+            model: p.get("model")?,
+            day: p.get("day")?,
+            start_h: p.get("start")?,
+            speedup: match p.get::<String>("speedup")?.as_str() {
+                "auto" => 0.0,
+                v => v.parse().map_err(|_| {
                     Error::msg(format!(
                         "tenants: speedup must be a positive number or auto, got '{v}'"
                     ))
                 })?,
             },
-            lengths: s.get("lengths", false)?,
-            arrivals: s.get("arrivals", false)?,
+            lengths: p.get("lengths")?,
+            arrivals: p.get("arrivals")?,
         };
         if !(o.speedup >= 0.0 && o.speedup.is_finite()) {
             return Err(Error::msg(format!(
