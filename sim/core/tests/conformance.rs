@@ -172,3 +172,36 @@ fn every_request_ends_exactly_once_finished_rejected_or_aborted() {
     // The abort path was exercised (the 50 ms objective).
     assert!(aborted > 100, "only {aborted} aborts");
 }
+
+/// Every registered prefetcher (its defaults), under a scheduler and a cache that keep adapters and one that
+/// frees them at once: no request lost, memory within the pool, the same run twice.
+#[test]
+fn every_prefetcher_keeps_the_contract() {
+    for seed in 0..20 {
+        let case = random_case(9000 + seed);
+        for p in prefetch::REGISTRY.entries {
+            for (s, c) in [("fifo", "lru"), ("mlq", "none")] {
+                let run = || run_prefetch(&case.w, case.cfg.clone(), &Linear, s, c, p.name);
+                let out = run();
+                assert!(
+                    out.stats.peak_total_slots <= case.cfg.pool_slots,
+                    "{} with {s} + {c}, seed {seed}",
+                    p.name
+                );
+                assert!(
+                    out.records
+                        .iter()
+                        .all(|r| !matches!(r.outcome, Outcome::Waiting)),
+                    "{} with {s} + {c}, seed {seed}: a request never ran",
+                    p.name
+                );
+                let again = run();
+                assert!(
+                    again.records == out.records && again.stats == out.stats,
+                    "{} with {s} + {c}, seed {seed}: not deterministic",
+                    p.name
+                );
+            }
+        }
+    }
+}

@@ -172,9 +172,16 @@ pub struct PolicyCtx<'a> {
     /// The run's cost model, for schedulers that price batches themselves (`slora-pets` profiles it at
     /// start, as S-LoRA profiles the GPU).
     pub cost: &'a dyn CostModel,
+    /// The run's seed: a policy that draws at random draws from it (0 unless `with_seed` set it).
+    pub seed: u64,
 }
 
 impl<'a> PolicyCtx<'a> {
+    /// The same context with the run's seed.
+    pub fn with_seed(self, seed: u64) -> PolicyCtx<'a> {
+        PolicyCtx { seed, ..self }
+    }
+
     pub fn new(
         workload: &'a Workload,
         predicted_output: &'a [u32],
@@ -207,6 +214,7 @@ impl<'a> PolicyCtx<'a> {
                 .collect(),
             max_prefill_tokens: engine.max_prefill_tokens,
             cost,
+            seed: 0,
         }
     }
 

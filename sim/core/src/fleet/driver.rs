@@ -185,7 +185,10 @@ impl<'a> Fleet<'a> {
         let ctxs: Vec<PolicyCtx> = fc
             .groups
             .iter()
-            .map(|g| PolicyCtx::new(w, inp.predicted, &g.engine, inp.slo, g.cost.as_ref()))
+            .map(|g| {
+                PolicyCtx::new(w, inp.predicted, &g.engine, inp.slo, g.cost.as_ref())
+                    .with_seed(inp.seed)
+            })
             .collect();
         // Relative capacity: a mid-sized decode step's speed against the first group's (1 when homogeneous).
         let capacity: Vec<f64> = group_of

@@ -1,9 +1,9 @@
 //! Resolving a length rule (`crate::length`) on a trace: the searches behind `peak` and `knee` replay the
 //! trace with the baseline (FIFO, no adapter cache). Both bisect F in log space between 0.001 and 1 (peak
 //! memory and tail TTFT grow with F) to a relative width of 0.1%; results are memoised per setup for the life
-//! of the process.
+//! of the process (`same_search` says what a setup is).
 
-use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{self as run, RunConfig};
@@ -14,38 +14,107 @@ use crate::metrics::percentile;
 use crate::time::Nanos;
 use crate::trace::Trace;
 
-type Memo = Mutex<HashMap<String, Arc<OnceLock<std::result::Result<f64, String>>>>>;
+/// A resolved search: the configuration and the trace it was run on, and its result.
+struct Solved {
+    cfg: RunConfig,
+    trace: Fingerprint,
+    scale: Arc<OnceLock<std::result::Result<f64, String>>>,
+}
+
+type Memo = Mutex<Vec<Solved>>;
 
 fn memo() -> &'static Memo {
     static MEMO: OnceLock<Memo> = OnceLock::new();
     MEMO.get_or_init(Memo::default)
 }
 
-/// The length scale `cfg.length` gives on `trace` (not yet transformed).
+/// A trace's identity for the memo: its name, length and a hash of every row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    rows: usize,
+    hash: u64,
+}
+
+impl Fingerprint {
+    fn of(trace: &Trace) -> Fingerprint {
+        let mut h = DefaultHasher::new();
+        trace.source.hash(&mut h);
+        for r in &trace.rows {
+            (r.arrival, r.input, r.output, r.adapter, r.tenant).hash(&mut h);
+        }
+        Fingerprint {
+            rows: trace.rows.len(),
+            hash: h.finish(),
+        }
+    }
+}
+
+/// Whether a search for `a` gives the search for `b`: the same rule and every setting the baseline's probe
+/// runs keep (`probe_config`). Every field of `RunConfig` is named, so a field added to it does not compile
+/// until it is decided here; the cost model is compared by its description.
+fn same_search(a: &RunConfig, b: &RunConfig) -> bool {
+    let RunConfig {
+        // How the trace was read or made: the trace's fingerprint stands for it.
+        trace: _,
+        workload: _,
+        trace_format: _,
+        length,
+        transform,
+        // Set by `probe_config`, or not used by a single-engine probe.
+        seed: _,
+        scheduler: _,
+        cache: _,
+        prefetch: _,
+        predictor: _,
+        fleet: _,
+        model,
+        gpu,
+        adapters,
+        cost,
+        engine,
+        slo,
+        tp,
+    } = a;
+    let (ta, tb) = (transform, &b.transform);
+    *length == b.length
+        && ta.arrivals == tb.arrivals
+        && **model == *b.model
+        && **gpu == *b.gpu
+        && *adapters == b.adapters
+        && cost.describe() == b.cost.describe()
+        && *engine == b.engine
+        && *slo == b.slo
+        && *tp == b.tp
+}
+
+/// The length scale `cfg.length` gives on `trace` (not yet transformed), searched once per setup for the
+/// life of the process: the runs of a comparison (other seeds, policies, predictors) reuse it.
 pub fn resolve(cfg: &RunConfig, trace: &Trace) -> Result<f64> {
     let rule = cfg.length;
     if let LengthRule::Fixed(x) = rule {
         return Ok(x);
     }
-    // Everything the search's runs depend on, and nothing that differs between the runs of a comparison.
-    let key = format!(
-        "{rule} | {} {} {:?} | {} {} {} | {:?} | {:?} | {:?}",
-        trace.source,
-        trace.rows.len(),
-        cfg.transform.arrivals,
-        cfg.model.name,
-        cfg.gpu.name,
-        cfg.cost.describe(),
-        cfg.engine,
-        cfg.adapters,
-        cfg.slo,
-    );
-    let cell = memo()
-        .lock()
-        .map_err(|_| Error::msg("length-scale memo poisoned"))?
-        .entry(key)
-        .or_default()
-        .clone();
+    let fp = Fingerprint::of(trace);
+    let cell = {
+        let mut memo = memo()
+            .lock()
+            .map_err(|_| Error::msg("length-scale memo poisoned"))?;
+        match memo
+            .iter()
+            .find(|s| s.trace == fp && same_search(&s.cfg, cfg))
+        {
+            Some(s) => s.scale.clone(),
+            None => {
+                let scale = Arc::new(OnceLock::new());
+                memo.push(Solved {
+                    cfg: cfg.clone(),
+                    trace: fp,
+                    scale: scale.clone(),
+                });
+                scale
+            }
+        }
+    };
     cell.get_or_init(|| search(cfg, trace, rule).map_err(|e| e.to_string()))
         .clone()
         .map_err(|e| Error::msg(format!("--length-scale {rule}: {e}")))

@@ -162,8 +162,14 @@ pub struct Executed {
 
 /// The trace transformed and the workload built, as `run` would replay them.
 pub fn workload(cfg: &RunConfig, trace: Trace) -> Result<(Trace, Workload)> {
+    let scale = length::resolve(cfg, &trace)?;
+    workload_at(cfg, trace, scale)
+}
+
+/// `workload` with the length rule already resolved to `length_scale`.
+fn workload_at(cfg: &RunConfig, trace: Trace, length_scale: f64) -> Result<(Trace, Workload)> {
     let transform = TraceOptions {
-        length_scale: length::resolve(cfg, &trace)?,
+        length_scale,
         ..cfg.transform.clone()
     };
     let trace = trace.transform(&transform, cfg.seed)?;
@@ -192,7 +198,8 @@ pub fn execute_observed(
         &cfg.engine,
         cfg.slo,
         clock.estimates(),
-    );
+    )
+    .with_seed(cfg.seed);
     let BuiltPolicies {
         policies,
         specs: [scheduler, cache, _],
@@ -235,7 +242,7 @@ pub fn run_observed(
         }
         return run_fleet(cfg, fc, trace, length_scale);
     }
-    let (trace, workload) = workload(cfg, trace)?;
+    let (trace, workload) = workload_at(cfg, trace, length_scale)?;
     let mut simulated = Simulated(cfg.cost.as_ref());
     let clock: &mut dyn Clock = match clock {
         Some(c) => c,
@@ -272,7 +279,7 @@ pub fn run_observed(
 /// Many replicas behind a router: the standard summary over all requests (exact, or from sketches when
 /// streaming) and the fleet's own keys beside it.
 fn run_fleet(cfg: &RunConfig, fc: &FleetConfig, trace: Trace, length_scale: f64) -> Result<Report> {
-    let (trace, workload) = workload(cfg, trace)?;
+    let (trace, workload) = workload_at(cfg, trace, length_scale)?;
     // Tens of millions of rows: keep only the name and the reader's warnings.
     let source = (trace.source, trace.warnings);
     let (predictor, predicted) = predict::predict(&cfg.predictor, &workload, cfg.seed)
