@@ -6,9 +6,9 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::error::Result;
 use crate::runner::{self, RunArgs};
-use crate::trace::{Trace, TraceRow};
+use sim_core::error::Result;
+use sim_core::trace::{Trace, TraceRow};
 
 /// Peak resident memory of this process so far (Linux), MiB.
 pub fn peak_rss_mib() -> Option<f64> {
@@ -141,7 +141,7 @@ pub fn run(requests: usize) -> Result<()> {
     // bounded and the synthetic run measures the engine, not an ever-growing queue.
     let synth = RunArgs {
         rate: Some(8.0),
-        length_scale: crate::length::LengthRule::Fixed(0.31),
+        length_scale: sim_core::length::LengthRule::Fixed(0.31),
         ..RunArgs::defaults()
     };
     one(

@@ -17,14 +17,14 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::backend::{self, BackendSpec};
-use crate::cost::LoadMethod;
-use crate::cost::profile::{CostProfile, GpuInfo, ModelInfo, ProfileCost, Provenance};
-use crate::engine::Outcome;
-use crate::engine::{Clock, Simulated, Timed};
-use crate::error::{Error, Result};
-use crate::metrics::{Summary, percentile};
 use crate::runner::{Report, RunArgs, RunConfig, run};
 use sim_core::calibrate::{OnClock, Plan, measure};
+use sim_core::cost::LoadMethod;
+use sim_core::cost::profile::{CostProfile, GpuInfo, ModelInfo, ProfileCost, Provenance};
+use sim_core::engine::Outcome;
+use sim_core::engine::{Clock, Simulated, Timed};
+use sim_core::error::{Error, Result};
+use sim_core::metrics::{Summary, percentile};
 
 #[derive(Args, Clone, Debug)]
 pub struct FidelityArgs {
@@ -96,8 +96,8 @@ pub fn calibrate(
         ),
     };
     let profile = CostProfile {
-        schema: crate::cost::profile::SCHEMA.into(),
-        version: crate::cost::profile::VERSION,
+        schema: sim_core::cost::profile::SCHEMA.into(),
+        version: sim_core::cost::profile::VERSION,
         gpu,
         model,
         provenance: Provenance {
@@ -468,7 +468,7 @@ pub fn fidelity(f: &FidelityArgs) -> Result<Comparison> {
 
 /// `sim fidelity`: runs [`fidelity`] and prints the table.
 pub fn run(f: &FidelityArgs) -> Result<()> {
-    crate::report::check_out_dir(&f.out, "--out")?;
+    sim_core::report::check_out_dir(&f.out, "--out")?;
     let cmp = fidelity(f)?;
     print!("{}", cmp.table());
     println!(

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use crate::cost::CostModel;
-use crate::cost::tp::{Interconnect, Tp};
-use crate::engine::EngineConfig;
-use crate::error::{Error, Result};
-use crate::fleet::{FleetConfig, ReplicaGroup};
-use crate::model::{GpuSpec, ModelSpec};
 use crate::runner::{RunArgs, pool_slots};
+use sim_core::cost::CostModel;
+use sim_core::cost::tp::{Interconnect, Tp};
+use sim_core::engine::EngineConfig;
+use sim_core::error::{Error, Result};
+use sim_core::fleet::{FleetConfig, ReplicaGroup};
+use sim_core::model::{GpuSpec, ModelSpec};
 
 /// `--tp N` with `--interconnect` for `gpu`.
 pub fn tp(args: &RunArgs, gpu: &GpuSpec, degree: u32) -> Result<Tp> {

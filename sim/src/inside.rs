@@ -7,8 +7,8 @@ use clap::{ArgMatches, Args};
 use serde_json::{Map, Value};
 use sim_core::record::{RecordOptions, Recorder};
 
-use crate::error::{Error, Result};
 use crate::runner::{Report, RunArgs};
+use sim_core::error::{Error, Result};
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct InsideArgs {

@@ -1,11 +1,8 @@
 //! The lab around the simulator core (`sim-core`): the `sim` CLI, sweeps, tables and plots, real-execution
-//! backends, the fidelity study, trace tools and the benchmark. The core's modules are re-exported here so
-//! `sim::engine`, `sim::trace`, ... name the same things in both crates.
+//! backends, the fidelity study, trace tools and the benchmark. The lab names the core's modules as
+//! `sim_core::...`: what is the core's and what is the lab's reads from every import.
 
-pub use sim_core::{
-    cache, cost, engine, error, fleet, length, metrics, model, predict, prefetch, record, registry,
-    report, run, sched, slo, spec, time, trace, workload,
-};
+use sim_core::{cache, fleet, length, predict, prefetch, sched, trace, workload};
 
 pub mod backend;
 pub mod bench;

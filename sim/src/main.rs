@@ -96,8 +96,8 @@ enum Cmd {
 }
 
 /// Checks `--out` before a run so a bad directory fails at once and leaves nothing behind.
-fn out_ok(out: Option<&Path>) -> sim::error::Result<()> {
-    out.map_or(Ok(()), |d| sim::report::check_out_dir(d, "--out"))
+fn out_ok(out: Option<&Path>) -> sim_core::error::Result<()> {
+    out.map_or(Ok(()), |d| sim_core::report::check_out_dir(d, "--out"))
 }
 
 /// `sim run`: options (from a config file too), then the run and what it was asked to write.
@@ -107,7 +107,7 @@ fn run(
     json: bool,
     inside: &sim::inside::InsideArgs,
     matches: &clap::ArgMatches,
-) -> sim::error::Result<()> {
+) -> sim_core::error::Result<()> {
     let args = match &inside.config {
         Some(file) => sim::inside::resolve_config(&args, file, matches)?,
         None => args,
@@ -121,7 +121,8 @@ fn run(
     let report = if inside.recording() {
         let cfg = args.resolve()?;
         let trace = cfg.load_trace()?;
-        let mut rec = sim::record::Recorder::new(inside.record_options(cfg.model.kv_slot_bytes()));
+        let mut rec =
+            sim_core::record::Recorder::new(inside.record_options(cfg.model.kv_slot_bytes()));
         let report = runner::run::run_observed(&cfg, trace, None, Some(&mut rec))?;
         inside.write(&rec, &report)?;
         report

@@ -8,18 +8,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 pub use sim_core::run::{self, Report, RunConfig};
 
-use crate::cost;
-use crate::engine::{EngineConfig, LoadPath, Reserve};
-use crate::error::{Error, Result};
-use crate::length::LengthRule;
-use crate::model::{GpuSpec, LoraTargets, ModelSpec};
 use crate::options::{self, Range};
-use crate::slo::Slo;
-use crate::spec::Spec;
-use crate::trace::arrivals::Arrivals;
-use crate::trace::{ReadSpec, Trace, TraceOptions};
-use crate::workload::slora::SloraSource;
-use crate::workload::{AdapterModel, AdapterOptions};
+use sim_core::cost;
+use sim_core::engine::{EngineConfig, LoadPath, Reserve};
+use sim_core::error::{Error, Result};
+use sim_core::length::LengthRule;
+use sim_core::model::{GpuSpec, LoraTargets, ModelSpec};
+use sim_core::slo::Slo;
+use sim_core::spec::Spec;
+use sim_core::trace::arrivals::Arrivals;
+use sim_core::trace::{ReadSpec, Trace, TraceOptions};
+use sim_core::workload::slora::SloraSource;
+use sim_core::workload::{AdapterModel, AdapterOptions};
 
 /// The valid values of `RunArgs`' numeric options, for the flags' value parsers and for `RunArgs::check`
 /// (values from JSON). Upper bounds keep a run meaningful: a rate of 1e30 req/s puts every arrival at one
@@ -83,7 +83,7 @@ pub struct RunArgs {
     #[serde(deserialize_with = "options::scalar")]
     pub seed: u64,
 
-    #[arg(long, default_value = "llama-7b", value_name = "NAME|FILE", help = crate::model::models_help())]
+    #[arg(long, default_value = "llama-7b", value_name = "NAME|FILE", help = sim_core::model::models_help())]
     #[serde(deserialize_with = "options::scalar")]
     pub model: String,
     /// The projections each adapter adapts: q,k,v,o (S-LoRA's), any of q,k,v,o,gate,up,down (or PEFT's
@@ -91,7 +91,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "q,k,v,o", value_name = "LIST")]
     #[serde(deserialize_with = "options::scalar")]
     pub lora_targets: String,
-    #[arg(long, default_value = "a40", help = crate::model::gpus_help())]
+    #[arg(long, default_value = "a40", help = sim_core::model::gpus_help())]
     #[serde(deserialize_with = "options::scalar")]
     pub gpu: String,
     /// Override the GPU's memory, GiB (the paper also runs 24 and 48)

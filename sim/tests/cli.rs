@@ -472,7 +472,7 @@ fn every_summary_key_is_documented_in_the_readme() {
         &readme[readme.find("### Outputs").unwrap()..readme.find("## What is simulated").unwrap()];
     let documented = |k: &str| outputs.contains(&format!("`{k}`"));
     let mut missing = Vec::new();
-    for key in sim::metrics::Summary::keys() {
+    for key in sim_core::metrics::Summary::keys() {
         let dist = ["_mean_s", "_p50_s", "_p90_s", "_p99_s", "_max_s"]
             .iter()
             .find_map(|s| key.strip_suffix(s))

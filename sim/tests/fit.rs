@@ -1,11 +1,11 @@
 //! The fit finds the truth on its own data: runs simulated with known engine parameters are fitted from the
 //! roofline's defaults and the parameters and metrics come back.
 
-use sim::cost::fitted::{EngineCost, EngineParams};
-use sim::cost::{BatchShape, LoraKernels};
 use sim::fit::{self, MeasuredRun, Mechanisms, Metrics, Setup};
-use sim::model::{GpuSpec, ModelSpec};
-use sim::workload::slora::{SloraSource, SloraWorkloadSpec};
+use sim_core::cost::fitted::{EngineCost, EngineParams};
+use sim_core::cost::{BatchShape, LoraKernels};
+use sim_core::model::{GpuSpec, ModelSpec};
+use sim_core::workload::slora::{SloraSource, SloraWorkloadSpec};
 
 fn run(n: u32, rate: f64, duration: f64, input: (u32, u32), output: (u32, u32)) -> MeasuredRun {
     MeasuredRun {

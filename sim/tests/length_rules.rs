@@ -2,9 +2,9 @@
 //! and is at the edge of it (10% more breaks it), is the same for every seed and policy of a setup, and is
 //! written into the summary.
 
-use sim::engine::{Outcome, Simulated};
-use sim::length::LengthRule;
 use sim::runner::{RunArgs, run};
+use sim_core::engine::{Outcome, Simulated};
+use sim_core::length::LengthRule;
 
 /// 2,000 requests of the embedded trace on the default A40 setup, with a pool small enough to bind.
 fn args(rule: &str) -> RunArgs {
@@ -35,7 +35,7 @@ fn unbounded_peak(scale: f64, rate: Option<f64>) -> u64 {
 
 fn resolved(a: &RunArgs) -> f64 {
     let cfg = a.resolve().unwrap();
-    sim::run::length::resolve(&cfg, &cfg.load_trace().unwrap()).unwrap()
+    sim_core::run::length::resolve(&cfg, &cfg.load_trace().unwrap()).unwrap()
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn knee_rule_puts_the_baselines_p99_ttft_at_the_slo() {
             .map(|(x, q)| (x.first_token - q.arrival) as f64 / 1e9)
             .collect();
         t.sort_by(f64::total_cmp);
-        sim::metrics::percentile(&t, 0.99)
+        sim_core::metrics::percentile(&t, 0.99)
     };
     let mut a = args("knee[rate=6]");
     a.rate = Some(9.0);
@@ -89,7 +89,7 @@ fn knee_rule_puts_the_baselines_p99_ttft_at_the_slo() {
 /// form (the summary's `length_rule`) names it again.
 #[test]
 fn every_registered_rule_resolves_and_prints_as_it_parses() {
-    for e in sim::length::RULES.entries {
+    for e in sim_core::length::RULES.entries {
         let rule: LengthRule = e.name.parse().unwrap();
         assert_eq!(rule.to_string().parse::<LengthRule>().unwrap(), rule);
         let f = resolved(&args(e.name));

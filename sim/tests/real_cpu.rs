@@ -5,18 +5,18 @@
 use std::path::PathBuf;
 
 use sim::backend::cpu::{CpuBackend, TinyConfig};
-use sim::engine::{Outcome, Timed};
-use sim::model::ModelSpec;
 use sim::runner::{self, Report, RunArgs};
-use sim::trace::Trace;
-use sim::{cache, sched};
+use sim_core::engine::{Outcome, Timed};
+use sim_core::model::ModelSpec;
+use sim_core::trace::Trace;
+use sim_core::{cache, sched};
 
 /// 24 requests of the embedded trace, lengths x 0.02 (prompts of a few to ~100 tokens), arriving at 40 req/s
 /// into a pool small enough that requests queue and adapters are evicted.
 fn args() -> RunArgs {
     let mut a = RunArgs::defaults();
     a.max_requests = Some(24);
-    a.length_scale = sim::length::LengthRule::Fixed(0.02);
+    a.length_scale = sim_core::length::LengthRule::Fixed(0.02);
     a.rate = Some(40.0);
     a.adapters = 20;
     a.pool_tokens = Some(2500);

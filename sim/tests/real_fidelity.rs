@@ -1,15 +1,15 @@
 //! `sim fidelity` on the CPU backend: calibrate, simulate, run for real, compare. Structure only: the error
 //! values depend on timings and are not asserted.
 
-use sim::cost::profile::CostProfile;
 use sim::fidelity::{self, FidelityArgs};
 use sim::runner::RunArgs;
+use sim_core::cost::profile::CostProfile;
 
 #[test]
 fn fidelity_writes_a_profile_both_runs_and_the_comparison() {
     let mut run = RunArgs::defaults();
     run.max_requests = Some(10);
-    run.length_scale = sim::length::LengthRule::Fixed(0.02);
+    run.length_scale = sim_core::length::LengthRule::Fixed(0.02);
     run.rate = Some(20.0);
     run.adapters = 6;
     run.ranks = vec![8, 32];

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sim::tools::trace_cli::{id_counts, stats};
-use sim::trace::{NO_ID, ReadSpec, Trace, load_detailed};
+use sim_core::trace::{NO_ID, ReadSpec, Trace, load_detailed};
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sim-trace-readers-{name}-{}", std::process::id()));
@@ -474,7 +474,7 @@ fn time_units_are_checked_against_llm_traffic() {
         assert!(e.contains(n), "'{n}' not in: {e}");
     }
     // Re-timed arrivals do not use the timestamps: no error, no warning.
-    let opts = sim::trace::TraceOptions {
+    let opts = sim_core::trace::TraceOptions {
         poisson_rate: Some(5.0),
         ..Default::default()
     };

@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sim::model::ModelSpec;
-use sim::trace::{Trace, TraceRow};
-use sim::workload::tenants::{TenantOptions, TenantTable, embedded_table};
-use sim::workload::{AdapterModel, AdapterOptions, NO_ADAPTER, Workload};
+use sim_core::model::ModelSpec;
+use sim_core::trace::{Trace, TraceRow};
+use sim_core::workload::tenants::{TenantOptions, TenantTable, embedded_table};
+use sim_core::workload::{AdapterModel, AdapterOptions, NO_ADAPTER, Workload};
 
 fn sim(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sim"))
@@ -108,12 +108,12 @@ fn convert_writes_a_normalised_file_that_reads_back_identically() {
         "arrival_s,input_tokens,output_tokens,adapter,tenant\n\
          0.000000000,7,3,\"x,y\",\n0.000000000,8,4,,\n1.250000000,9,5,z,\n"
     );
-    let a = sim::trace::load_detailed(
+    let a = sim_core::trace::load_detailed(
         Path::new(&p),
-        &sim::trace::ReadSpec::parse("jsonl[time=ts_ms]").unwrap(),
+        &sim_core::trace::ReadSpec::parse("jsonl[time=ts_ms]").unwrap(),
     )
     .unwrap();
-    let b = sim::trace::load_detailed(Path::new(&out), &Default::default()).unwrap();
+    let b = sim_core::trace::load_detailed(Path::new(&out), &Default::default()).unwrap();
     assert_eq!(a.trace.rows, b.trace.rows);
     assert_eq!(a.adapter_names, b.adapter_names);
     std::fs::remove_dir_all(d).ok();
@@ -276,7 +276,7 @@ fn zipf_and_trace_models_assign_as_documented() {
     );
     assert!((c[0] / c[1] - 2.0).abs() < 0.08);
     // The trace model: most used id first; ids beyond --adapters fold (j mod count); no id = base model.
-    let ids = [5u32, 5, 5, 9, 9, 2, sim::trace::NO_ID];
+    let ids = [5u32, 5, 5, 9, 9, 2, sim_core::trace::NO_ID];
     let t = trace_of(
         ids.iter()
             .map(|&a| TraceRow {
@@ -462,7 +462,7 @@ fn tenants_can_bring_their_own_bursty_arrivals() {
             .filter(|r| r.adapter == a)
             .map(|r| TraceRow::new(r.arrival, 1, 1))
             .collect();
-        sim::trace::arrivals::gap_stats(&rows).1
+        sim_core::trace::arrivals::gap_stats(&rows).1
     };
     println!(
         "rate {rate:.3}, share {share0:.4}, cv {:.3} / {:.3}",

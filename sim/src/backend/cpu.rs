@@ -23,9 +23,9 @@ use kernels::reference::AttnShape;
 pub use kernels::decoder::{ForwardOut, Step};
 
 use super::real::RealBackend;
-use crate::error::{Error, Result};
-use crate::model::ModelSpec;
-use crate::registry::{Param, Params};
+use sim_core::error::{Error, Result};
+use sim_core::model::ModelSpec;
+use sim_core::registry::{Param, Params};
 
 /// Shape of the tiny decoder. `head_dim = hidden / heads` must be a multiple of 32 (the attention kernels'
 /// warp layout, kept on the CPU so both backends accept the same shapes).
@@ -272,11 +272,11 @@ impl RealBackend<CpuOps> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cost::BatchShape;
-    use crate::engine::{Clock, LoadPath, Seq, Timed};
-    use crate::workload::{Adapter, NO_ADAPTER};
     use kernels::decoder::{EPS, THETA, argmax};
     use kernels::reference::{self as kref, matmul};
+    use sim_core::cost::BatchShape;
+    use sim_core::engine::{Clock, LoadPath, Seq, Timed};
+    use sim_core::workload::{Adapter, NO_ADAPTER};
 
     fn cfg() -> TinyConfig {
         TinyConfig {

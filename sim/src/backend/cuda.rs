@@ -28,9 +28,9 @@ use kernels::dtype::DType;
 
 use super::model_shape;
 use super::real::RealBackend;
-use crate::error::{Error, Result};
-use crate::model::ModelSpec;
-use crate::registry::{Param, Params};
+use sim_core::error::{Error, Result};
+use sim_core::model::ModelSpec;
+use sim_core::registry::{Param, Params};
 
 /// The parameters of `cuda[...]`.
 pub const PARAMS: &[Param] = &[

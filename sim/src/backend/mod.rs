@@ -19,15 +19,15 @@ pub mod real;
 
 use kernels::decoder::Shape;
 
-use crate::cost::{BatchShape, CostModel, LoadShape};
-use crate::engine::{Executor, Timed};
-use crate::error::{Error, Result};
-use crate::model::ModelSpec;
-use crate::registry::{Entry, Kind, Props, Registry};
 use crate::runner::{Report, RunArgs, RunConfig, run};
-use crate::spec::Spec;
-use crate::time::Nanos;
-use crate::trace::Trace;
+use sim_core::cost::{BatchShape, CostModel, LoadShape};
+use sim_core::engine::{Executor, Timed};
+use sim_core::error::{Error, Result};
+use sim_core::model::ModelSpec;
+use sim_core::registry::{Entry, Kind, Props, Registry};
+use sim_core::spec::Spec;
+use sim_core::time::Nanos;
+use sim_core::trace::Trace;
 
 /// A parsed `--backend` spec.
 #[derive(Clone, Debug, PartialEq)]

@@ -9,11 +9,11 @@ use std::time::Instant;
 use kernels::decoder::{Decoder, Ops, Step, adapter_weights, prompt};
 
 use super::{Dims, Estimator};
-use crate::cost::{BatchShape, CostModel};
-use crate::engine::{Executor, Seq};
-use crate::error::{Error, Result};
-use crate::model::ModelSpec;
-use crate::workload::{Adapter, NO_ADAPTER};
+use sim_core::cost::{BatchShape, CostModel};
+use sim_core::engine::{Executor, Seq};
+use sim_core::error::{Error, Result};
+use sim_core::model::ModelSpec;
+use sim_core::workload::{Adapter, NO_ADAPTER};
 
 /// Request ids (and the adapter id) the warm-up uses: far above any trace's.
 const WARM_IDS: [u32; 2] = [u32::MAX - 2, u32::MAX - 1];

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::report::{self, Plotted};
 use super::sweep::{self, SweepOpts};
 use super::{Experiment, Scale};
-use crate::error::{Error, Result};
+use sim_core::error::{Error, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct SweepCmd {
@@ -71,7 +71,7 @@ pub fn sweep(cmd: SweepCmd) -> Result<()> {
     if exps.is_empty() {
         return Err(Error::msg("sim sweep: name a CONFIG or pass --all"));
     }
-    crate::report::check_out_dir(&cmd.out, "--out")?;
+    sim_core::report::check_out_dir(&cmd.out, "--out")?;
     let mut opts = SweepOpts::new(&cmd.out);
     opts.threads = cmd.threads.unwrap_or_else(sweep::default_threads).max(1);
     opts.shard = shard;
@@ -106,7 +106,7 @@ pub fn plot(cmd: PlotCmd) -> Result<()> {
             "sim plot: name a RESULTS directory or pass --all",
         ));
     }
-    crate::report::check_out_dir(&cmd.out, "--out")?;
+    sim_core::report::check_out_dir(&cmd.out, "--out")?;
     let mut done: Vec<Plotted> = Vec::new();
     for d in &dirs {
         let p = report::plot_results(d, &cmd.out)?;

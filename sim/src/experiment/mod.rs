@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
 use crate::runner::{RunArgs, RunConfig};
+use sim_core::error::{Error, Result};
 
 /// The keys of a JSON object in file order.
 struct Keys(Vec<String>);
@@ -580,8 +580,8 @@ impl Experiment {
     /// `name` must be a column of this experiment's results: a summary key (`Summary` or a fleet's, so a
     /// renamed metric fails here, not as an empty figure) or one of the table's own columns.
     fn check_column(&self, field: &str, name: &str) -> Result<()> {
-        if crate::metrics::Summary::is_key(name)
-            || crate::fleet::SUMMARY_KEYS.contains(&name)
+        if sim_core::metrics::Summary::is_key(name)
+            || sim_core::fleet::SUMMARY_KEYS.contains(&name)
             || sweep::leading_columns(self).iter().any(|c| c == name)
         {
             return Ok(());

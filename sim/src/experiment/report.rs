@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::plot::{self, PlotSpec, fmt_num, label_text};
 use super::stats;
 use super::table::{self, Row};
-use crate::error::{Error, Result};
+use sim_core::error::{Error, Result};
 
 /// The grid axis that names the cost model (physics) a run used; the claims table has a column per value.
 pub const PHYSICS: &str = "physics";

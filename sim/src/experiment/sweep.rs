@@ -19,10 +19,10 @@ use super::stats;
 use super::table::{self, Row};
 use super::throughput::{Bracket, bisect};
 use super::{Experiment, Run, ThroughputSpec};
-use crate::error::{Error, Result};
 use crate::runner::{RunConfig, run};
-use crate::trace::{ReadSpec, Trace};
-use crate::workload::slora::SloraSource;
+use sim_core::error::{Error, Result};
+use sim_core::trace::{ReadSpec, Trace};
+use sim_core::workload::slora::SloraSource;
 
 #[derive(Clone, Debug)]
 pub struct SweepOpts {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use sim_core::error::{Error, Result};
 
 pub type Row = Map<String, Value>;
 
@@ -172,7 +172,7 @@ mod parquet {
     use serde_json::Value;
 
     use super::{Kind, Row, clean, kind};
-    use crate::error::{Error, Result};
+    use sim_core::error::{Error, Result};
 
     fn perr(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
         move |e| Error::internal(format!("{}: {e}", path.display()))

@@ -1,7 +1,7 @@
 //! Throughput at the SLO, as in the paper: the highest request rate whose P99 TTFT meets the objective,
 //! found by bisection over the rate.
 
-use crate::error::Result;
+use sim_core::error::Result;
 
 /// Where the search ended: the highest rate that passed and the lowest that failed.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::plot::{Figure, Kind, PanelData, PlotSpec, Point, Series, Source, Whisker, label_text};
 use super::table::{self, Row};
-use crate::error::{Error, Result};
+use sim_core::error::{Error, Result};
 
 fn num(v: Option<&Value>) -> Option<f64> {
     v.and_then(Value::as_f64)

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::report::{self, error_summary};
 use super::{Effort, Mechanisms, Metrics, Prepared, data, fit, prepare, simulate_all};
-use crate::cost::fitted::{self, EngineParams, EngineProfile};
-use crate::error::{Error, Result};
+use sim_core::cost::fitted::{self, EngineParams, EngineProfile};
+use sim_core::error::{Error, Result};
 
 #[derive(Args, Debug)]
 pub struct FitCmd {
@@ -106,7 +106,7 @@ fn groups(opts: &FitOpts, mech: Mechanisms) -> Result<Vec<Group>> {
             let sel: Vec<_> = runs.iter().filter(|r| r.group() == k).cloned().collect();
             let mut prepared = prepare(&sel, mech)?;
             if let Some(path) = &opts.vidur {
-                let model = crate::model::ModelSpec::by_name(&k.1)?;
+                let model = sim_core::model::ModelSpec::by_name(&k.1)?;
                 let mut dense = super::compose::vidur_dense(path, model)?;
                 for d in &mut dense {
                     d.ms *= opts.vidur_scale;

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::json;
 
-use crate::cost::fitted::{self, DensePoint, EngineProfile};
-use crate::error::{Error, Result};
-use crate::model::{GpuSpec, ModelSpec};
+use sim_core::cost::fitted::{self, DensePoint, EngineProfile};
+use sim_core::error::{Error, Result};
+use sim_core::model::{GpuSpec, ModelSpec};
 
 #[derive(Args, Clone, Debug)]
 pub struct ComposeArgs {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{Error, Result};
-use crate::workload::slora::{SloraSource, SloraWorkloadSpec};
+use sim_core::error::{Error, Result};
+use sim_core::workload::slora::{SloraSource, SloraWorkloadSpec};
 
 /// What one file's runs ran on.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -20,12 +20,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::engine::{Outcome, RunOutput, Simulated};
-use crate::error::{Error, Result};
 use crate::runner::{RunArgs, RunConfig};
-use crate::time::{Nanos, secs};
-use crate::workload::Workload;
-use crate::workload::slora::{SloraSource, SloraWorkloadSpec};
+use sim_core::engine::{Outcome, RunOutput, Simulated};
+use sim_core::error::{Error, Result};
+use sim_core::time::{Nanos, secs};
+use sim_core::workload::Workload;
+use sim_core::workload::slora::{SloraSource, SloraWorkloadSpec};
 
 /// Where the runs and their manifest are.
 pub const DATA: &str = "calibrate/data/slora-schedulers";
@@ -442,7 +442,7 @@ fn prepare(s: &Setting, spec: &SloraWorkloadSpec, profile: &Path) -> Result<(Run
     a.profile = Some(profile.to_path_buf());
     let cfg = a.resolve()?;
     let trace = cfg.load_trace()?;
-    let (_, w) = crate::run::workload(&cfg, trace)?;
+    let (_, w) = sim_core::run::workload(&cfg, trace)?;
     Ok((cfg, w))
 }
 
@@ -450,7 +450,7 @@ fn simulate(cfg: &mut RunConfig, w: &Workload, scheduler: &str) -> Result<Client
     cfg.scheduler = scheduler.to_string();
     let cost = cfg.cost.clone();
     let mut clock = Simulated(cost.as_ref());
-    let ex = crate::run::execute(cfg, w, &mut clock)?;
+    let ex = sim_core::run::execute(cfg, w, &mut clock)?;
     Ok(client(w, &ex.output))
 }
 
@@ -661,7 +661,7 @@ pub fn markdown(rows: &[Row]) -> String {
                 .map(f64::abs)
                 .collect();
             let worst = e.iter().copied().fold(0.0, f64::max);
-            let med = crate::metrics::median(&mut e).unwrap_or(f64::NAN);
+            let med = sim_core::metrics::median(&mut e).unwrap_or(f64::NAN);
             format!("{med:.1} / {worst:.1}")
         };
         let worst = sel
@@ -705,7 +705,7 @@ pub fn markdown(rows: &[Row]) -> String {
     if !seen.is_empty() {
         let f = |v: &mut Vec<f64>| {
             let worst = v.iter().copied().fold(0.0, f64::max);
-            let med = crate::metrics::median(v).unwrap_or(f64::NAN);
+            let med = sim_core::metrics::median(v).unwrap_or(f64::NAN);
             format!("{:.1}% / {:.1}%", 100.0 * med, 100.0 * worst)
         };
         let _ = writeln!(
@@ -744,7 +744,7 @@ pub fn markdown(rows: &[Row]) -> String {
                 .collect();
             let med = |f: &dyn Fn(&Row) -> f64| {
                 let mut v: Vec<f64> = sel.iter().map(|r| f(r)).collect();
-                crate::metrics::median(&mut v).unwrap_or(f64::NAN)
+                sim_core::metrics::median(&mut v).unwrap_or(f64::NAN)
             };
             let _ = writeln!(
                 o,
@@ -804,7 +804,7 @@ pub fn markdown(rows: &[Row]) -> String {
         let stat = |f: &dyn Fn(&Row) -> f64, scale: f64, unit: &str| {
             let mut e: Vec<f64> = sel.iter().map(|r| f(r).abs()).collect();
             let worst = e.iter().copied().fold(0.0, f64::max);
-            let med = crate::metrics::median(&mut e).unwrap_or(f64::NAN);
+            let med = sim_core::metrics::median(&mut e).unwrap_or(f64::NAN);
             format!("{:.1}{unit} / {:.1}{unit}", scale * med, scale * worst)
         };
         let rel = |i: usize| {
@@ -1005,8 +1005,8 @@ pub fn report(data_dir: &Path, profiles: &Path, dir: &Path, threads: usize) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Abort, RequestRecord};
-    use crate::workload::Request;
+    use sim_core::engine::{Abort, RequestRecord};
+    use sim_core::workload::Request;
 
     fn rec(outcome: Outcome, first: Nanos, end: Nanos) -> RequestRecord {
         RequestRecord {

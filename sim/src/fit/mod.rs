@@ -18,14 +18,14 @@ use argmin::solver::neldermead::NelderMead;
 
 pub use data::{MeasuredRun, Metrics, Setup};
 
-use crate::cost::LoraKernels;
-use crate::cost::fitted::{DensePoint, EngineCost, EngineParams};
-use crate::engine::{Outcome, Simulated};
-use crate::error::{Error, Result};
-use crate::model::{GpuSpec, ModelSpec};
 use crate::runner::{RunArgs, RunConfig, run};
-use crate::time::secs;
-use crate::workload::Workload;
+use sim_core::cost::LoraKernels;
+use sim_core::cost::fitted::{DensePoint, EngineCost, EngineParams};
+use sim_core::engine::{Outcome, Simulated};
+use sim_core::error::{Error, Result};
+use sim_core::model::{GpuSpec, ModelSpec};
+use sim_core::time::secs;
+use sim_core::workload::Workload;
 
 /// S-LoRA mechanisms the fit's engine models; each can be switched off to measure what it contributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +138,7 @@ pub fn prepare(runs: &[MeasuredRun], mech: Mechanisms) -> Result<Vec<Prepared>> 
 }
 
 /// S-LoRA's metrics of a simulated run (time 0 = the benchmark's start).
-pub fn metrics(w: &Workload, out: &crate::engine::RunOutput) -> Metrics {
+pub fn metrics(w: &Workload, out: &sim_core::engine::RunOutput) -> Metrics {
     let (mut n, mut end, mut lat, mut ttft, mut pot) = (0.0, 0u64, 0.0, 0.0, 0.0);
     for (r, rec) in w.requests.iter().zip(&out.records) {
         if rec.outcome != Outcome::Finished {

@@ -7,8 +7,8 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::{Metrics, Prepared};
-use crate::error::{Error, Result};
-use crate::metrics::median;
+use sim_core::error::{Error, Result};
+use sim_core::metrics::median;
 
 /// Relative error of a simulated metric: (sim - measured) / measured.
 pub fn rel(sim: f64, measured: f64) -> f64 {

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::trace_stats::TraceStats;
-use crate::error::{Error, Result};
 use crate::tools::zipf as fit;
-use crate::trace::reader::{self, Records, RowReader, Spread};
-use crate::workload::tenants::TenantTable;
+use sim_core::error::{Error, Result};
+use sim_core::trace::reader::{self, Records, RowReader, Spread};
+use sim_core::workload::tenants::TenantTable;
 
 #[derive(Subcommand, Clone, Debug)]
 pub enum TraceCmd {
@@ -142,7 +142,10 @@ pub fn run(cmd: TraceCmd) -> Result<()> {
             every,
         } => {
             let t = TenantTable::load(&rates, &model, day)?;
-            print!("{}", crate::workload::tenants::hotset_text(&t, top, every)?);
+            print!(
+                "{}",
+                sim_core::workload::tenants::hotset_text(&t, top, every)?
+            );
             Ok(())
         }
     }
@@ -185,7 +188,7 @@ pub fn stats(
             rr.source()
         )));
     }
-    let check = crate::trace::check_time_unit(
+    let check = sim_core::trace::check_time_unit(
         &rr.mapping,
         st.rows,
         st.first_time(),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use crate::tools::zipf as fit;
-use crate::trace::reader::RawRow;
+use sim_core::trace::reader::RawRow;
 
 /// Exact distribution of an integer quantity.
 #[derive(Default, Debug)]
@@ -49,7 +49,7 @@ impl Counter {
             f64::NAN
         };
         qs.iter()
-            .map(|&q| crate::metrics::percentile_by(self.n as usize, q, at))
+            .map(|&q| sim_core::metrics::percentile_by(self.n as usize, q, at))
             .collect()
     }
 

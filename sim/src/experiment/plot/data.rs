@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use super::spec::{Kind, Panel, PlotSpec};
 use super::style::fmt_num;
-use crate::error::{Error, Result};
 use crate::experiment::table::Row;
-use crate::metrics::{mean, percentile};
+use sim_core::error::{Error, Result};
+use sim_core::metrics::{mean, percentile};
 
 /// What a whisker shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::data::{Figure, PanelData, Whisker, figure_csv};
 use super::spec::Kind;
 use super::style::{FAMILY, Marker, dash, fmt_num, look, register_font};
-use crate::error::{Error, Result};
 use crate::experiment::glyphs::{Glyphs, text_width};
+use sim_core::error::{Error, Result};
 
 type DrawResult = std::result::Result<(), String>;
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::data::label_text;
-use crate::error::{Error, Result};
+use sim_core::error::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
