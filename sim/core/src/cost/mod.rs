@@ -314,6 +314,21 @@ pub fn read_profile(path: &std::path::Path) -> Result<(String, String)> {
     }
 }
 
+/// Whether a profile is an engine profile (`fitted`) rather than measured tables (`profile`): by its
+/// top-level `schema` field, not by the schema's name appearing anywhere in the text. Text that is not a
+/// JSON object goes to the measured-profile reader, which names the error.
+fn is_engine_profile(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        schema: Option<String>,
+    }
+    serde_json::from_str::<Head>(text)
+        .ok()
+        .and_then(|h| h.schema)
+        .as_deref()
+        == Some(fitted::SCHEMA)
+}
+
 /// Builds the cost model: `--profile FILE` reads a profile (an engine profile fitted by `calibrate fit`, or
 /// tables measured by `calibrate`, whose spec may set `profile[load=METHOD]`), otherwise `cost` names a
 /// model, e.g. `analytic[compute_eff=0.5]`. A profile for another model or GPU than the run's is an error
@@ -352,7 +367,7 @@ pub fn build(
     match (spec.name.as_str(), profile) {
         ("profile", Some(path)) => {
             let (text, source) = read_profile(path)?;
-            if text.contains(fitted::SCHEMA) {
+            if is_engine_profile(&text) {
                 let mut p = fitted::EngineProfile::parse(&text, &source)?;
                 // A sensitivity study may override fitted parameters or the kernels:
                 // `--cost profile[lora_eff=0.2,lora_kernels=exact]`.
@@ -446,7 +461,7 @@ pub fn build_tp(
         None => build(cost, profile, model, shard, allow_mismatch)?,
         Some(path) => {
             let (text, source) = read_profile(path)?;
-            if !text.contains(fitted::SCHEMA) {
+            if !is_engine_profile(&text) {
                 return Err(Error::msg(format!(
                     "{source}: a measured table profile is per GPU and cannot be sharded for --tp {}; use an \
                      engine profile or the analytic model",
@@ -473,4 +488,24 @@ pub fn build_tp(
         }
     };
     Ok(Arc::new(tp::TensorParallel::new(inner, tp.clone(), model)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_is_told_by_its_schema_field_not_a_substring() {
+        assert!(is_engine_profile(SHIPPED_PROFILES[0].1));
+        let measured = include_str!("../../../../docs/example-profile.json");
+        assert!(!is_engine_profile(measured));
+        // A measured profile that mentions the engine schema in its text is still a measured profile.
+        let mentions = measured.replacen(
+            "\"method\": \"",
+            "\"method\": \"not a lora-serving-engine-profile; ",
+            1,
+        );
+        assert!(mentions.contains(fitted::SCHEMA) && !is_engine_profile(&mentions));
+        assert!(!is_engine_profile("{ not json"));
+    }
 }
