@@ -97,6 +97,18 @@ fn help_and_version_succeed() {
         assert!(text.contains(sub), "{sub} missing from help");
     }
     assert_eq!(run(&["--version"]).status.code(), Some(0));
+    // Every model and GPU the tools accept is listed (was: 3 models and 4 GPUs).
+    for m in sim_core::model::MODELS {
+        assert!(text.contains(m.name), "{} missing from --help", m.name);
+    }
+    let transfer = String::from_utf8_lossy(&run(&["transfer", "--help"]).stdout).to_string();
+    for g in sim_core::model::GPUS {
+        assert!(
+            transfer.contains(g.name),
+            "{} missing from transfer --help",
+            g.name
+        );
+    }
 }
 
 #[test]

@@ -19,8 +19,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Replay a trace and print a summary. Default: the paper's medium load (the embedded Azure conversation
-    /// trace at 8 req/s, lengths at knee[rate=8.6]) on Llama-7B, A40 (its shipped engine profile), 100
-    /// adapters, S-LoRA's fifo scheduler and no cache
+    /// trace at 8 req/s, lengths at knee[rate=8.6]) on Llama-7B, A40, 100 adapters, S-LoRA's fifo scheduler and
+    /// no cache. Every run is costed by the engine profile shipped for its GPU x model (else the analytic
+    /// model, with a warning) unless --cost or --profile says otherwise
     Run {
         #[command(flatten)]
         args: Box<RunArgs>,

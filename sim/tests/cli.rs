@@ -501,3 +501,36 @@ fn every_summary_key_is_documented_in_the_readme() {
         "README.md's Outputs section lacks: {missing:?}"
     );
 }
+
+/// Misreadings a new user met (issue 23) that are not input errors: each run now reads as what it is.
+#[test]
+fn a_quick_look_replays_the_same_workload_and_a_lone_request_has_no_rate() {
+    // `--max-requests N` replays the first N requests of the workload the default length rule was solved
+    // for on the whole trace (was: x0.226 at 200 requests, x0.133 for all).
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = sim(args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let all = json(&["run", "--json"]);
+    let quick = json(&["run", "--max-requests", "200", "--json"]);
+    assert_eq!(quick["requests_total"], 200);
+    assert_eq!(quick["length_scale"], all["length_scale"]);
+    assert_eq!(all["length_scale"], 0.1333);
+    // One request: no rate to offer (was "offered NaN req/s").
+    let d = std::env::temp_dir().join(format!("sim-cli-lone-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let t = d.join("one.csv");
+    std::fs::write(
+        &t,
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.0,100,10\n",
+    )
+    .unwrap();
+    let o = sim(&["run", "--trace", t.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && table.contains("offered n/a") && !table.contains("NaN req/s"),
+        "{table}"
+    );
+    std::fs::remove_dir_all(&d).ok();
+}

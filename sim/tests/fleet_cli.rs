@@ -130,6 +130,17 @@ fn a_streamed_fleet_writes_one_row_per_request_and_the_same_at_two_threads() {
         let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(summary["fleet_replicas"], 4);
         assert!(summary["ttft_p99_s"].as_f64().unwrap() > 0.0);
+        // Per-GPU figures are means over the replicas, not their sum (was: GPU busy 560%).
+        let busy = summary["gpu_busy_fraction"].as_f64().unwrap();
+        assert!(busy > 0.0 && busy <= 1.0, "{busy}");
+        assert_eq!(
+            summary["gpu_busy_fraction"],
+            summary["fleet_gpu_busy_fraction"]
+        );
+        for k in ["gpu_flops_utilisation", "gpu_bandwidth_utilisation"] {
+            let u = summary[k].as_f64().unwrap();
+            assert!(u > 0.0 && u < 1.0, "{k} {u}");
+        }
         rows.push((text, std::fs::read(out.join("summary.json")).unwrap()));
     }
     assert!(rows[0] == rows[1], "1 vs 2 threads");

@@ -300,17 +300,8 @@ pub fn counters(m: &mut Summary, s: &EngineStats) {
 /// the batch was full (`blocked_batch`), its prompt exceeded the prefill budget (`blocked_prefill_tokens`),
 /// or it fit but the scheduler held it (`blocked_policy`); `binding_resource` names the most frequent.
 fn utilisation(m: &mut Summary, v: &RunView<'_>) {
-    let (s, model, gpu) = (&v.out.stats, v.model, v.gpu);
-    let (l, h) = (model.layers as f64, model.hidden as f64);
-    let span = secs(s.end_ns.max(1));
-    let flops = 2.0 * l * model.layer_params() as f64 * s.tokens as f64
-        + 2.0 * l * h * s.prefill_sq_tokens as f64
-        + 4.0 * l * h * s.decode_context as f64;
-    let iterations = (s.prefill_iterations + s.decode_iterations) as f64;
-    let bytes = model.weight_bytes() as f64 * iterations
-        + model.kv_slot_bytes() as f64 * s.decode_context as f64;
-    m.gpu_flops_utilisation = flops / span / gpu.fp16_flops;
-    m.gpu_bandwidth_utilisation = bytes / span / gpu.mem_bw;
+    let s = &v.out.stats;
+    gpu_utilisation(m, s, v.model, v.gpu);
     let b = &s.blocked;
     m.blocked_memory = b.memory;
     m.blocked_adapter_memory = b.adapter_memory;
@@ -330,6 +321,21 @@ fn utilisation(m: &mut Summary, v: &RunView<'_>) {
         .max_by_key(|r| r.1)
         .map_or("none", |r| r.0)
         .to_string();
+}
+
+/// `gpu_flops_utilisation` and `gpu_bandwidth_utilisation` of `s` against `gpu`'s peaks (also for a streamed
+/// fleet, whose summary has no records).
+pub fn gpu_utilisation(m: &mut Summary, s: &EngineStats, model: &ModelSpec, gpu: &GpuSpec) {
+    let (l, h) = (model.layers as f64, model.hidden as f64);
+    let span = secs(s.end_ns.max(1));
+    let flops = 2.0 * l * model.layer_params() as f64 * s.tokens as f64
+        + 2.0 * l * h * s.prefill_sq_tokens as f64
+        + 4.0 * l * h * s.decode_context as f64;
+    let iterations = (s.prefill_iterations + s.decode_iterations) as f64;
+    let bytes = model.weight_bytes() as f64 * iterations
+        + model.kv_slot_bytes() as f64 * s.decode_context as f64;
+    m.gpu_flops_utilisation = flops / span / gpu.fp16_flops;
+    m.gpu_bandwidth_utilisation = bytes / span / gpu.mem_bw;
 }
 
 /// Queueing delay per adapter rank, and fairness across adapters: each adapter's P99 TTFT, the worst and

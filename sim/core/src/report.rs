@@ -47,6 +47,21 @@ fn sig3(x: f64) -> String {
     format!("{x:.decimals$}")
 }
 
+/// A latency (seconds) as a table cell in ms: ten characters starting with a space, so columns never run
+/// together; past 10^6 ms in three significant digits (1.120e7).
+fn ms_cell(v: f64) -> String {
+    let x = v * 1e3;
+    let t = if !x.is_finite() {
+        // Undefined (no request finished): a dash, not NaN.
+        "-".to_string()
+    } else if x.abs() < 1e6 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.3e}")
+    };
+    format!(" {t:>9}")
+}
+
 impl Report {
     /// Writes `summary.json`, `requests.csv` and `adapters.csv` into `dir` (created if missing). Each file
     /// is written to a temporary name and renamed, so a failure leaves no half-written file.
@@ -161,16 +176,7 @@ impl Report {
         let s = &self.summary;
         let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
         let pct = |v: f64| 100.0 * v;
-        // Every cell starts with a space, so columns never run together (10^7 ms prints as 1.120e7).
-        let ms = |v: f64| {
-            let x = v * 1e3;
-            let t = if x.abs() < 1e6 || !x.is_finite() {
-                format!("{x:.1}")
-            } else {
-                format!("{x:.3e}")
-            };
-            format!(" {t:>9}")
-        };
+        let ms = |v: f64| ms_cell(v);
         let row = |name: &str, which: Latency| {
             let d = s.dist(which);
             format!(
@@ -269,10 +275,11 @@ impl Report {
             pct(s.slo_attainment)
         );
         o += &format!(
-            "adapters    {} loads ({:.2} GiB over PCIe), hit rate {:.1}%, {} evictions, GPU stalled {:.2} s on loads\n",
+            "adapters    {} loads ({:.2} GiB over PCIe), hit rate {}, {} evictions, GPU stalled {:.2} s on loads\n",
             s.adapter_loads,
             s.pcie_bytes as f64 / (1u64 << 30) as f64,
-            pct(opt(s.adapter_hit_rate)),
+            s.adapter_hit_rate
+                .map_or("n/a".to_string(), |h| format!("{:.1}%", pct(h))),
             s.adapter_evictions,
             s.load_stall_s
         );
@@ -354,4 +361,22 @@ fn fleet_table(s: &serde_json::Map<String, serde_json::Value>) -> String {
         f("fleet_replica_requests_max")
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_cells_never_run_together() {
+        // The row a new user met: `TTFT  11203922.011278676.9...`.
+        let row: String = [11203.922011, 11278.6769, 0.0123, f64::NAN, 999.99999]
+            .map(ms_cell)
+            .concat();
+        assert_eq!(row, "   1.120e7   1.128e7      12.3         - 1000000.0");
+        for v in [0.0, 1e-3, 1.0, 999.0, 1e4, 1e9] {
+            let c = ms_cell(v);
+            assert!(c.len() == 10 && c.starts_with(' '), "{v}: '{c}'");
+        }
+    }
 }

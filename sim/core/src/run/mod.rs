@@ -309,7 +309,12 @@ fn run_fleet(cfg: &RunConfig, fc: &FleetConfig, trace: Trace, length_scale: f64)
         },
     );
     let mut summary = match streamed {
-        Some(s) => s,
+        Some(mut s) => {
+            // No records to summarise: the utilisation from the merged counters.
+            let gpu = cfg.gpu.tp_shard(cfg.tp.degree);
+            metrics::gpu_utilisation(&mut s, &output.stats, cfg.model, gpu);
+            s
+        }
         None => summarize(cfg, &workload, &predicted, &output),
     };
     per_gpu_means(&mut summary, cfg, fc, &fsum);
