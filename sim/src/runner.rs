@@ -170,6 +170,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10, value_parser = options::whole::<u32>(range::MAX_WAIT_TOKENS), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
     pub max_wait_tokens: u32,
+    /// Whose merge cadence: engine (every --max-wait-tokens decode steps, for every scheduler) | policy (a
+    /// scheduler that declares its own runs at it: Chameleon's mlq every iteration, `mlq[merge=N]`; the
+    /// others, S-LoRA's fifo included, at --max-wait-tokens)
+    #[arg(long, default_value = "engine", value_name = "WHOSE", value_parser = ["engine", "policy"])]
+    #[serde(deserialize_with = "options::scalar")]
+    pub merge_cadence: String,
     /// Most requests in the running batch (S-LoRA's running_max_req_size)
     #[arg(long, default_value_t = 1000, value_parser = options::whole::<u32>(range::MAX_BATCH), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::scalar")]
@@ -584,6 +590,7 @@ impl RunArgs {
             )));
         }
         engine.max_wait_tokens = self.max_wait_tokens;
+        engine.policy_cadence = self.merge_cadence == "policy";
         engine.max_batch = self.max_batch;
         if let Some(n) = self.max_prefill_tokens {
             engine.max_prefill_tokens = n;
@@ -708,7 +715,11 @@ pub fn default_setup(args: &mut RunArgs, given: &dyn Fn(&str) -> bool) -> Option
 pub const DEFAULT_RATE: f64 = 8.0;
 /// Lengths scaled so that S-LoRA's P99 TTFT reaches the SLO at 8.6 req/s, between the paper's medium and
 /// high loads (docs/experiments.md, "Length scale").
-pub const DEFAULT_LENGTH: LengthRule = LengthRule::Knee { rate: 8.6, p: 99.0 };
+pub const DEFAULT_LENGTH: LengthRule = LengthRule::Knee {
+    rate: 8.6,
+    p: 99.0,
+    seeds: 1,
+};
 
 /// `--length-scale`: a rule, or a factor within `range::LENGTH_SCALE`.
 fn length_rule(s: &str) -> Result<LengthRule, String> {

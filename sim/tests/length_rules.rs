@@ -96,3 +96,82 @@ fn every_registered_rule_resolves_and_prints_as_it_parses() {
         assert!(f > 0.0 && f <= 1.0, "{}: {f}", e.name);
     }
 }
+
+/// Prefill 100 ms, decode 10 ms, whatever the batch (no adapters here).
+struct Const;
+
+impl sim_core::cost::CostModel for Const {
+    fn describe(&self) -> String {
+        "constant: prefill 100 ms, decode 10 ms".into()
+    }
+    fn iteration(&self, s: &sim_core::cost::BatchShape) -> u64 {
+        if s.prefill_seqs > 0 {
+            100_000_000
+        } else {
+            10_000_000
+        }
+    }
+    fn adapter_load(&self, _: &sim_core::cost::LoadShape) -> u64 {
+        0
+    }
+}
+
+#[test]
+fn the_all_seed_rule_is_the_median_of_each_seeds_hand_solution() {
+    // Two requests of 100 prompt and 100 output tokens, re-timed as Poisson at 1.5 req/s; each seed gives
+    // its own gap g between them. The peak rule's engine never runs out of memory and admits on arrival
+    // (no idle poll), so at scale F (n = round(100 F) tokens each):
+    // - A prefills from its arrival for 100 ms (holding n + 1 slots), then decodes every 10 ms; B can join
+    //   only at a merge point, after A's 10th decode and then after every decode, so B joins once A has
+    //   done m = max(10, ceil((g - 100 ms) / 10 ms)) decodes;
+    // - A has n - 1 decodes, so they overlap when n >= m + 2: at A's last decode A holds 2n and B, m decodes
+    //   behind, 2n - m: the peak is 4n - m; otherwise each peaks alone at 2n.
+    // The rule's F for a pool of P slots is just under (n_max + 0.5) / 100, n_max the largest n whose
+    // peak fits; `seeds=5` takes the median of the five seeds' solutions. Here the seeds' gaps give m = 10,
+    // 12, 10, 164, 84: bounds 0.275, 0.285, 0.275, 0.505, 0.505, median 0.285 where seed 0 alone gives 0.275.
+    const POOL: u64 = 100;
+    let rows = vec![
+        sim_core::trace::TraceRow::new(0, 100, 100),
+        sim_core::trace::TraceRow::new(1_000_000_000, 100, 100),
+    ];
+    let trace = sim_core::trace::Trace {
+        source: "two requests".into(),
+        rows,
+        warnings: vec![],
+        unit_error: None,
+    };
+    let config = |rule: &str| {
+        let mut a = RunArgs::defaults();
+        a.adapters = 0;
+        a.length_scale = rule.parse().unwrap();
+        a.pool_tokens = Some(POOL);
+        let mut cfg = a.resolve().unwrap();
+        cfg.cost = std::sync::Arc::new(Const);
+        cfg.engine.idle_poll_ns = 0;
+        cfg
+    };
+    let bound = |seed: u64| {
+        let opts = sim_core::trace::TraceOptions {
+            poisson_rate: Some(1.5),
+            ..config("1").transform.clone()
+        };
+        let t = trace.clone().transform(&opts, seed).unwrap();
+        let g_ms = (t.rows[1].arrival - t.rows[0].arrival) as f64 / 1e6;
+        let m = ((g_ms - 100.0) / 10.0).ceil().max(10.0) as u64;
+        let peak = |n: u64| if n >= m + 2 { 4 * n - m } else { 2 * n };
+        let n_max = (1..=100).take_while(|&n| peak(n) <= POOL).last().unwrap();
+        (m, (n_max as f64 + 0.5) / 100.0)
+    };
+    let solve = |rule: &str| sim_core::run::length::resolve(&config(rule), &trace).unwrap();
+    let hand: Vec<(u64, f64)> = (0..5).map(bound).collect();
+    let mut bounds: Vec<f64> = hand.iter().map(|h| h.1).collect();
+    bounds.sort_by(f64::total_cmp);
+    // The case checks something: the seeds disagree, and the median is not seed 0's.
+    assert!(bounds[0] < bounds[4], "{hand:?}");
+    assert_ne!(bounds[2], hand[0].1, "{hand:?}");
+    let within = |f: f64, b: f64| f < b && f >= b * 0.998;
+    let one = solve("peak[rate=1.5]");
+    assert!(within(one, hand[0].1), "seed 0: {one} vs {hand:?}");
+    let all = solve("peak[rate=1.5,seeds=5]");
+    assert!(within(all, bounds[2]), "median: {all} vs {hand:?}");
+}

@@ -13,6 +13,9 @@
 //!   used, which is the literal "trace's peak". Adapters are not counted: they compete for what is left.
 //! - `knee[rate=R,p=99]`: the F at which S-LoRA's P`p` TTFT at R RPS (Poisson, seed 0) equals the run's TTFT
 //!   SLO: the knee of the baseline is put at R (default 8.6, the paper's S-LoRA throughput).
+//! - Both take `seeds=N`: the rule is solved on each of seeds 0..N-1 (their Poisson arrivals and adapter
+//!   draws) and F is the median of the N solutions, so that one seed's tail does not set every run's lengths
+//!   (S-LoRA's knee moves by +-6% between seeds). N = 1 (the default) is seed 0 alone.
 //!
 //! The searches are run by `run::length` (they replay the trace).
 
@@ -25,8 +28,8 @@ use crate::registry::{Entry, Kind, Param, Params, Props, Registry};
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LengthRule {
     Fixed(f64),
-    Peak { rate: Option<f64> },
-    Knee { rate: f64, p: f64 },
+    Peak { rate: Option<f64>, seeds: u32 },
+    Knee { rate: f64, p: f64, seeds: u32 },
 }
 
 impl Default for LengthRule {
@@ -39,9 +42,27 @@ impl fmt::Display for LengthRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LengthRule::Fixed(x) => write!(f, "{x}"),
-            LengthRule::Peak { rate: None } => write!(f, "peak"),
-            LengthRule::Peak { rate: Some(r) } => write!(f, "peak[rate={r}]"),
-            LengthRule::Knee { rate, p } => write!(f, "knee[rate={rate},p={p}]"),
+            LengthRule::Peak { rate: None, seeds } if *seeds > 1 => {
+                write!(f, "peak[seeds={seeds}]")
+            }
+            LengthRule::Peak { rate: None, .. } => write!(f, "peak"),
+            LengthRule::Peak {
+                rate: Some(r),
+                seeds,
+            } => {
+                write!(f, "peak[rate={r}")?;
+                if *seeds > 1 {
+                    write!(f, ",seeds={seeds}")?;
+                }
+                write!(f, "]")
+            }
+            LengthRule::Knee { rate, p, seeds } => {
+                write!(f, "knee[rate={rate},p={p}")?;
+                if *seeds > 1 {
+                    write!(f, ",seeds={seeds}")?;
+                }
+                write!(f, "]")
+            }
         }
     }
 }
@@ -61,10 +82,13 @@ pub const RULES: Registry<LengthRules> = Registry {
         Entry {
             name: "peak",
             about: "the largest F <= 1 whose peak KV need (S-LoRA, unlimited memory) fits the pool",
-            params: &[Param::optional(
-                "rate",
-                "re-time arrivals as Poisson at R req/s (seed 0); absent: the trace's timestamps",
-            )],
+            params: &[
+                Param::optional(
+                    "rate",
+                    "re-time arrivals as Poisson at R req/s (seed 0); absent: the trace's timestamps",
+                ),
+                SEEDS,
+            ],
             props: Props::DEFAULT,
             build: peak,
         },
@@ -74,12 +98,27 @@ pub const RULES: Registry<LengthRules> = Registry {
             params: &[
                 Param::new("rate", "8.6", "request rate R, req/s"),
                 Param::new("p", "99", "percentile P, in (0, 100]"),
+                SEEDS,
             ],
             props: Props::DEFAULT,
             build: knee,
         },
     ],
 };
+
+const SEEDS: Param = Param::new(
+    "seeds",
+    "1",
+    "solve on seeds 0..N-1 and take the median (1: seed 0 alone)",
+);
+
+fn seeds(p: &mut Params) -> Result<u32> {
+    let n: u32 = p.get("seeds")?;
+    if !(1..=1000).contains(&n) {
+        return Err(p.bad("seeds must be a whole number from 1 to 1000"));
+    }
+    Ok(n)
+}
 
 fn positive(p: &Params, name: &str, x: f64) -> Result<f64> {
     if x > 0.0 && x.is_finite() {
@@ -99,7 +138,8 @@ fn peak(p: &mut Params, _: &()) -> Result<Box<LengthRule>> {
             Some(positive(p, "rate", x)?)
         }
     };
-    Ok(Box::new(LengthRule::Peak { rate }))
+    let seeds = seeds(p)?;
+    Ok(Box::new(LengthRule::Peak { rate, seeds }))
 }
 
 fn knee(p: &mut Params, _: &()) -> Result<Box<LengthRule>> {
@@ -109,7 +149,12 @@ fn knee(p: &mut Params, _: &()) -> Result<Box<LengthRule>> {
     if !(pct > 0.0 && pct <= 100.0) {
         return Err(p.bad("p must be in (0, 100]"));
     }
-    Ok(Box::new(LengthRule::Knee { rate, p: pct }))
+    let seeds = seeds(p)?;
+    Ok(Box::new(LengthRule::Knee {
+        rate,
+        p: pct,
+        seeds,
+    }))
 }
 
 impl FromStr for LengthRule {
@@ -148,16 +193,38 @@ mod tests {
         );
         assert_eq!(
             "peak".parse::<LengthRule>().unwrap(),
-            LengthRule::Peak { rate: None }
+            LengthRule::Peak {
+                rate: None,
+                seeds: 1
+            }
         );
         assert_eq!(
             "peak[rate=8]".parse::<LengthRule>().unwrap(),
-            LengthRule::Peak { rate: Some(8.0) }
+            LengthRule::Peak {
+                rate: Some(8.0),
+                seeds: 1
+            }
         );
         assert_eq!(
             "knee".parse::<LengthRule>().unwrap(),
-            LengthRule::Knee { rate: 8.6, p: 99.0 }
+            LengthRule::Knee {
+                rate: 8.6,
+                p: 99.0,
+                seeds: 1
+            }
         );
+        assert_eq!(
+            "knee[seeds=10]".parse::<LengthRule>().unwrap(),
+            LengthRule::Knee {
+                rate: 8.6,
+                p: 99.0,
+                seeds: 10
+            }
+        );
+        for rule in ["knee[seeds=10]", "peak[rate=8,seeds=3]", "peak[seeds=2]"] {
+            let r: LengthRule = rule.parse().unwrap();
+            assert_eq!(r.to_string().parse::<LengthRule>().unwrap(), r, "{rule}");
+        }
         for bad in [
             "0",
             "-1",
@@ -166,6 +233,8 @@ mod tests {
             "knee[rate=0]",
             "knee[p=101]",
             "peak[rat=8]",
+            "knee[seeds=0]",
+            "peak[seeds=1.5]",
         ] {
             assert!(bad.parse::<LengthRule>().is_err(), "{bad}");
         }

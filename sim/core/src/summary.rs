@@ -164,6 +164,8 @@ pub struct Summary {
     pub rate_rps: Option<f64>,
     pub reserve: String,
     pub max_wait_tokens: u64,
+    /// Whose merge cadence: `engine` (every `max_wait_tokens` steps) or `policy` (the scheduler's own).
+    pub merge_cadence: String,
     pub max_batch: u64,
     pub max_prefill_tokens: u64,
     pub max_input_tokens: Option<u64>,

@@ -85,6 +85,36 @@ fn new_requests_merge_only_every_max_wait_tokens_decode_steps() {
 }
 
 #[test]
+fn under_policy_cadence_chameleon_merges_every_iteration_and_slora_every_ten() {
+    // The scenario above (A: 100 tokens at 0; B: 5 tokens at 105), each system at its own cadence.
+    let w = Workload {
+        adapters: vec![],
+        requests: vec![
+            req(0, 0, 10, 100, NO_ADAPTER),
+            req(1, 105, 10, 5, NO_ADAPTER),
+        ],
+    };
+    let cfg = |policy| EngineConfig {
+        policy_cadence: policy,
+        ..EngineConfig::new(10_000)
+    };
+    let b = |cfg, sched| times(&run_with(&w, cfg, &Const, sched, "none").records[1]);
+    // Chameleon (mlq) assembles its batch at every iteration: B joins at the end of A's first decode (110),
+    // prefills 110-210 and decodes its 4 other tokens by 250.
+    assert_eq!(b(cfg(true), "mlq"), (110, 210, 250, 0));
+    // A's 99 decodes are 100-110 and 210-1190: one prefill between them, as before; its worst gap is 110.
+    let out = run_with(&w, cfg(true), &Const, "mlq", "none");
+    assert_eq!(times(&out.records[0]), (0, 100, 1190, 0));
+    assert_eq!(ms(out.records[0].max_gap), 110);
+    // S-LoRA's fifo declares no cadence of its own: every 10 steps, as under the engine's cadence.
+    assert_eq!(b(cfg(true), "fifo"), (200, 300, 340, 0));
+    // Under the engine's cadence mlq merges every 10 steps too.
+    assert_eq!(b(cfg(false), "mlq"), (200, 300, 340, 0));
+    // mlq[merge=3]: A's third decode ends at 130, B prefills 130-230 and ends at 270.
+    assert_eq!(b(cfg(true), "mlq[merge=3]"), (130, 230, 270, 0));
+}
+
+#[test]
 fn fifo_holds_the_next_request_until_memory_is_reserved_for_it() {
     // Pool of 100 slots. Each request needs 50 + 10 = 60 slots at its peak, so they cannot run together.
     let w = Workload {

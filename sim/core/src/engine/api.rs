@@ -60,7 +60,8 @@ impl AdapterState {
 ///
 /// Guarantees the engine gives a scheduler:
 /// - `on_arrival` is called once per request that was not rejected, in arrival order (ties: trace order);
-/// - `select` is called only at merge points (empty batch, or every `max_wait_tokens` decode steps);
+/// - `select` is called only at merge points (empty batch, or every `max_wait_tokens` decode steps, or
+///   every `merge_every` steps under `--merge-cadence policy`);
 ///   every request the scheduler passes to `Admission::try_admit` that returns true is admitted and must be
 ///   removed from the scheduler's queue; a request refused stays queued;
 /// - `on_finish` is called once per admitted request when its last token is out;
@@ -84,6 +85,12 @@ pub trait Scheduler {
     /// `select` only with requests waiting and reports the calls it skipped here, before the next `select`.
     /// For schedulers whose estimates advance per call (`slora-abort`).
     fn skipped_merges(&mut self, _calls: u64) {}
+    /// The decode steps between merges this policy's system runs at, where it has its own (Chameleon
+    /// assembles its batch at every iteration: 1); `None` keeps the engine's `max_wait_tokens` (S-LoRA's
+    /// 10). The engine follows it only under `--merge-cadence policy`.
+    fn merge_every(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// What a cache policy may look at when choosing a victim.

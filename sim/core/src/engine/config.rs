@@ -79,6 +79,9 @@ pub struct EngineConfig {
     pub pool_slots: u64,
     /// S-LoRA: decode steps between merges of new requests.
     pub max_wait_tokens: u32,
+    /// Merge at each scheduler's own cadence where it declares one (`Scheduler::merge_every`: Chameleon
+    /// assembles its batch at every iteration), else every `max_wait_tokens` steps (`--merge-cadence`).
+    pub policy_cadence: bool,
     /// Most requests in the running batch (S-LoRA's `running_max_req_size`).
     pub max_batch: u32,
     /// Most prompt tokens in one prefill iteration (S-LoRA's `batch_max_tokens`); a longer prompt is rejected.
@@ -111,6 +114,7 @@ impl EngineConfig {
         EngineConfig {
             pool_slots,
             max_wait_tokens: 10,
+            policy_cadence: false,
             max_batch: 1000,
             max_prefill_tokens: 16_384,
             max_input_tokens: None,

@@ -216,7 +216,12 @@ impl<'a> Engine<'a> {
 
     fn start_iteration(&mut self) -> Result<()> {
         let b = &self.st.batch;
-        let merge = b.is_empty() || b.steps_since_merge >= self.cfg.max_wait_tokens;
+        let every = match self.cfg.policy_cadence {
+            true => self.sched.merge_every(),
+            false => None,
+        }
+        .unwrap_or(self.cfg.max_wait_tokens);
+        let merge = b.is_empty() || b.steps_since_merge >= every;
         if merge && self.sched.waiting() == 0 {
             self.st.skipped_merges += 1;
         }

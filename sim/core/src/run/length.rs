@@ -1,7 +1,8 @@
 //! Resolving a length rule (`crate::length`) on a trace: the searches behind `peak` and `knee` replay the
 //! trace with the baseline (FIFO, no adapter cache). Both bisect F in log space between 0.001 and 1 (peak
-//! memory and tail TTFT grow with F) to a relative width of 0.1%; results are memoised per setup for the life
-//! of the process (`same_search` says what a setup is).
+//! memory and tail TTFT grow with F) to a relative width of 0.1%, once per seed of the rule (`seeds=N`: seeds
+//! 0..N-1, F the median of their solutions); results are memoised per setup for the life of the process
+//! (`same_search` says what a setup is).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -121,14 +122,14 @@ pub fn resolve(cfg: &RunConfig, trace: &Trace) -> Result<f64> {
 }
 
 /// The baseline's configuration for a probe at scale `f`.
-fn probe_config(cfg: &RunConfig, f: f64, rate: Option<f64>) -> RunConfig {
+fn probe_config(cfg: &RunConfig, f: f64, rate: Option<f64>, seed: u64) -> RunConfig {
     let mut c = cfg.clone();
     c.length = LengthRule::Fixed(f);
     c.transform.length_scale = f;
     c.transform.poisson_rate = rate;
     // The rule describes the trace, not the first N requests a run may replay of it.
     c.transform.max_requests = None;
-    c.seed = 0;
+    c.seed = seed;
     c.scheduler = "fifo".into();
     c.cache = "none".into();
     c.prefetch = "none".into();
@@ -142,22 +143,54 @@ fn probe(c: &RunConfig, trace: &Trace) -> Result<run::Executed> {
 }
 
 fn search(cfg: &RunConfig, trace: &Trace, rule: LengthRule) -> Result<f64> {
+    let seeds = match rule {
+        LengthRule::Fixed(x) => return Ok(x),
+        LengthRule::Peak { seeds, .. } | LengthRule::Knee { seeds, .. } => seeds,
+    };
+    let solved = (0..seeds as u64)
+        .map(|seed| {
+            search_seed(cfg, trace, rule, seed).map_err(|e| {
+                if seeds > 1 {
+                    e.context(format!("seed {seed}"))
+                } else {
+                    e
+                }
+            })
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    Ok(median(solved))
+}
+
+/// The median of per-seed solutions (the mean of the middle two for an even count), to the four
+/// significant digits every solution has.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    let n = v.len();
+    let m = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    };
+    four_digits(m)
+}
+
+fn search_seed(cfg: &RunConfig, trace: &Trace, rule: LengthRule, seed: u64) -> Result<f64> {
     match rule {
         LengthRule::Fixed(x) => Ok(x),
-        LengthRule::Peak { rate } => {
+        LengthRule::Peak { rate, .. } => {
             let pool = cfg.engine.pool_slots;
             let peak = |f: f64| -> Result<u64> {
-                let mut c = probe_config(cfg, f, rate);
+                let mut c = probe_config(cfg, f, rate, seed);
                 // Unlimited memory: the pool never binds, every other limit of the engine stays.
                 c.engine.pool_slots = u64::MAX / 4;
                 Ok(probe(&c, trace)?.output.stats.peak_kv_slots)
             };
             bisect_log(|f| Ok(peak(f)? <= pool))
         }
-        LengthRule::Knee { rate, p } => {
+        LengthRule::Knee { rate, p, .. } => {
             let slo = cfg.slo.ttft_ns;
             let tail = |f: f64| -> Result<Nanos> {
-                let c = probe_config(cfg, f, Some(rate));
+                let c = probe_config(cfg, f, Some(rate), seed);
                 let (_, w) = run::workload(&c, trace.clone())?;
                 let out = run::execute(&c, &w, &mut Simulated(c.cost.as_ref()))?.output;
                 let mut ttft: Vec<f64> = out
@@ -197,10 +230,14 @@ fn bisect_log(mut fits: impl FnMut(f64) -> Result<bool>) -> Result<f64> {
             hi = mid;
         }
     }
-    // Four significant digits: a printable, reproducible number.
-    let digits = 3 - lo.log10().floor() as i32;
+    Ok(four_digits(lo))
+}
+
+/// Four significant digits, rounded down: a printable, reproducible number.
+fn four_digits(x: f64) -> f64 {
+    let digits = 3 - x.log10().floor() as i32;
     let k = 10f64.powi(digits);
-    Ok((lo * k).floor() / k)
+    (x * k).floor() / k
 }
 
 #[cfg(test)]

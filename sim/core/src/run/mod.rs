@@ -448,6 +448,7 @@ fn settings(
         rate_rps: t.poisson_rate,
         reserve: e.reserve.describe(),
         max_wait_tokens: e.max_wait_tokens as u64,
+        merge_cadence: if e.policy_cadence { "policy" } else { "engine" }.into(),
         max_batch: e.max_batch as u64,
         max_prefill_tokens: e.max_prefill_tokens,
         max_input_tokens: e.max_input_tokens,

@@ -54,8 +54,8 @@ use crate::registry::{Entry, Param, Params, Props};
 use crate::time::Nanos;
 use crate::workload::Request;
 
-/// The accounting options both variants take.
-const ACCOUNTING: [Param; 6] = [
+/// The accounting options both variants take (and `merge`).
+const ACCOUNTING: [Param; 7] = [
     Param::new(
         "charge",
         "request",
@@ -85,6 +85,11 @@ const ACCOUNTING: [Param; 6] = [
         "donate",
         "empty",
         "empty (paper): only emptied queues lend quota; all: every queue",
+    ),
+    Param::new(
+        "merge",
+        "1",
+        "decode steps between merges under --merge-cadence policy (the paper: the batch is assembled at every iteration)",
     ),
 ];
 
@@ -123,6 +128,7 @@ const DYNAMIC_PARAMS: &[Param] = &[
     ACCOUNTING[3],
     ACCOUNTING[4],
     ACCOUNTING[5],
+    ACCOUNTING[6],
 ];
 
 pub const ENTRY: Entry<Schedulers> = Entry {
@@ -178,6 +184,8 @@ pub struct Mlq {
     bypass_depth: usize,
     /// Phase 2 lends the unused quota of every queue, not only of queues emptied in phase 1.
     donate_all: bool,
+    /// Decode steps between merges under `--merge-cadence policy`.
+    merge_every: u32,
     slo_s: f64,
     pool: u64,
     decode_ns_per_step: f64,
@@ -263,6 +271,10 @@ impl Mlq {
         let bypass = p.get("bypass")?;
         let bypass_depth: usize = p.get("bypass_depth")?;
         let donate: String = p.get("donate")?;
+        let merge_every: u32 = p.get("merge")?;
+        if merge_every == 0 {
+            return Err(p.bad("merge must be at least 1 decode step"));
+        }
         if donate != "empty" && donate != "all" {
             return Err(Error::msg(format!(
                 "{name}: donate must be 'empty' (the paper) or 'all', got '{donate}'"
@@ -326,6 +338,7 @@ impl Mlq {
             bypass,
             bypass_depth,
             donate_all: donate == "all",
+            merge_every,
             slo_s: ctx.slo.ttft_ns as f64 / 1e9,
             pool: ctx.pool_slots,
             decode_ns_per_step: ctx.decode_ns_per_step,
@@ -671,6 +684,10 @@ impl Scheduler for Mlq {
 
     fn waiting(&self) -> usize {
         self.queues.iter().map(VecDeque::len).sum()
+    }
+
+    fn merge_every(&self) -> Option<u32> {
+        Some(self.merge_every)
     }
 
     fn describe_queues(&self, queue: &mut dyn FnMut(QueueInfo)) {
