@@ -6,6 +6,7 @@ use sim_core::{cache, fleet, length, predict, prefetch, sched, trace, workload};
 
 pub mod backend;
 pub mod bench;
+pub mod ensemble;
 pub mod experiment;
 pub mod fidelity;
 pub mod fit;

@@ -31,6 +31,10 @@ enum Cmd {
         /// Print the summary as JSON instead of a table
         #[arg(long)]
         json: bool,
+        /// best: the cost model's best fit (or --member K); ensemble: once per plausible parameter vector of
+        /// the profile (its members), a line each and their spread
+        #[arg(long, default_value = "best", value_name = "WHICH", value_parser = ["best", "ensemble"])]
+        physics: String,
         #[command(flatten)]
         inside: sim::inside::InsideArgs,
     },
@@ -106,6 +110,7 @@ fn run(
     args: RunArgs,
     out: Option<&Path>,
     json: bool,
+    ensemble: bool,
     inside: &sim::inside::InsideArgs,
     matches: &clap::ArgMatches,
 ) -> sim_core::error::Result<()> {
@@ -119,6 +124,14 @@ fn run(
     }
     out_ok(out)?;
     inside.check()?;
+    if ensemble {
+        if inside.recording() {
+            return Err(sim_core::error::Error::msg(
+                "--physics ensemble records no timeline or trace: run one member (--member K) to record it",
+            ));
+        }
+        return sim::ensemble::run_all(&args, out, json);
+    }
     let report = if inside.recording() {
         let cfg = args.resolve()?;
         let trace = cfg.load_trace()?;
@@ -167,12 +180,20 @@ fn main() -> ExitCode {
             args,
             out,
             json,
+            physics,
             inside,
         } => {
             let sub = matches
                 .subcommand_matches("run")
                 .expect("the run subcommand");
-            run(*args, out.as_deref(), json, &inside, sub)
+            run(
+                *args,
+                out.as_deref(),
+                json,
+                physics == "ensemble",
+                &inside,
+                sub,
+            )
         }
         Cmd::Policies => {
             print!("{}", sim::policies_text());

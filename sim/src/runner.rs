@@ -47,6 +47,7 @@ pub mod range {
     pub const TP: Range = Between(1, 8);
     pub const FLEET_THREADS: Range = Between(1, 1024);
     pub const SAMPLE_S: Range = Positive(1e6);
+    pub const MEMBER: Range = Between(0, 100_000);
 }
 
 /// Every option of a run, with the flag names of `sim run`. The same struct is read from JSON (sweep configs,
@@ -152,6 +153,11 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(deserialize_with = "options::scalar")]
     pub allow_profile_mismatch: bool,
+    /// Run member K of the cost profile's plausible parameter set (0 = the best fit; a version-1 profile
+    /// has a stand-in set, an analytic model one member): `sim run --physics ensemble` runs them all
+    #[arg(long, value_name = "K", value_parser = options::whole::<usize>(range::MEMBER), allow_negative_numbers = true)]
+    #[serde(deserialize_with = "options::optional")]
+    pub member: Option<usize>,
 
     /// Scheduler spec (see `sim policies`)
     #[arg(long, default_value = "fifo", value_name = "SPEC")]
@@ -360,8 +366,9 @@ pub fn cost_model(
             Err(why) => (None, Some(why)),
         },
     };
+    let spec = crate::ensemble::resolve_member(args).map_err(flagged("--member"))?;
     let built = cost::build_tp(
-        args.cost.as_deref(),
+        spec.as_deref(),
         profile.as_deref(),
         model,
         gpu,
@@ -488,6 +495,7 @@ impl RunArgs {
             self.max_requests.map(|n| n as f64),
         )?;
         some("rate", range::RATE, self.rate)?;
+        some("member", range::MEMBER, self.member.map(|n| n as f64))?;
         if let LengthRule::Fixed(f) = self.length_scale {
             named("length-scale", range::LENGTH_SCALE, f)?;
         }
@@ -758,6 +766,7 @@ mod tests {
         ("tp", &["0", "-1", "16"]),
         ("fleet-threads", &["0", "-1"]),
         ("sample-s", &["0", "-1"]),
+        ("member", &["-1", "0.5", "1e9"]),
     ];
 
     #[derive(clap::Parser)]

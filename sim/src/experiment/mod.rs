@@ -108,7 +108,14 @@ pub struct AxisValue {
 pub struct Axis {
     pub name: String,
     pub values: Vec<AxisValue>,
+    /// `"member": "ensemble"`: one run per plausible parameter vector of each grid point's cost model
+    /// (`crate::ensemble`), expanded when the runs are listed.
+    pub ensemble: bool,
 }
+
+/// The grid axis over the model's plausible parameter vectors, and the column naming each one's parameters.
+pub const MEMBER: &str = "member";
+pub const MEMBER_PARAMS: &str = "member_params";
 
 /// Throughput at the SLO: the highest rate whose `metric` (seeds averaged) is at most `slo`.
 #[derive(Clone, Debug)]
@@ -357,8 +364,27 @@ impl Experiment {
         for name in names {
             let vals = &grid[name];
             let field = format!("grid.{name}");
+            if name == MEMBER && vals.as_str() == Some("ensemble") {
+                axes.push(Axis {
+                    name: name.clone(),
+                    values: vec![AxisValue {
+                        label: Value::from(0),
+                        options: vec![],
+                    }],
+                    ensemble: true,
+                });
+                continue;
+            }
             let Value::Array(vals) = vals else {
-                return Err(bad(path, &field, "expected a list of values"));
+                return Err(bad(
+                    path,
+                    &field,
+                    if name == MEMBER {
+                        "expected a list of members or \"ensemble\" (every plausible parameter vector)"
+                    } else {
+                        "expected a list of values"
+                    },
+                ));
             };
             if vals.is_empty() {
                 return Err(bad(path, &field, "empty list"));
@@ -394,6 +420,7 @@ impl Experiment {
             axes.push(Axis {
                 name: name.clone(),
                 values,
+                ensemble: false,
             });
         }
         if axes.is_empty() {
@@ -552,29 +579,55 @@ impl Experiment {
                 }
                 point.push((a.name.clone(), v.label.clone()));
             }
-            let config = run_args(&options)
-                .and_then(|a| a.resolve().map_err(|e| e.to_string()))
-                .map_err(|e| {
-                    let at = point
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let field = if at.is_empty() {
-                        "base".to_string()
-                    } else {
-                        format!("grid point {at}")
-                    };
-                    bad(&self.path, &field, e)
-                })?;
-            runs.push(Run {
-                index,
-                point,
-                options,
-                config,
-            });
+            let at = |point: &[(String, Value)]| {
+                let at = point
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if at.is_empty() {
+                    "base".to_string()
+                } else {
+                    format!("grid point {at}")
+                }
+            };
+            // The model's plausible parameter vectors at this grid point: one run each.
+            let members: Vec<Option<crate::ensemble::Member>> = if self.ensemble() {
+                let args = run_args(&options).map_err(|e| bad(&self.path, &at(&point), e))?;
+                crate::ensemble::of_run(&args)
+                    .map_err(|e| bad(&self.path, &at(&point), e))?
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            } else {
+                vec![None]
+            };
+            for m in members {
+                let (mut options, mut point) = (options.clone(), point.clone());
+                if let Some(m) = &m {
+                    set_option(&mut options, MEMBER, m.index.to_string());
+                    if let Some(p) = point.iter_mut().find(|(k, _)| k == MEMBER) {
+                        p.1 = Value::from(m.index);
+                    }
+                    point.push((MEMBER_PARAMS.into(), Value::from(m.params_text())));
+                }
+                let config = run_args(&options)
+                    .and_then(|a| a.resolve().map_err(|e| e.to_string()))
+                    .map_err(|e| bad(&self.path, &at(&point), e))?;
+                runs.push(Run {
+                    index: runs.len(),
+                    point,
+                    options,
+                    config,
+                });
+            }
         }
         Ok(runs)
+    }
+
+    /// Whether a grid axis runs every member of the model's plausible set.
+    pub fn ensemble(&self) -> bool {
+        self.axes.iter().any(|a| a.ensemble)
     }
 
     /// `name` must be a column of this experiment's results: a summary key (`Summary` or a fleet's, so a

@@ -85,12 +85,25 @@ pub fn plot_results(path: &Path, out: &Path) -> Result<Plotted> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    // Over the model's members the figure draws the best fit (member 0), unless it plots the members
+    // themselves; the claims table gives the interval over the model.
+    let drawn: Vec<Row> = if rows.iter().any(|r| r.contains_key(super::MEMBER))
+        && spec.x != super::MEMBER
+        && !spec.series.iter().any(|s| s == super::MEMBER)
+    {
+        rows.iter()
+            .filter(|r| r.get(super::MEMBER).and_then(Value::as_i64) == Some(0))
+            .cloned()
+            .collect()
+    } else {
+        rows.clone()
+    };
     let mut fig = match spec.source {
-        plot::Source::Results => plot::figure(&s("title"), &spec, &rows),
-        _ => super::timeline_plot::figure(&s("title"), &spec, &rows, &dir),
+        plot::Source::Results => plot::figure(&s("title"), &spec, &drawn),
+        _ => super::timeline_plot::figure(&s("title"), &spec, &drawn, &dir),
     }
     .map_err(|e| e.context(table_path.display()))?;
-    plot::add_claims(&mut fig, &spec, &rows, &claims);
+    plot::add_claims(&mut fig, &spec, &drawn, &claims);
     plot::write_figure(&fig, out, &name)?;
     Ok(Plotted {
         name,
@@ -136,17 +149,6 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn select<'a>(rows: &'a [Row], cond: Option<&Value>, extra: Option<(&str, &str)>) -> Vec<&'a Row> {
-    let cond = cond.and_then(Value::as_object).cloned().unwrap_or_default();
-    rows.iter()
-        .filter(|r| {
-            cond.iter()
-                .all(|(k, v)| r.get(k).is_some_and(|x| same(x, v)))
-                && extra.is_none_or(|(k, v)| r.get(k).is_some_and(|x| label_text(x) == v))
-        })
-        .collect()
-}
-
 /// The metric per seed over `rows` (rows of one seed averaged, e.g. when the selection leaves an axis
 /// free). A throughput row carries its per-seed values (`throughput_slo_per_seed`, in `seeds` order).
 fn per_seed(rows: &[&Row], metric: &str) -> Vec<(String, f64)> {
@@ -184,12 +186,183 @@ fn per_seed(rows: &[&Row], metric: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// Our side of a claim, on the rows whose `axis` column is `label` (all rows if `None`), as text: the
-/// median over seeds with its 95% bootstrap interval, and for a comparison the median of the per-seed
-/// changes (or ratios) of paired seeds with their interval; an interval across no-effect says so.
-pub fn evaluate(claim: &Map<String, Value>, rows: &[Row], only: Option<(&str, &str)>) -> String {
+/// A claim measured on one set of rows (one member of the model, or rows without members): the metric's
+/// median over seeds, the baseline's, and the median of the paired per-seed changes (or ratios).
+struct Measured {
+    at: stats::Interval,
+    vs: Option<stats::Interval>,
+    change: Option<stats::Interval>,
+}
+
+/// What is wrong with a claim's rows, as the table shows it.
+fn measure(claim: &Map<String, Value>, rows: &[&Row]) -> std::result::Result<Measured, String> {
     let s = |k: &str| claim.get(k).and_then(Value::as_str).unwrap_or_default();
     let metric = s("metric");
+    let pick = |cond: Option<&Value>| -> Vec<&Row> {
+        let cond = cond.and_then(Value::as_object).cloned().unwrap_or_default();
+        rows.iter()
+            .copied()
+            .filter(|r| {
+                cond.iter()
+                    .all(|(k, v)| r.get(k).is_some_and(|x| same(x, v)))
+            })
+            .collect()
+    };
+    let at = per_seed(&pick(claim.get("at")), metric);
+    let Some(a) = stats::median_ci(&at.iter().map(|x| x.1).collect::<Vec<_>>()) else {
+        return Err(format!(
+            "(no rows match {} with '{metric}')",
+            claim.get("at").map_or("{}".into(), Value::to_string)
+        ));
+    };
+    let Some(vs) = claim.get("vs") else {
+        return Ok(Measured {
+            at: a,
+            vs: None,
+            change: None,
+        });
+    };
+    let base = per_seed(&pick(Some(vs)), metric);
+    let Some(b) = stats::median_ci(&base.iter().map(|x| x.1).collect::<Vec<_>>()) else {
+        return Err(format!("(no rows match {vs} with '{metric}')"));
+    };
+    let ratio = s("show") == "ratio";
+    let paired: Vec<f64> = at
+        .iter()
+        .filter_map(|(seed, x)| {
+            let y = base.iter().find(|(s, _)| s == seed)?.1;
+            Some(if ratio { x / y } else { x / y - 1.0 })
+        })
+        .collect();
+    let Some(c) = stats::median_ci(&paired) else {
+        return Err(format!(
+            "(no seed of {vs} pairs with one of the claim's rows)"
+        ));
+    };
+    Ok(Measured {
+        at: a,
+        vs: Some(b),
+        change: Some(c),
+    })
+}
+
+/// A claim's test: `holds` in the config (`">= 1.15"`, `"< 0"`: the change or ratio against a bound), else
+/// the direction of the best fit's effect against no effect (0 or 1x). Over seeds it holds when the seed
+/// interval is on the right side of the bound.
+struct Test {
+    above: bool,
+    bound: f64,
+    strict: bool,
+}
+
+impl Test {
+    fn of(claim: &Map<String, Value>, best: f64, ratio: bool) -> std::result::Result<Test, String> {
+        let null = if ratio { 1.0 } else { 0.0 };
+        let Some(text) = claim.get("holds").and_then(Value::as_str) else {
+            return Ok(Test {
+                above: best > null,
+                bound: null,
+                strict: true,
+            });
+        };
+        let t = text.trim();
+        let (op, rest) = [">=", "<=", ">", "<"]
+            .iter()
+            .find_map(|op| t.strip_prefix(op).map(|r| (*op, r)))
+            .ok_or_else(|| {
+                format!("(claim 'holds' must be >=, <=, > or < a number, got '{text}')")
+            })?;
+        let rest = rest.trim();
+        let bound: f64 = match rest.strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().map(|x| x / 100.0),
+            None => rest.trim_end_matches('x').trim().parse(),
+        }
+        .map_err(|_| format!("(claim 'holds': '{rest}' is not a number)"))?;
+        Ok(Test {
+            above: op.starts_with('>'),
+            bound,
+            strict: op.len() == 1,
+        })
+    }
+
+    fn passes(&self, i: &stats::Interval) -> bool {
+        match (self.above, self.strict) {
+            (true, true) => i.lo > self.bound,
+            (true, false) => i.lo >= self.bound,
+            (false, true) => i.hi < self.bound,
+            (false, false) => i.hi <= self.bound,
+        }
+    }
+}
+
+/// Spearman's rank correlation of two equally long lists (ties get their mean rank); `None` when either
+/// does not vary.
+fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    let rank = |v: &[f64]| -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                j += 1;
+            }
+            for &k in &idx[i..=j] {
+                r[k] = (i + j) as f64 / 2.0;
+            }
+            i = j + 1;
+        }
+        r
+    };
+    let (rx, ry) = (rank(x), rank(y));
+    let n = x.len() as f64;
+    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
+    (vx > 0.0 && vy > 0.0).then(|| cov / (vx * vy).sqrt())
+}
+
+/// The parameter the members' effects follow most closely (largest |Spearman's rho| between the parameter's
+/// value and the effect), with rho.
+fn hinge(members: &[(String, f64)]) -> Option<(String, f64)> {
+    let parsed: Vec<Vec<(String, f64)>> = members
+        .iter()
+        .map(|(p, _)| {
+            p.split(';')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.to_string(), v.parse().ok()?))
+                })
+                .collect()
+        })
+        .collect();
+    let y: Vec<f64> = members.iter().map(|m| m.1).collect();
+    let names: Vec<String> = parsed.first()?.iter().map(|p| p.0.clone()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let x: Vec<f64> = parsed
+                .iter()
+                .map(|ps| ps.iter().find(|p| p.0 == name).map_or(f64::NAN, |p| p.1))
+                .collect();
+            if x.iter().any(|v| !v.is_finite()) {
+                return None;
+            }
+            Some((name, spearman(&x, &y)?))
+        })
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+}
+
+/// Our side of a claim, on the rows whose `axis` column is `label` (all rows if `None`), as text: the
+/// median over seeds with its 95% bootstrap interval, and for a comparison the median of the per-seed
+/// changes (or ratios) of paired seeds with their interval; an interval across no-effect says so. Rows of
+/// several members of the model (a `member` column) add the interval over the model (the members' medians)
+/// and the verdict: the claim holds only when it holds over the seeds of every member, else the parameter
+/// it hinges on.
+pub fn evaluate(claim: &Map<String, Value>, rows: &[Row], only: Option<(&str, &str)>) -> String {
+    let s = |k: &str| claim.get(k).and_then(Value::as_str).unwrap_or_default();
     let unit = s("unit");
     let k = match unit {
         "ms" => 1e3,
@@ -217,31 +390,7 @@ pub fn evaluate(claim: &Map<String, Value>, rows: &[Row], only: Option<(&str, &s
             format!("{n} seeds")
         }
     };
-    let at = per_seed(&select(rows, claim.get("at"), only), metric);
-    let Some(a) = stats::median_ci(&at.iter().map(|x| x.1).collect::<Vec<_>>()) else {
-        return format!(
-            "(no rows match {} with '{metric}')",
-            claim.get("at").map_or("{}".into(), Value::to_string)
-        );
-    };
-    let Some(vs) = claim.get("vs") else {
-        return format!("{}{} ({})", show_v(a.median), show_ci(&a), seeds(a.n));
-    };
-    let base = per_seed(&select(rows, Some(vs), only), metric);
-    let Some(b) = stats::median_ci(&base.iter().map(|x| x.1).collect::<Vec<_>>()) else {
-        return format!("(no rows match {vs} with '{metric}')");
-    };
     let ratio = s("show") == "ratio";
-    let paired: Vec<f64> = at
-        .iter()
-        .filter_map(|(seed, x)| {
-            let y = base.iter().find(|(s, _)| s == seed)?.1;
-            Some(if ratio { x / y } else { x / y - 1.0 })
-        })
-        .collect();
-    let Some(c) = stats::median_ci(&paired) else {
-        return format!("(no seed of {vs} pairs with one of the claim's rows)");
-    };
     let fmt_c = |x: f64| {
         if ratio {
             format!("{x:.2}x")
@@ -249,28 +398,137 @@ pub fn evaluate(claim: &Map<String, Value>, rows: &[Row], only: Option<(&str, &s
             format!("{:+.1}%", 100.0 * x)
         }
     };
+    let mine: Vec<&Row> = rows
+        .iter()
+        .filter(|r| only.is_none_or(|(k, v)| r.get(k).is_some_and(|x| label_text(x) == v)))
+        .collect();
+    // The members of the model present (rows without a member column are one parameter vector).
+    let mut members: Vec<(i64, String)> = Vec::new();
+    for r in &mine {
+        if let Some(m) = r.get(super::MEMBER).and_then(Value::as_i64)
+            && !members.iter().any(|x| x.0 == m)
+        {
+            let p = r
+                .get(super::MEMBER_PARAMS)
+                .map(label_text)
+                .unwrap_or_default();
+            members.push((m, p));
+        }
+    }
+    members.sort();
+    let of_member = |m: i64| -> Vec<&Row> {
+        mine.iter()
+            .copied()
+            .filter(|r| r.get(super::MEMBER).and_then(Value::as_i64) == Some(m))
+            .collect()
+    };
+    let best_rows = if members.is_empty() {
+        mine.clone()
+    } else {
+        of_member(members[0].0)
+    };
+    let best = match measure(claim, &best_rows) {
+        Ok(m) => m,
+        Err(e) => return e,
+    };
+    let a = best.at;
+    let (Some(b), Some(c)) = (best.vs, best.change) else {
+        let mut out = format!("{}{} ({})", show_v(a.median), show_ci(&a), seeds(a.n));
+        if members.len() > 1 {
+            let vals: Vec<f64> = members
+                .iter()
+                .filter_map(|m| measure(claim, &of_member(m.0)).ok().map(|x| x.at.median))
+                .collect();
+            let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            out += &format!(
+                "; over the model {}-{} ({} members)",
+                fmt_num(lo * k),
+                fmt_num(hi * k),
+                vals.len()
+            );
+        }
+        return out;
+    };
     let interval = if c.n < 2 {
         String::new()
     } else {
         format!(" [{}, {}]", fmt_c(c.lo), fmt_c(c.hi))
     };
     let null = if ratio { 1.0 } else { 0.0 };
-    let verdict = if c.n >= 2 && c.contains(null) {
-        if ratio {
-            "; the interval holds 1x: no clear effect"
-        } else {
-            "; the interval crosses 0: no clear effect"
-        }
-    } else {
-        ""
-    };
-    format!(
-        "{} vs {}: **{}**{interval} ({}{verdict})",
+    let head = format!(
+        "{} vs {}: **{}**{interval} ({}",
         show_v(a.median),
         show_v(b.median),
         fmt_c(c.median),
         seeds(c.n),
-    )
+    );
+    if members.len() <= 1 {
+        let verdict = if c.n >= 2 && c.contains(null) {
+            if ratio {
+                "; the interval holds 1x: no clear effect"
+            } else {
+                "; the interval crosses 0: no clear effect"
+            }
+        } else {
+            ""
+        };
+        return format!("{head}{verdict})");
+    }
+    let test = match Test::of(claim, c.median, ratio) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    // Without a stated bound the claim is the best fit's direction; with none there, nothing to hold.
+    let undirected =
+        claim.get("holds").is_none() && (c.median == null || c.n >= 2 && c.contains(null));
+    // Per member: its median change and whether its seed interval passes.
+    let per: Vec<(String, f64, bool)> = members
+        .iter()
+        .filter_map(|(m, p)| {
+            let x = measure(claim, &of_member(*m)).ok()?.change?;
+            Some((p.clone(), x.median, test.passes(&x)))
+        })
+        .collect();
+    let lo = per.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
+    let hi = per.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+    let failing = per.iter().filter(|x| !x.2).count();
+    let over_model = format!(
+        "; over the model [{}, {}] ({} members)",
+        fmt_c(lo),
+        fmt_c(hi),
+        per.len()
+    );
+    let bound = if ratio {
+        format!("{:.2}x", test.bound)
+    } else {
+        format!("{:+.1}%", 100.0 * test.bound)
+    };
+    let side = match (test.above, test.strict) {
+        (true, true) => ">",
+        (true, false) => ">=",
+        (false, true) => "<",
+        (false, false) => "<=",
+    };
+    let verdict = if undirected {
+        format!(
+            ": no clear effect (the best fit's seed interval holds {})",
+            fmt_c(null)
+        )
+    } else if failing == 0 {
+        format!(": **holds** ({side} {bound} over seeds at every member)")
+    } else {
+        let on: Vec<(String, f64)> = per.iter().map(|x| (x.0.clone(), x.1)).collect();
+        let why = match hinge(&on) {
+            Some((p, rho)) => format!("; hinges on {p} (Spearman {rho:+.2})"),
+            None => String::new(),
+        };
+        format!(
+            ": does not hold ({side} {bound} fails at {failing} of {} members{why})",
+            per.len()
+        )
+    };
+    format!("{head}{over_model}){verdict}")
 }
 
 /// The engine-fidelity section of plots/README.md, from `sim fit`'s error table (`fit_slora.md` in the
@@ -411,4 +669,61 @@ fn claim_row(p: &Plotted, c: &Map<String, Value>, columns: &[String], link: bool
         s("paper"),
         cells.join(" | ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Rows of two systems over three seeds and three members; ours / theirs = `ratio[member]` at every
+    /// seed (times a seed wobble of +-1%).
+    fn rows(ratio: [f64; 3]) -> Vec<Row> {
+        let mut v = Vec::new();
+        for (m, r) in ratio.iter().enumerate() {
+            for seed in 0..3 {
+                let wobble = 1.0 + 0.01 * (seed as f64 - 1.0);
+                for (sys, x) in [("ours", 10.0 * r * wobble), ("theirs", 10.0)] {
+                    let row = json!({"member": m, "member_params": format!("x={};y=1", m), "seed": seed,
+                                     "system": sys, "tput": x});
+                    v.push(row.as_object().unwrap().clone());
+                }
+            }
+        }
+        v
+    }
+
+    fn claim(holds: Option<&str>) -> Map<String, Value> {
+        let mut c = json!({"claim": "c", "metric": "tput", "show": "ratio",
+                           "at": {"system": "ours"}, "vs": {"system": "theirs"}});
+        if let Some(h) = holds {
+            c["holds"] = json!(h);
+        }
+        c.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_claim_holds_only_over_seeds_at_every_member() {
+        let all = evaluate(&claim(Some(">= 1.15")), &rows([1.5, 1.3, 1.2]), None);
+        assert!(all.contains("**1.50x**"), "{all}");
+        assert!(
+            all.contains("over the model [1.20x, 1.50x] (3 members)"),
+            "{all}"
+        );
+        assert!(all.contains("**holds** (>= 1.15x"), "{all}");
+        // Member 2 at 1.10x fails the bound; the members' effects fall as x rises.
+        let one = evaluate(&claim(Some(">= 1.15")), &rows([1.5, 1.3, 1.1]), None);
+        assert!(
+            one.contains(
+                "does not hold (>= 1.15x fails at 1 of 3 members; hinges on x (Spearman -1.00))"
+            ),
+            "{one}"
+        );
+        // Without a bound: the best fit's direction (> 1x), which member 2 (0.9x) breaks.
+        let dir = evaluate(&claim(None), &rows([1.5, 1.3, 0.9]), None);
+        assert!(
+            dir.contains("does not hold (> 1.00x fails at 1 of 3 members"),
+            "{dir}"
+        );
+    }
 }

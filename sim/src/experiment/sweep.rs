@@ -127,6 +127,9 @@ pub fn leading_columns(exp: &Experiment) -> Vec<String> {
         .map(|s| s.to_string())
         .collect();
     c.extend(exp.axes.iter().map(|a| a.name.clone()));
+    if exp.ensemble() {
+        c.push(super::MEMBER_PARAMS.into());
+    }
     if exp.throughput.is_some() {
         for k in [
             "throughput_slo_rps",
