@@ -74,30 +74,7 @@ enum Cmd {
     /// Draw figures (PNG + SVG + CSV) from sweep results; --all also writes plots/README.md
     Plot(sim::experiment::cli::PlotCmd),
     /// Measure simulator speed on the conversation trace and a synthetic trace
-    Bench {
-        /// Requests in the synthetic trace
-        #[arg(long, default_value_t = 1_000_000, allow_negative_numbers = true,
-              value_parser = sim::options::whole::<usize>(sim::options::Range::AtLeast(1)))]
-        requests: usize,
-        /// Replicas of the fleet case (0: skip it)
-        #[arg(long, default_value_t = 1000)]
-        fleet_replicas: usize,
-        /// Simulated seconds of the fleet case's traffic
-        #[arg(long, default_value_t = 3600.0)]
-        fleet_seconds: f64,
-        /// Router of the fleet case
-        #[arg(long, default_value = "power-of-two")]
-        fleet_router: String,
-        /// Threads of the fleet case
-        #[arg(long, default_value_t = 2)]
-        fleet_threads: usize,
-        /// Adapters of the fleet case
-        #[arg(long, default_value_t = 100)]
-        fleet_adapters: u32,
-        /// Only the fleet case
-        #[arg(long)]
-        fleet_only: bool,
-    },
+    Bench(sim::bench::BenchArgs),
 }
 
 /// Checks `--out` before a run so a bad directory fails at once and leaves nothing behind.
@@ -211,31 +188,7 @@ fn main() -> ExitCode {
         Cmd::Fit(cmd) => sim::fit::cli::run(*cmd),
         Cmd::Sweep(cmd) => sim::experiment::cli::sweep(cmd),
         Cmd::Plot(cmd) => sim::experiment::cli::plot(cmd),
-        Cmd::Bench {
-            requests,
-            fleet_replicas,
-            fleet_seconds,
-            fleet_router,
-            fleet_threads,
-            fleet_adapters,
-            fleet_only,
-        } => (if fleet_only {
-            Ok(())
-        } else {
-            sim::bench::run(requests)
-        })
-        .and_then(|()| {
-            if fleet_replicas == 0 {
-                return Ok(());
-            }
-            sim::bench::fleet(
-                fleet_replicas,
-                fleet_seconds,
-                &fleet_router,
-                fleet_threads,
-                fleet_adapters,
-            )
-        }),
+        Cmd::Bench(b) => sim::bench::main(&b),
         Cmd::Trace { cmd } => sim::tools::trace_cli::run(cmd),
     };
     match res {

@@ -705,6 +705,7 @@ fn other_commands() -> Vec<Case> {
         r("sweep --all --shard x", &["--shard"]),
         r("sweep --all --scale huge", &["--scale", "'huge'"]),
         r("bench --requests 0", &["--requests"]),
+        r("bench --rate 0", &["--rate"]),
         r("trace tenants --top 0", &["--top"]),
         r("trace tenants --every 100", &["--every", ">= 600"]),
         r("trace tenants --every 900", &["--every", "multiple of 600"]),

@@ -490,12 +490,16 @@ impl Mlq {
                 })
                 .collect()
         };
-        // Re-bucket waiting and running requests under the new boundaries.
-        let waiting: Vec<u32> = self.queues.iter().flatten().copied().collect();
-        self.queues = vec![VecDeque::new(); k];
+        // Re-bucket waiting and running requests under the new boundaries: every queue in arrival order, as
+        // `enqueue` keeps it, built by appending in id order (inserting one by one is quadratic in a backlog).
+        // The old queues are sorted runs, which the stable sort merges in linear passes.
+        let mut waiting: Vec<u32> = self.queues.iter().flatten().copied().collect();
+        waiting.sort();
+        let mut queues = vec![VecDeque::new(); k];
         for id in waiting {
-            self.enqueue(id);
+            queues[self.queue_of(id)].push_back(id);
         }
+        self.queues = queues;
         self.book.reset(k);
         for i in 0..self.active.len() {
             let id = self.active[i];
@@ -585,7 +589,11 @@ impl Mlq {
         let mut i = 0;
         while i < self.bypassers.len() {
             let (y, head) = self.bypassers[i];
-            let head_queue = self.queues.iter().position(|q| q.contains(&head));
+            // Queues are in id order: a binary search, not a scan of the backlog.
+            let head_queue = self
+                .queues
+                .iter()
+                .position(|q| q.binary_search(&head).is_ok());
             let Some(hq) = head_queue.filter(|_| self.active.contains(&y)) else {
                 self.bypassers.swap_remove(i);
                 continue;
@@ -597,10 +605,7 @@ impl Mlq {
                 // The squash was for the head: admit it now, before a lower queue (after a refresh, perhaps
                 // the bypasser's own) takes the memory back.
                 if adm.try_admit(head) {
-                    let at = self.queues[hq]
-                        .iter()
-                        .position(|&x| x == head)
-                        .expect("queued");
+                    let at = self.queues[hq].binary_search(&head).expect("queued");
                     self.queues[hq].remove(at);
                     self.take(head, hq);
                 }
