@@ -21,6 +21,7 @@ use crate::runner::{Report, RunArgs, RunConfig, run};
 use sim_core::calibrate::{OnClock, Plan, measure};
 use sim_core::cost::LoadMethod;
 use sim_core::cost::profile::{CostProfile, GpuInfo, ModelInfo, ProfileCost, Provenance};
+use sim_core::csv_out::{self, Num, Opt};
 use sim_core::engine::Outcome;
 use sim_core::engine::{Clock, Simulated, Timed};
 use sim_core::error::{Error, Result};
@@ -264,46 +265,42 @@ pub fn compare(sim: &Report, real: &Report) -> Result<Comparison> {
 
 impl Comparison {
     pub fn csv(&self) -> String {
-        let mut o = String::from("metric,kind,sim,real,error,requests\n");
-        let num = |x: f64| {
-            if x.is_finite() {
-                format!("{x:.9}")
-            } else {
-                String::new()
+        let cols = ["metric", "kind", "sim", "real", "error", "requests"];
+        csv_out::to_string(&cols, |t| {
+            for r in &self.rows {
+                let n = |x: f64| Num(x, 9);
+                t.record(&[&r.metric, &r.kind, &n(r.sim), &n(r.real), &n(r.error), &r.n])?;
             }
-        };
-        for r in &self.rows {
-            let _ = writeln!(
-                o,
-                "{},{},{},{},{},{}",
-                r.metric,
-                r.kind,
-                num(r.sim),
-                num(r.real),
-                num(r.error),
-                r.n
-            );
-        }
-        o
+            Ok(())
+        })
     }
 
     pub fn requests_csv(&self) -> String {
-        let mut o =
-            String::from("id,ttft_sim_s,ttft_real_s,tbt_sim_s,tbt_real_s,e2e_sim_s,e2e_real_s\n");
-        let opt = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:.9}"));
-        for (id, s, r) in &self.requests {
-            let _ = writeln!(
-                o,
-                "{id},{:.9},{:.9},{},{},{:.9},{:.9}",
-                s.ttft,
-                r.ttft,
-                opt(s.tbt),
-                opt(r.tbt),
-                s.e2e,
-                r.e2e
-            );
-        }
-        o
+        let cols = [
+            "id",
+            "ttft_sim_s",
+            "ttft_real_s",
+            "tbt_sim_s",
+            "tbt_real_s",
+            "e2e_sim_s",
+            "e2e_real_s",
+        ];
+        let n = |x: f64| Num(x, 9);
+        let opt = |x: Option<f64>| Opt(x.map(n));
+        csv_out::to_string(&cols, |t| {
+            for (id, s, r) in &self.requests {
+                t.record(&[
+                    id,
+                    &n(s.ttft),
+                    &n(r.ttft),
+                    &opt(s.tbt),
+                    &opt(r.tbt),
+                    &n(s.e2e),
+                    &n(r.e2e),
+                ])?;
+            }
+            Ok(())
+        })
     }
 
     pub fn table(&self) -> String {

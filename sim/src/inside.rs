@@ -170,60 +170,29 @@ pub fn config_json(args: &RunArgs) -> String {
 /// as nulls), built from the rows directly.
 fn timeline_parquet(rec: &Recorder, path: &Path) -> std::result::Result<(), String> {
     use polars::prelude::*;
-    use sim_core::engine::Phase;
+    use sim_core::record::{Get, TIMELINE};
     let rows = &rec.rows;
     let secs = |ns: u64| ns as f64 / 1e9;
-    let f = |g: &dyn Fn(&sim_core::record::Row) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
-    let i = |g: &dyn Fn(&sim_core::record::Row) -> u64| {
-        rows.iter().map(|r| g(r) as i64).collect::<Vec<i64>>()
-    };
-    let opt = |x: f64| x.is_finite().then_some(x);
-    let mut cols = vec![
-        Column::new("t_s".into(), f(&|r| secs(r.t))),
-        Column::new(
-            "kind".into(),
-            rows.iter()
-                .map(|r| match r.phase {
-                    Some(Phase::Prefill) => "prefill",
-                    Some(Phase::Decode) => "decode",
-                    None => "idle",
-                })
-                .collect::<Vec<_>>(),
-        ),
-        Column::new("seqs".into(), i(&|r| r.seqs)),
-        Column::new("tokens".into(), i(&|r| r.tokens)),
-        Column::new("duration_s".into(), f(&|r| secs(r.duration))),
-        Column::new("pool_slots".into(), i(&|r| r.snap.pool)),
-        Column::new("kv_held_slots".into(), i(&|r| r.snap.kv_held)),
-        Column::new("kv_reserved_slots".into(), i(&|r| r.snap.kv_reserved)),
-        Column::new(
-            "adapters_active_slots".into(),
-            i(&|r| r.snap.adapters_active),
-        ),
-        Column::new("adapters_idle_slots".into(), i(&|r| r.snap.adapters_idle)),
-        Column::new("free_slots".into(), i(&|r| r.snap.free)),
-        Column::new("kv_claim_slots".into(), i(&|r| r.snap.kv_claim)),
-        Column::new("adapters_resident".into(), i(&|r| r.snap.adapters_resident)),
-        Column::new("adapter_loads".into(), i(&|r| r.snap.adapter_loads)),
-        Column::new("adapter_evictions".into(), i(&|r| r.snap.adapter_evictions)),
-        Column::new("adapter_hits".into(), i(&|r| r.hits)),
-        Column::new("adapter_misses".into(), i(&|r| r.misses)),
-        Column::new(
-            "link_backlog_s".into(),
-            f(&|r| secs(r.snap.link_free_at.saturating_sub(r.t))),
-        ),
-        Column::new("waiting".into(), i(&|r| r.snap.waiting)),
-        Column::new("running".into(), i(&|r| r.snap.running)),
-        Column::new(
-            "ttft_p50_s".into(),
-            rows.iter().map(|r| opt(r.ttft_p50_s)).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "ttft_p99_s".into(),
-            rows.iter().map(|r| opt(r.ttft_p99_s)).collect::<Vec<_>>(),
-        ),
-    ];
-    debug_assert_eq!(cols.len(), sim_core::record::TIMELINE_COLUMNS.len());
+    let mut cols: Vec<Column> = TIMELINE
+        .iter()
+        .map(|&(name, get)| match get {
+            Get::Secs(g) => Column::new(
+                name.into(),
+                rows.iter().map(|r| secs(g(r))).collect::<Vec<f64>>(),
+            ),
+            Get::Count(g) => Column::new(
+                name.into(),
+                rows.iter().map(|r| g(r) as i64).collect::<Vec<i64>>(),
+            ),
+            Get::Word(g) => Column::new(name.into(), rows.iter().map(g).collect::<Vec<&str>>()),
+            Get::Real(g) => Column::new(
+                name.into(),
+                rows.iter()
+                    .map(|r| Some(g(r)).filter(|x| x.is_finite()))
+                    .collect::<Vec<Option<f64>>>(),
+            ),
+        })
+        .collect();
     for q in 0..rec.max_queues() {
         let each = |g: &dyn Fn(&sim_core::engine::QueueInfo) -> Option<u64>| {
             rows.iter()

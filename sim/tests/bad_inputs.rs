@@ -177,6 +177,12 @@ fn csv_traces() -> Vec<Case> {
         case(
             "csv trace",
             run,
+            &[("t.csv", &t("2023-11-16 18:15:46.0,\"10\"0,5\n"))],
+            &["t.csv", "line 2", "text after the closing quote of field 2"],
+        ),
+        case(
+            "csv trace",
+            run,
             &[(
                 "t.csv",
                 &t("2023-02-28 00:00:00,1,1\n2023-02-31 00:00:00,1,1\n"),

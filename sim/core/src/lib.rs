@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod calibrate;
 pub mod cost;
+pub mod csv_out;
 pub mod engine;
 pub mod error;
 pub mod fleet;

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 pub use crate::summary::{Dist, Latency, Summary, stat};
 
+use crate::csv_out::{CsvOut, Num, Opt};
 use crate::engine::{Abort, EngineStats, Outcome, Reject, RequestRecord, RunOutput};
 use crate::model::{GpuSpec, ModelSpec};
 use crate::slo::Slo;
@@ -437,7 +438,7 @@ fn per_adapter_ttft(w: &Workload, out: &RunOutput, fin: &[usize]) -> Vec<Vec<f64
 
 /// One row per adapter: its requests in the trace, how many finished and were rejected, and over the
 /// finished ones the hit rate, TTFT mean and P99.
-pub fn write_adapters_csv(mut f: impl Write, w: &Workload, out: &RunOutput) -> std::io::Result<()> {
+pub fn write_adapters_csv(f: impl Write, w: &Workload, out: &RunOutput) -> std::io::Result<()> {
     let fin = finished(out);
     let per = per_adapter_ttft(w, out, &fin);
     let n = w.adapters.len();
@@ -454,53 +455,71 @@ pub fn write_adapters_csv(mut f: impl Write, w: &Workload, out: &RunOutput) -> s
             rejected[r.adapter as usize] += matches!(rec.outcome, Outcome::Rejected(_)) as usize;
         }
     }
-    writeln!(
-        f,
-        "adapter,rank,requests,finished,rejected,hit_rate,ttft_mean_s,ttft_p99_s"
-    )?;
-    let fmt = |x: f64| {
-        if x.is_finite() {
-            format!("{x:.9}")
-        } else {
-            String::new()
-        }
-    };
-    for (a, mut t) in w.adapters.iter().zip(per) {
-        let done = t.len();
-        let d = Dist::of(&mut t);
+    let mut t = CsvOut::new(f, &ADAPTER_COLUMNS)?;
+    for (a, mut ttft) in w.adapters.iter().zip(per) {
+        let done = ttft.len();
+        let d = Dist::of(&mut ttft);
         let k = a.id as usize;
-        let hr = if done > 0 {
-            format!("{:.6}", hits[k] as f64 / done as f64)
-        } else {
-            String::new()
-        };
-        writeln!(
-            f,
-            "{},{},{},{done},{},{hr},{},{}",
-            a.id,
-            a.rank,
-            requests[k],
-            rejected[k],
-            fmt(d.mean),
-            fmt(d.p99)
-        )?;
+        let hr = (done > 0).then(|| Num(hits[k] as f64 / done as f64, 6));
+        t.record(&[
+            &a.id,
+            &a.rank,
+            &requests[k],
+            &done,
+            &rejected[k],
+            &Opt(hr),
+            &Num(d.mean, 9),
+            &Num(d.p99, 9),
+        ])?;
     }
+    t.finish()?;
     Ok(())
 }
 
+/// `adapters.csv`'s columns.
+pub const ADAPTER_COLUMNS: [&str; 8] = [
+    "adapter",
+    "rank",
+    "requests",
+    "finished",
+    "rejected",
+    "hit_rate",
+    "ttft_mean_s",
+    "ttft_p99_s",
+];
+
+/// `requests.csv`'s columns (a streamed fleet's rows add `replica`).
+pub const REQUEST_COLUMNS: [&str; 15] = [
+    "id",
+    "arrival_s",
+    "adapter",
+    "rank",
+    "input_tokens",
+    "output_tokens",
+    "state",
+    "reason",
+    "queue_s",
+    "ttft_s",
+    "e2e_s",
+    "tbt_mean_s",
+    "tbt_max_s",
+    "load_wait_s",
+    "adapter_hit",
+];
+
 /// One row per trace request: its final state and timings (seconds; empty where not applicable).
 pub fn write_requests_csv(mut f: impl Write, w: &Workload, out: &RunOutput) -> std::io::Result<()> {
-    writeln!(
-        f,
-        "id,arrival_s,adapter,rank,input_tokens,output_tokens,state,reason,queue_s,ttft_s,e2e_s,tbt_mean_s,tbt_max_s,load_wait_s,adapter_hit"
-    )?;
+    writeln!(f, "{}", REQUEST_COLUMNS.join(","))?;
     for (r, rec) in w.requests.iter().zip(&out.records) {
         write_request_row(&mut f, w, r, rec, None)?;
     }
     Ok(())
 }
 
-/// One `requests.csv` row; a fleet's streamed rows add the `replica` column.
+/// One `requests.csv` row; a fleet's streamed rows add the `replica` column. Written by hand, not through
+/// `csv_out`: its fields are numbers and fixed words, it is the hot one (a streamed fleet writes tens of
+/// millions of rows) and its `reason` is always quoted, which the `csv` crate (quoting only where needed)
+/// would change.
 pub fn write_request_row(
     f: &mut impl Write,
     w: &Workload,

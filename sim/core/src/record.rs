@@ -251,31 +251,65 @@ impl<T: Observer + ?Sized> Observer for &mut T {
     }
 }
 
-/// The timeline's columns before the per-queue ones (docs/timeline.md).
-pub const TIMELINE_COLUMNS: &[&str] = &[
-    "t_s",
-    "kind",
-    "seqs",
-    "tokens",
-    "duration_s",
-    "pool_slots",
-    "kv_held_slots",
-    "kv_reserved_slots",
-    "adapters_active_slots",
-    "adapters_idle_slots",
-    "free_slots",
-    "kv_claim_slots",
-    "adapters_resident",
-    "adapter_loads",
-    "adapter_evictions",
-    "adapter_hits",
-    "adapter_misses",
-    "link_backlog_s",
-    "waiting",
-    "running",
-    "ttft_p50_s",
-    "ttft_p99_s",
+/// How a row gives one timeline column: its type and the value (times in ns, shown as seconds).
+#[derive(Clone, Copy)]
+pub enum Get {
+    Secs(fn(&Row) -> Nanos),
+    Count(fn(&Row) -> u64),
+    Word(fn(&Row) -> &'static str),
+    /// Seconds with six decimals; empty when not finite (no data yet).
+    Real(fn(&Row) -> f64),
+}
+
+/// The timeline's columns before the per-queue ones (docs/timeline.md), named and read here once: the CSV
+/// writer and the Parquet table (`sim`'s `inside.rs`) both go through this list.
+pub const TIMELINE: [(&str, Get); 22] = [
+    ("t_s", Get::Secs(|r| r.t)),
+    ("kind", Get::Word(Row::kind)),
+    ("seqs", Get::Count(|r| r.seqs)),
+    ("tokens", Get::Count(|r| r.tokens)),
+    ("duration_s", Get::Secs(|r| r.duration)),
+    ("pool_slots", Get::Count(|r| r.snap.pool)),
+    ("kv_held_slots", Get::Count(|r| r.snap.kv_held)),
+    ("kv_reserved_slots", Get::Count(|r| r.snap.kv_reserved)),
+    (
+        "adapters_active_slots",
+        Get::Count(|r| r.snap.adapters_active),
+    ),
+    ("adapters_idle_slots", Get::Count(|r| r.snap.adapters_idle)),
+    ("free_slots", Get::Count(|r| r.snap.free)),
+    ("kv_claim_slots", Get::Count(|r| r.snap.kv_claim)),
+    (
+        "adapters_resident",
+        Get::Count(|r| r.snap.adapters_resident),
+    ),
+    ("adapter_loads", Get::Count(|r| r.snap.adapter_loads)),
+    (
+        "adapter_evictions",
+        Get::Count(|r| r.snap.adapter_evictions),
+    ),
+    ("adapter_hits", Get::Count(|r| r.hits)),
+    ("adapter_misses", Get::Count(|r| r.misses)),
+    (
+        "link_backlog_s",
+        Get::Secs(|r| r.snap.link_free_at.saturating_sub(r.t)),
+    ),
+    ("waiting", Get::Count(|r| r.snap.waiting)),
+    ("running", Get::Count(|r| r.snap.running)),
+    ("ttft_p50_s", Get::Real(|r| r.ttft_p50_s)),
+    ("ttft_p99_s", Get::Real(|r| r.ttft_p99_s)),
 ];
+
+impl Row {
+    /// The `kind` column: what started (or that the server went idle).
+    pub fn kind(&self) -> &'static str {
+        match self.phase {
+            Some(Phase::Prefill) => "prefill",
+            Some(Phase::Decode) => "decode",
+            None => "idle",
+        }
+    }
+}
 
 impl Recorder {
     /// Most queues any row reports.
@@ -287,61 +321,37 @@ impl Recorder {
             .unwrap_or(0)
     }
 
-    /// `timeline.csv`: `TIMELINE_COLUMNS`, then `q{i}_waiting,q{i}_quota,q{i}_used` per queue (empty where a
+    /// `timeline.csv`: `TIMELINE`'s columns, then `q{i}_waiting,q{i}_quota,q{i}_used` per queue (empty where a
     /// row has fewer queues or a queue no quota).
     pub fn write_timeline_csv(&self, mut f: impl Write) -> std::io::Result<()> {
         let k = self.max_queues();
-        let mut head = TIMELINE_COLUMNS.join(",");
+        let mut head = TIMELINE.map(|c| c.0).join(",");
         for i in 1..=k {
             write!(head, ",q{i}_waiting,q{i}_quota,q{i}_used").expect("string");
         }
         writeln!(f, "{head}")?;
-        // Bytes straight into one buffer: no formatting machinery per integer.
+        // Bytes straight into one buffer, not through the `csv` crate: the fields are numbers and fixed
+        // words (nothing to quote), one row per iteration, and no formatting machinery per integer.
         let mut b = Buf(Vec::with_capacity(1 << 20));
         for r in self
             .rows
             .iter()
             .filter(|r| self.opts.timeline || r.t >= self.opts.window.0)
         {
-            let s = &r.snap;
-            b.secs(r.t);
-            b.s(match r.phase {
-                Some(Phase::Prefill) => ",prefill,",
-                Some(Phase::Decode) => ",decode,",
-                None => ",idle,",
-            });
-            b.u(r.seqs);
-            b.s(",");
-            b.u(r.tokens);
-            b.s(",");
-            b.secs(r.duration);
-            for v in [
-                s.pool,
-                s.kv_held,
-                s.kv_reserved,
-                s.adapters_active,
-                s.adapters_idle,
-                s.free,
-                s.kv_claim,
-                s.adapters_resident,
-                s.adapter_loads,
-                s.adapter_evictions,
-                r.hits,
-                r.misses,
-            ] {
-                b.s(",");
-                b.u(v);
-            }
-            b.s(",");
-            b.secs(s.link_free_at.saturating_sub(r.t));
-            b.s(",");
-            b.u(s.waiting);
-            b.s(",");
-            b.u(s.running);
-            for x in [r.ttft_p50_s, r.ttft_p99_s] {
-                b.s(",");
-                if x.is_finite() {
-                    write!(b.0, "{x:.6}")?;
+            for (i, (_, get)) in TIMELINE.iter().enumerate() {
+                if i > 0 {
+                    b.s(",");
+                }
+                match get {
+                    Get::Secs(g) => b.secs(g(r)),
+                    Get::Count(g) => b.u(g(r)),
+                    Get::Word(g) => b.s(g(r)),
+                    Get::Real(g) => {
+                        let x = g(r);
+                        if x.is_finite() {
+                            write!(b.0, "{x:.6}")?;
+                        }
+                    }
                 }
             }
             let qs = self.row_queues(r);
@@ -599,7 +609,7 @@ pub fn cdf_grid(extra: &[f64]) -> Vec<f64> {
 /// `cdf.csv`: `metric,quantile,value_s` for TTFT, TBT (mean per request), E2E and queueing of the finished
 /// requests at `quantiles` (linear interpolation, like every percentile of the summary).
 pub fn write_cdf_csv(
-    mut f: impl Write,
+    f: impl Write,
     w: &Workload,
     out: &RunOutput,
     quantiles: &[f64],
@@ -632,17 +642,12 @@ pub fn write_cdf_csv(
             col(&|i| Some(secs(rec(i).0.admitted - rec(i).1.arrival))),
         ),
     ];
-    writeln!(f, "metric,quantile,value_s")?;
+    let mut t = crate::csv_out::CsvOut::new(f, &["metric", "quantile", "value_s"])?;
     for (name, x) in &metrics {
-        for &q in quantiles {
-            let v = percentile(x, q);
-            let v = if v.is_finite() {
-                format!("{v:.9}")
-            } else {
-                String::new()
-            };
-            writeln!(f, "{name},{q},{v}")?;
+        for q in quantiles {
+            t.record(&[name, q, &crate::csv_out::Num(percentile(x, *q), 9)])?;
         }
     }
+    t.finish()?;
     Ok(())
 }

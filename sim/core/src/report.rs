@@ -129,10 +129,7 @@ impl Report {
         w.flush()?;
         if !f.run.routes.is_empty() {
             let mut w = BufWriter::new(std::fs::File::create(dir.join("routes.csv"))?);
-            writeln!(w, "id,replica")?;
-            for (i, r) in f.run.routes.iter().enumerate() {
-                writeln!(w, "{i},{r}")?;
-            }
+            f.run.write_routes(&mut w)?;
             w.flush()?;
         }
         Ok(())

@@ -9,6 +9,7 @@ use clap::Subcommand;
 
 use super::trace_stats::TraceStats;
 use crate::tools::zipf as fit;
+use sim_core::csv_out::{CsvOut, Opt};
 use sim_core::error::{Error, Result};
 use sim_core::trace::reader::{self, Records, RowReader, Spread};
 use sim_core::workload::tenants::TenantTable;
@@ -201,14 +202,6 @@ pub fn stats(
     Ok((st, rr.source().to_string(), mapping))
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 /// Streams `input` to the normalised CSV; returns the number of rows.
 pub fn convert(
     input: &std::path::Path,
@@ -222,26 +215,34 @@ pub fn convert(
     }
     let mut rr = RowReader::open(input, spec)?;
     let io = |e: std::io::Error| Error::internal(format!("writing the converted trace: {e}"));
-    writeln!(out, "arrival_s,input_tokens,output_tokens,adapter,tenant").map_err(io)?;
+    let mut t = CsvOut::new(
+        &mut out,
+        &[
+            "arrival_s",
+            "input_tokens",
+            "output_tokens",
+            "adapter",
+            "tenant",
+        ],
+    )
+    .map_err(io)?;
     let mut first = None;
     let mut n = 0u64;
     for r in Spread::new(&mut rr, spec.spread_ns) {
         let r = r?;
         let t0 = *first.get_or_insert(r.time);
         let dt = r.time - t0;
-        writeln!(
-            out,
-            "{}.{:09},{},{},{},{}",
-            dt / 1_000_000_000,
-            dt % 1_000_000_000,
-            r.input,
-            r.output,
-            r.adapter.as_deref().map(csv_field).unwrap_or_default(),
-            r.tenant.as_deref().map(csv_field).unwrap_or_default()
-        )
+        t.record(&[
+            &format_args!("{}.{:09}", dt / 1_000_000_000, dt % 1_000_000_000),
+            &r.input,
+            &r.output,
+            &Opt(r.adapter.as_deref()),
+            &Opt(r.tenant.as_deref()),
+        ])
         .map_err(io)?;
         n += 1;
     }
+    t.finish().map_err(io)?;
     out.flush().map_err(io)?;
     if n == 0 {
         return Err(Error::msg(format!(

@@ -246,8 +246,6 @@ pub fn write_row(
     crate::metrics::write_request_row(f, w, &w.requests[id as usize], rec, Some(replica))
 }
 
-pub const ROW_HEADER: &str = "id,arrival_s,adapter,rank,input_tokens,output_tokens,state,reason,queue_s,ttft_s,e2e_s,tbt_mean_s,tbt_max_s,load_wait_s,adapter_hit,replica";
-
 #[cfg(test)]
 mod tests {
     use super::*;

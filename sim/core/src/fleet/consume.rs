@@ -34,7 +34,7 @@ impl<'a> Consumer<'a> {
                 let f = std::fs::File::create(path)
                     .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
                 let mut f = std::io::BufWriter::with_capacity(1 << 20, f);
-                writeln!(f, "{}", acc::ROW_HEADER)
+                writeln!(f, "{},replica", crate::metrics::REQUEST_COLUMNS.join(","))
                     .map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
                 Some(f)
             }

@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::acc::{self, Sketch};
 use super::{FleetConfig, FleetRun, ReplicaReport};
+use crate::csv_out::{CsvOut, Num};
 use crate::engine::Outcome;
 use crate::metrics::{self, num};
 use crate::slo::Slo;
@@ -152,80 +153,111 @@ impl FleetRun {
     }
 
     /// `replicas.csv`: one row per replica.
-    pub fn write_replicas(&self, fc: &FleetConfig, mut f: impl Write) -> std::io::Result<()> {
-        writeln!(
+    pub fn write_replicas(&self, fc: &FleetConfig, f: impl Write) -> std::io::Result<()> {
+        let mut t = CsvOut::new(
             f,
-            "replica,gpu,tp,requests,finished,rejected,ttft_mean_s,ttft_p50_s,ttft_p99_s,slo_attainment,\
-             throughput_rps,adapter_hit_rate,adapter_loads,pcie_bytes,evictions,gpu_busy_fraction,simulated_s"
+            &[
+                "replica",
+                "gpu",
+                "tp",
+                "requests",
+                "finished",
+                "rejected",
+                "ttft_mean_s",
+                "ttft_p50_s",
+                "ttft_p99_s",
+                "slo_attainment",
+                "throughput_rps",
+                "adapter_hit_rate",
+                "adapter_loads",
+                "pcie_bytes",
+                "evictions",
+                "gpu_busy_fraction",
+                "simulated_s",
+            ],
         )?;
-        let fmt = |x: f64| {
-            if x.is_finite() {
-                format!("{x:.6}")
-            } else {
-                String::new()
-            }
-        };
+        let n = |x: f64| Num(x, 6);
         for (i, r) in self.replicas.iter().enumerate() {
             let g = &fc.groups[r.group];
             let a = &r.acc;
             let s = &r.stats;
-            writeln!(
-                f,
-                "{i},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                g.gpu.name,
-                g.tp.degree,
-                a.requests,
-                a.finished,
-                a.rejected,
-                fmt(a.ttft.mean()),
-                fmt(a.ttft.quantile(0.5)),
-                fmt(a.ttft.quantile(0.99)),
-                fmt(a.slo_attainment()),
-                fmt(a.throughput_rps()),
-                fmt(a.hit_rate()),
-                s.adapter_loads,
-                s.pcie_bytes,
-                s.evictions,
-                fmt(s.busy_ns as f64 / s.end_ns.max(1) as f64),
-                fmt(secs(s.end_ns)),
-            )?;
+            t.record(&[
+                &i,
+                &g.gpu.name,
+                &g.tp.degree,
+                &a.requests,
+                &a.finished,
+                &a.rejected,
+                &n(a.ttft.mean()),
+                &n(a.ttft.quantile(0.5)),
+                &n(a.ttft.quantile(0.99)),
+                &n(a.slo_attainment()),
+                &n(a.throughput_rps()),
+                &n(a.hit_rate()),
+                &s.adapter_loads,
+                &s.pcie_bytes,
+                &s.evictions,
+                &n(s.busy_ns as f64 / s.end_ns.max(1) as f64),
+                &n(secs(s.end_ns)),
+            ])?;
         }
+        t.finish()?;
         Ok(())
     }
 
     /// `fleet_samples.csv`: the fleet over time.
-    pub fn write_samples(&self, mut f: impl Write) -> std::io::Result<()> {
-        writeln!(
+    pub fn write_samples(&self, f: impl Write) -> std::io::Result<()> {
+        let mut t = CsvOut::new(
             f,
-            "time_s,outstanding_mean,outstanding_max,tokens_mean,tokens_max,adapters_held,replicas_per_held_adapter,replicas_per_adapter_max"
+            &[
+                "time_s",
+                "outstanding_mean",
+                "outstanding_max",
+                "tokens_mean",
+                "tokens_max",
+                "adapters_held",
+                "replicas_per_held_adapter",
+                "replicas_per_adapter_max",
+            ],
         )?;
         for s in &self.samples {
-            writeln!(
-                f,
-                "{:.3},{:.3},{},{:.1},{},{},{:.4},{}",
-                secs(s.t),
-                s.outstanding_mean,
-                s.outstanding_max,
-                s.tokens_mean,
-                s.tokens_max,
-                s.adapters_held,
-                if s.adapters_held > 0 {
-                    s.holders as f64 / s.adapters_held as f64
-                } else {
-                    0.0
-                },
-                s.holders_max
-            )?;
+            let per_held = if s.adapters_held > 0 {
+                s.holders as f64 / s.adapters_held as f64
+            } else {
+                0.0
+            };
+            t.record(&[
+                &format_args!("{:.3}", secs(s.t)),
+                &format_args!("{:.3}", s.outstanding_mean),
+                &s.outstanding_max,
+                &format_args!("{:.1}", s.tokens_mean),
+                &s.tokens_max,
+                &s.adapters_held,
+                &format_args!("{per_held:.4}"),
+                &s.holders_max,
+            ])?;
         }
+        t.finish()?;
         Ok(())
     }
 
     /// `replication.csv`: per adapter, the replicas holding it (mean over samples, most at a sample).
-    pub fn write_replication(&self, w: &Workload, mut f: impl Write) -> std::io::Result<()> {
-        writeln!(f, "adapter,rank,replicas_mean,replicas_max")?;
+    pub fn write_replication(&self, w: &Workload, f: impl Write) -> std::io::Result<()> {
+        let mut t = CsvOut::new(f, &["adapter", "rank", "replicas_mean", "replicas_max"])?;
         for (a, &(mean, max)) in w.adapters.iter().zip(&self.replication) {
-            writeln!(f, "{},{},{mean:.4},{max}", a.id, a.rank)?;
+            t.record(&[&a.id, &a.rank, &format_args!("{mean:.4}"), &max])?;
         }
+        t.finish()?;
+        Ok(())
+    }
+
+    /// `routes.csv`: each request's replica.
+    pub fn write_routes(&self, f: impl Write) -> std::io::Result<()> {
+        let mut t = CsvOut::new(f, &["id", "replica"])?;
+        for (i, r) in self.routes.iter().enumerate() {
+            t.record(&[&i, r])?;
+        }
+        t.finish()?;
         Ok(())
     }
 }

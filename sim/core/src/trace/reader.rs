@@ -416,15 +416,64 @@ impl<I: Iterator<Item = Result<RawRow>>> Iterator for Spread<I> {
 mod tests {
     use super::*;
 
+    fn records(text: &str) -> Result<Records> {
+        Records::from_reader(
+            Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
+            "t.csv",
+            super::super::format::Format::Csv,
+            None,
+            None,
+        )
+    }
+
+    fn cells(r: &Records) -> Vec<String> {
+        (0..r.names().len())
+            .map(|i| r.cell(&Col::Index(i)).unwrap_or_default().into_owned())
+            .collect()
+    }
+
     #[test]
-    fn csv_split_handles_quotes_and_empty_fields() {
-        let mut v = Vec::new();
-        split_csv(r#"a,"b,c",,"say ""hi""","#, b',', &mut v).unwrap();
-        assert_eq!(v, ["a", "b,c", "", "say \"hi\"", ""]);
-        split_csv("x", b',', &mut v).unwrap();
-        assert_eq!(v, ["x"]);
-        assert!(split_csv(r#"a,"b"#, b',', &mut v).is_err());
-        assert!(split_csv(r#""a"b,c"#, b',', &mut v).is_err());
+    fn csv_records_handle_quotes_empty_fields_and_fields_spanning_lines() {
+        let r = records("a,\"b,c\",,\"say \"\"hi\"\"\",\n").unwrap();
+        assert_eq!(r.names(), ["a", "b,c", "", "say \"hi\"", ""]);
+        assert_eq!(records("x\n").unwrap().names(), ["x"]);
+        // A quoted field may hold line breaks; each record keeps the physical line it starts on.
+        let mut r = records("p,q\n\n1,\"two\nlines\"\r\n  \n3,\"x\"\"y\"\n").unwrap();
+        assert!(r.advance().unwrap());
+        assert_eq!(
+            (r.line, cells(&r)),
+            (3, vec!["1".into(), "two\nlines".into()])
+        );
+        assert!(r.advance().unwrap());
+        assert_eq!((r.line, cells(&r)), (6, vec!["3".into(), "x\"y".into()]));
+        assert!(!r.advance().unwrap());
+        // What the crate would let pass is an error naming the line.
+        let e = |t: &str| {
+            let mut r = match records(t) {
+                Ok(r) => r,
+                Err(e) => return e.to_string(),
+            };
+            loop {
+                match r.advance() {
+                    Ok(true) => {}
+                    Ok(false) => return "no error".into(),
+                    Err(e) => return e.to_string(),
+                }
+            }
+        };
+        assert_eq!(e("a,\"b"), "t.csv: line 1: unterminated quoted field");
+        assert_eq!(
+            e("a,b\n1,2\n\"a\"b,c\n"),
+            "t.csv: line 3: text after the closing quote of field 1"
+        );
+        assert_eq!(
+            e("a,b\n1,\"2\n3,4\n5,6\n"),
+            "t.csv: line 2: unterminated quoted field"
+        );
+        assert_eq!(
+            e("a,b\n1,2,3\n"),
+            "t.csv: line 2: expected 2 fields, found 3"
+        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Records of a CSV (any delimiter, quoted fields) or JSON-lines file, plain or gzip, one line at a time.
+//! Records of a CSV (any delimiter, RFC 4180 quoted fields, which may span lines) or JSON-lines file, plain or
+//! gzip, one record at a time. CSV is split by the `csv` crate; `Guard` watches the bytes it reads for what
+//! the crate lets pass (a quote left open at the end, text after a closing quote, a record without end).
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -26,9 +28,11 @@ pub enum Col {
 
 enum Kind {
     Csv {
-        delim: u8,
+        rdr: Box<csv::Reader<Guard<CsvInput>>>,
         header: Vec<String>,
-        fields: Vec<String>,
+        fields: csv::StringRecord,
+        /// Physical line of the stream's first line (blank lines before the header were read past).
+        first_line: u64,
     },
     Jsonl {
         keys: Vec<String>,
@@ -36,10 +40,14 @@ enum Kind {
     },
 }
 
+/// The CSV stream: the header line (read to learn the format), then the rest of the file.
+type CsvInput = std::io::Chain<std::io::Cursor<Vec<u8>>, Box<dyn BufRead>>;
+
 /// Records of a CSV or JSON-lines file, one at a time, with the physical line number of each.
 pub struct Records {
     pub source: String,
-    input: Box<dyn BufRead>,
+    /// The file (JSON lines, and CSV until its header; then the CSV reader owns it).
+    input: Option<Box<dyn BufRead>>,
     kind: Kind,
     pub line: u64,
     buf: String,
@@ -107,7 +115,7 @@ impl Records {
     ) -> Result<Records> {
         let mut r = Records {
             source: source.to_string(),
-            input,
+            input: Some(input),
             kind: Kind::Jsonl {
                 keys: Vec::new(),
                 obj: Map::new(),
@@ -143,17 +151,27 @@ impl Records {
             } else {
                 b','
             });
-            let mut header = Vec::new();
-            split_csv(first, delim, &mut header)
-                .map_err(|why| Error::msg(format!("{source}: line {}: {why}", r.line)))?;
-            for h in &mut header {
-                *h = h.trim().to_string();
-            }
+            let first_line = r.line;
+            let head = std::io::Cursor::new(format!("{}\n", r.buf).into_bytes());
+            let input = head.chain(r.input.take().expect("the file"));
+            let rdr = csv::ReaderBuilder::new()
+                .delimiter(delim)
+                .has_headers(false)
+                .flexible(true)
+                .buffer_capacity(1 << 16)
+                .from_reader(Guard::new(input, delim, first_line));
             r.kind = Kind::Csv {
-                delim,
-                header,
-                fields: Vec::new(),
+                rdr: Box::new(rdr),
+                header: Vec::new(),
+                fields: csv::StringRecord::new(),
+                first_line,
             };
+            if !r.next_record()? {
+                return Err(Error::msg(format!("{source}: the trace is empty")));
+            }
+            if let Kind::Csv { header, fields, .. } = &mut r.kind {
+                *header = fields.iter().map(|h| h.trim().to_string()).collect();
+            }
         }
         Ok(r)
     }
@@ -164,7 +182,8 @@ impl Records {
             self.buf.clear();
             // At most one byte past the bound: a file with no line break (`/dev/zero`, a binary) fails
             // here with its line number instead of filling memory.
-            let n = (&mut self.input)
+            let input = self.input.as_mut().expect("a line-read file");
+            let n = input
                 .take(MAX_LINE_BYTES + 1)
                 .read_line(&mut self.buf)
                 .map_err(|e| Error::msg(format!("{}: line {}: {e}", self.source, self.line + 1)))?;
@@ -206,40 +225,91 @@ impl Records {
         }
     }
 
+    /// Reads the next non-blank CSV record into `fields`, its first physical line into `line`; false at the
+    /// end of the file.
+    fn next_record(&mut self) -> Result<bool> {
+        let Kind::Csv {
+            rdr,
+            fields,
+            first_line,
+            ..
+        } = &mut self.kind
+        else {
+            unreachable!("a CSV file")
+        };
+        loop {
+            let got = rdr.read_record(fields).map_err(|e| {
+                let at = e
+                    .position()
+                    .map_or(self.line + 1, |p| *first_line + p.line() - 1);
+                let why = match e.into_kind() {
+                    csv::ErrorKind::Io(io) => io.to_string(),
+                    csv::ErrorKind::Utf8 { err, .. } => {
+                        format!("field {} is not UTF-8 text", err.field() + 1)
+                    }
+                    other => format!("{other:?}"),
+                };
+                let at = if why.starts_with("line ") {
+                    String::new()
+                } else {
+                    format!("line {at}: ")
+                };
+                Error::msg(format!("{}: {at}{why}", self.source))
+            })?;
+            if !got {
+                if let Some(pb) = &self.progress {
+                    pb.finish_and_clear();
+                }
+                return Ok(false);
+            }
+            // The bytes of this record (and of blank lines before it, which the crate counts in): the
+            // guard knows the line it starts on, and what it saw there that the crate let pass.
+            let pos = fields.position().expect("a read record has a position");
+            let span = pos.byte()..rdr.position().byte().max(pos.byte() + 1);
+            let guard = rdr.get_mut();
+            self.line = guard
+                .start_line(&span)
+                .unwrap_or(*first_line + pos.line() - 1);
+            if let Some((line, why)) = guard.fault(span) {
+                return Err(Error::msg(format!("{}: line {line}: {why}", self.source)));
+            }
+            // A line of blanks is a blank line (the crate skips only empty ones).
+            if !(fields.len() == 1 && fields[0].trim().is_empty()) {
+                return Ok(true);
+            }
+        }
+    }
+
     /// Advances to the next record; false at the end.
     pub fn advance(&mut self) -> Result<bool> {
         if self.pending {
             self.pending = false;
             return Ok(true);
         }
+        if let Kind::Csv { .. } = self.kind {
+            if !self.next_record()? {
+                return Ok(false);
+            }
+            let Kind::Csv { header, fields, .. } = &self.kind else {
+                unreachable!()
+            };
+            if fields.len() != header.len() {
+                return Err(Error::msg(format!(
+                    "{}: line {}: expected {} fields, found {}",
+                    self.source,
+                    self.line,
+                    header.len(),
+                    fields.len()
+                )));
+            }
+            return Ok(true);
+        }
         if !self.next_line()? {
             return Ok(false);
         }
-        match &mut self.kind {
-            Kind::Csv {
-                delim,
-                header,
-                fields,
-            } => {
-                split_csv(&self.buf, *delim, fields).map_err(|why| {
-                    Error::msg(format!("{}: line {}: {why}", self.source, self.line))
-                })?;
-                if fields.len() != header.len() {
-                    return Err(Error::msg(format!(
-                        "{}: line {}: expected {} fields, found {}",
-                        self.source,
-                        self.line,
-                        header.len(),
-                        fields.len()
-                    )));
-                }
-            }
-            Kind::Jsonl { .. } => {
-                let obj = self.parse_json()?;
-                if let Kind::Jsonl { obj: o, .. } = &mut self.kind {
-                    *o = obj;
-                }
-            }
+        let obj = self.parse_json()?;
+        if let Kind::Jsonl { obj: o, .. } = &mut self.kind {
+            *o = obj;
         }
         Ok(true)
     }
@@ -296,66 +366,173 @@ impl Records {
     }
 }
 
-/// Splits one CSV line (RFC 4180 quoting: `"a,b"`, `""` for a quote) into `out`.
-pub fn split_csv(line: &str, delim: u8, out: &mut Vec<String>) -> Result<(), String> {
-    // Fields are written into `out`'s existing strings, so a file costs no allocation per field.
-    let mut n = 0;
-    let field = |out: &mut Vec<String>, n: &mut usize| -> usize {
-        if *n == out.len() {
-            out.push(String::new());
+/// Reads a CSV stream for the `csv` crate and follows its quoting (RFC 4180, as the crate reads it: a quote
+/// opens a field only at its start, `""` inside one is a quote) to catch what the crate accepts silently: a
+/// quoted field still open at the end of the file (the crate ends it there), text after a closing quote (the
+/// crate appends it) and a record longer than `MAX_LINE_BYTES` (the crate would fill memory: `/dev/zero`).
+pub struct Guard<R> {
+    inner: R,
+    delim: u8,
+    state: Quoting,
+    /// Bytes read so far, and the physical line reached.
+    byte: u64,
+    line: u64,
+    /// Where the record being read began, and where its open quoted field opened.
+    record: (u64, u64),
+    opened: (u64, u64),
+    /// The field of the record being read (0-based).
+    field: u32,
+    /// The first fault: its byte, line and what it is.
+    fault: Option<(u64, u64, Fault)>,
+    /// Byte and line where each record read ahead of the crate starts (blank lines are none).
+    starts: std::collections::VecDeque<(u64, u64)>,
+    between: bool,
+    /// Bytes that never end a field or a record, nor open or close a quote.
+    plain: [bool; 256],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fault {
+    Unterminated,
+    /// Text after the closing quote of this field (1-based).
+    AfterQuote(u32),
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Unterminated => write!(f, "unterminated quoted field"),
+            Fault::AfterQuote(k) => write!(f, "text after the closing quote of field {k}"),
         }
-        out[*n].clear();
-        *n += 1;
-        *n - 1
-    };
-    let b = line.as_bytes();
-    let mut i = 0;
-    loop {
-        let k = field(out, &mut n);
-        if i < b.len() && b[i] == b'"' {
-            i += 1;
-            let mut start = i;
-            loop {
-                match b[i..].iter().position(|&c| c == b'"') {
-                    None => {
-                        return Err(
-                            "unterminated quoted field (fields spanning lines are not supported)"
-                                .into(),
-                        );
-                    }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Quoting {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: the field's end, or the first half of `""`.
+    Quote,
+}
+
+impl<R: Read> Guard<R> {
+    /// `line`: the physical line the stream starts on.
+    pub fn new(inner: R, delim: u8, line: u64) -> Guard<R> {
+        Guard {
+            inner,
+            delim,
+            state: Quoting::FieldStart,
+            byte: 0,
+            line,
+            record: (0, line),
+            opened: (0, line),
+            field: 0,
+            fault: None,
+            starts: std::collections::VecDeque::new(),
+            between: true,
+            plain: std::array::from_fn(|c| ![delim, b'"', b'\n', b'\r'].contains(&(c as u8))),
+        }
+    }
+
+    /// The line the record read in bytes `span` starts on (forgetting the records before it).
+    pub fn start_line(&mut self, span: &std::ops::Range<u64>) -> Option<u64> {
+        while self.starts.front().is_some_and(|s| s.0 < span.start) {
+            self.starts.pop_front();
+        }
+        self.starts
+            .front()
+            .filter(|s| span.contains(&s.0))
+            .map(|s| s.1)
+    }
+
+    /// The fault within bytes `span` of the stream, if any: its line and what it is.
+    pub fn fault(&self, span: std::ops::Range<u64>) -> Option<(u64, Fault)> {
+        self.fault
+            .filter(|f| span.contains(&f.0))
+            .map(|(_, line, why)| (line, why))
+    }
+
+    fn see(&mut self, c: u8) {
+        use Quoting::*;
+        let end = c == b'\n' || c == b'\r';
+        if self.between && !end {
+            self.starts.push_back((self.byte, self.line));
+            self.between = false;
+        }
+        self.state = match (self.state, c) {
+            (Quoted, b'"') => Quote,
+            (Quoted, _) => Quoted,
+            (FieldStart, b'"') => {
+                self.opened = (self.byte, self.line);
+                Quoted
+            }
+            (Quote, b'"') => Quoted,
+            (_, d) if d == self.delim => {
+                self.field += 1;
+                FieldStart
+            }
+            (_, _) if end => {
+                self.record = (self.byte + 1, self.line + (c == b'\n') as u64);
+                self.between = true;
+                self.field = 0;
+                FieldStart
+            }
+            (Quote, _) => {
+                if self.fault.is_none() {
+                    self.fault = Some((self.byte, self.line, Fault::AfterQuote(self.field + 1)));
+                }
+                Unquoted
+            }
+            (_, _) => Unquoted,
+        };
+        self.byte += 1;
+        self.line += (c == b'\n') as u64;
+    }
+}
+
+impl<R: Read> Read for Guard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut i = 0;
+        while i < n {
+            // Inside a field, only a delimiter, quote or line end can change anything: skip to the next.
+            if matches!(self.state, Quoting::Unquoted | Quoting::Quoted) && !self.between {
+                let plain = &self.plain;
+                match buf[i..n].iter().position(|&c| !plain[c as usize]) {
                     Some(p) => {
-                        out[k].push_str(&line[start..i + p]);
-                        i += p + 1;
-                        if i < b.len() && b[i] == b'"' {
-                            out[k].push('"');
-                            i += 1;
-                            start = i;
-                        } else {
-                            break;
-                        }
+                        self.byte += p as u64;
+                        i += p;
+                    }
+                    None => {
+                        self.byte += (n - i) as u64;
+                        break;
                     }
                 }
             }
-            if i < b.len() && b[i] != delim {
-                return Err(format!("text after the closing quote of field {}", k + 1));
-            }
-        } else {
-            let end = b[i..]
-                .iter()
-                .position(|&c| c == delim)
-                .map_or(b.len(), |p| i + p);
-            out[k].push_str(&line[i..end]);
-            i = end;
+            self.see(buf[i]);
+            i += 1;
         }
-        if i >= b.len() {
-            out.truncate(n);
-            return Ok(());
+        if n == 0 && self.state == Quoting::Quoted && self.fault.is_none() {
+            self.fault = Some((self.opened.0, self.opened.1, Fault::Unterminated));
         }
-        i += 1; // the delimiter
-        if i == b.len() {
-            field(out, &mut n);
-            out.truncate(n);
-            return Ok(());
+        if self.byte - self.record.0 > MAX_LINE_BYTES {
+            let why = if self.state == Quoting::Quoted {
+                format!(
+                    "line {}: a quoted field runs on past {} MiB (a closing quote missing?)",
+                    self.opened.1,
+                    MAX_LINE_BYTES >> 20
+                )
+            } else {
+                format!(
+                    "line {}: longer than {} MiB without a line break (one line is one request; is this a \
+                     trace?)",
+                    self.record.1,
+                    MAX_LINE_BYTES >> 20
+                )
+            };
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
         }
+        Ok(n)
     }
 }

@@ -357,14 +357,13 @@ pub fn add_claims(fig: &mut Figure, spec: &PlotSpec, rows: &[Row], claims: &[Val
 /// The plotted points as CSV: panel metric, series, x, mean, whisker (and what it is), number of rows
 /// averaged; then the paper marks (`interval` = paper or paper_relative).
 pub fn figure_csv(fig: &Figure) -> String {
-    let q = |s: &str| {
-        if s.contains([',', '"']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
-    let mut o = String::from("metric,label,series,x,mean,low,high,interval,n\n");
+    let cols = [
+        "metric", "label", "series", "x", "mean", "low", "high", "interval", "n",
+    ];
+    sim_core::csv_out::to_string(&cols, |t| figure_rows(fig, t))
+}
+
+fn figure_rows(fig: &Figure, t: &mut sim_core::csv_out::CsvOut<Vec<u8>>) -> std::io::Result<()> {
     for p in &fig.panels {
         // A stack's panels share their axis label: the caption (the series) tells them apart.
         let panel_name = match &p.panel.caption {
@@ -378,18 +377,17 @@ pub fn figure_csv(fig: &Figure) -> String {
                 } else {
                     Whisker::None
                 };
-                o += &format!(
-                    "{},{},{},{},{},{},{},{},{}\n",
-                    q(&p.panel.y),
-                    q(&panel_name),
-                    q(&s.name),
-                    q(&pt.x_label),
-                    pt.mean,
-                    pt.lo,
-                    pt.hi,
-                    w.name(),
-                    pt.n
-                );
+                t.record(&[
+                    &p.panel.y,
+                    &panel_name,
+                    &s.name,
+                    &pt.x_label,
+                    &pt.mean,
+                    &pt.lo,
+                    &pt.hi,
+                    &w.name(),
+                    &pt.n,
+                ])?;
             }
         }
         for m in &p.paper {
@@ -397,20 +395,22 @@ pub fn figure_csv(fig: &Figure) -> String {
                 Some(c) => c.get(m.x as usize).cloned().unwrap_or_default(),
                 None => fmt_num(m.x),
             };
-            o += &format!(
-                "{},{},{},{},{},,,{},0\n",
-                q(&p.panel.y),
-                q(&panel_name),
-                q(&p.series[m.series].name),
-                q(&x),
-                m.y,
-                if m.relative {
+            t.record(&[
+                &p.panel.y,
+                &panel_name,
+                &p.series[m.series].name,
+                &x,
+                &m.y,
+                &"",
+                &"",
+                &if m.relative {
                     "paper_relative"
                 } else {
                     "paper"
-                }
-            );
+                },
+                &0,
+            ])?;
         }
     }
-    o
+    Ok(())
 }
