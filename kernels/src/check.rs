@@ -7,7 +7,9 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, CudaStream};
 
 use crate::dtype::DType;
-use crate::gpu::{DeviceLora, DevicePaging, DeviceSeqs, DeviceSlots, Kernels};
+use crate::gpu::{
+    DeviceLora, DevicePaging, DeviceSeqs, DeviceSlots, Kernels, LoraLayout, LoraStep,
+};
 use crate::reference::{self as r, AttnShape, Paging, pseudo_random};
 use crate::{Error, Result};
 
@@ -113,39 +115,27 @@ pub fn run(k: &Kernels, stream: &Arc<CudaStream>) -> Result<Vec<CheckResult>> {
     for segmented in [true, false] {
         let mut v = c.zeros_f32(tok.len() * max_rank)?;
         let mut y = c.up(&y0)?;
-        if segmented {
-            k.lora_shrink_sgmv(
-                stream,
-                &d_x.as_view(),
-                &d_pool.as_view(),
-                &meta,
-                &mut v.as_view_mut(),
-            )?;
-            k.lora_expand_sgmv(
-                stream,
-                &v.as_view(),
-                &d_pool.as_view(),
-                &meta,
-                &mut y.as_view_mut(),
-                0.5,
-            )?;
+        let layout = if segmented {
+            LoraLayout::Segmented
         } else {
-            k.lora_shrink_bgmv(
-                stream,
-                &d_x.as_view(),
-                &d_pool.as_view(),
-                &meta,
-                &mut v.as_view_mut(),
-            )?;
-            k.lora_expand_bgmv(
-                stream,
-                &v.as_view(),
-                &d_pool.as_view(),
-                &meta,
-                &mut y.as_view_mut(),
-                0.5,
-            )?;
-        }
+            LoraLayout::Gathered
+        };
+        let (x, p) = (d_x.as_view(), d_pool.as_view());
+        let mut vv = v.as_view_mut();
+        k.lora(
+            stream,
+            LoraStep::Shrink { x: &x, v: &mut vv },
+            &p,
+            &meta,
+            layout,
+        )?;
+        let (vr, mut yv) = (v.as_view(), y.as_view_mut());
+        let step = LoraStep::Expand {
+            v: &vr,
+            y: &mut yv,
+            scale: 0.5,
+        };
+        k.lora(stream, step, &p, &meta, layout)?;
         let v_got = stream
             .clone_dtoh(&v)
             .map_err(|e| Error::msg(format!("check download: {e}")))?;

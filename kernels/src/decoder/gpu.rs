@@ -20,7 +20,9 @@ use super::store::{AdapterLayout, AdapterStore};
 use super::weights::{Kind, Weights, mix, random};
 use super::{Decoder, LORA_SCALE, THETA};
 use crate::dtype::DType;
-use crate::gpu::{DeviceLora, DevicePaging, DeviceSeqs, DeviceSlots, Gemm, Kernels};
+use crate::gpu::{
+    DeviceLora, DevicePaging, DeviceSeqs, DeviceSlots, Gemm, Kernels, LoraLayout, LoraStep,
+};
 use crate::reference::{AdapterSlot, AttnShape};
 use crate::{Error, Result};
 
@@ -357,13 +359,18 @@ impl Ops for GpuOps {
         let mut yv = view_mut(y, t * h_out, "lora y")?;
         let mut v = view_mut(&mut self.lora_v, t * meta.max_rank, "lora v")?;
         let (k, s) = (&self.kernels, &self.stream);
-        if meta.segmented {
-            k.lora_shrink_sgmv(s, &xv, &pv, dl, &mut v)?;
-            k.lora_expand_sgmv(s, &v.as_view(), &pv, dl, &mut yv, LORA_SCALE)
+        let layout = if meta.segmented {
+            LoraLayout::Segmented
         } else {
-            k.lora_shrink_bgmv(s, &xv, &pv, dl, &mut v)?;
-            k.lora_expand_bgmv(s, &v.as_view(), &pv, dl, &mut yv, LORA_SCALE)
-        }
+            LoraLayout::Gathered
+        };
+        k.lora(s, LoraStep::Shrink { x: &xv, v: &mut v }, &pv, dl, layout)?;
+        let step = LoraStep::Expand {
+            v: &v.as_view(),
+            y: &mut yv,
+            scale: LORA_SCALE,
+        };
+        k.lora(s, step, &pv, dl, layout)
     }
 
     fn rope(

@@ -23,174 +23,126 @@ fn seg_chunks(meta: &DeviceLora) -> Result<u32> {
         })
 }
 
+/// Which half of a LoRA product a launch computes.
+pub enum LoraStep<'a, 'b> {
+    /// v[t, :rank] = A_t . x[t]; v is `[tokens, max_rank]` fp32, entries past a token's rank are not written
+    /// (zero v once if they are read back).
+    Shrink {
+        x: &'a CudaView<'b, u16>,
+        v: &'a mut CudaViewMut<'b, f32>,
+    },
+    /// y[t] += scale * B_t^T . v[t, :rank].
+    Expand {
+        v: &'a CudaView<'b, f32>,
+        y: &'a mut CudaViewMut<'b, u16>,
+        scale: f32,
+    },
+}
+
+/// How a batch's tokens meet the LoRA kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoraLayout {
+    /// Tokens grouped by adapter (prefill): one block row per segment (SGMV).
+    Segmented,
+    /// Tokens in any order (decode): one block row per token (BGMV).
+    Gathered,
+}
+
+/// The token-to-adapter index: segment starts and adapters, or each token's adapter.
+fn push_index<'a>(b: &mut cudarc::driver::LaunchArgs<'a>, meta: &'a DeviceLora, segmented: bool) {
+    if segmented {
+        b.arg(&meta.seg_start).arg(&meta.seg_adapter);
+    } else {
+        b.arg(&meta.tok_adapter);
+    }
+}
+
 impl Kernels {
-    /// v[t, :rank] = A_t . x[t] for the segmented (prefill) layout. v is `[tokens, max_rank]` fp32; entries
-    /// past a token's rank are not written (zero v once if they are read back).
-    pub fn lora_shrink_sgmv(
+    /// One LoRA step (shrink or expand) in either layout: the four kernels share their arguments (input, the
+    /// adapter pool, A or B offsets, ranks, the token-to-adapter index, output, width, max rank[, scale]) and
+    /// differ only in the index (segments or per token) and the grid.
+    pub fn lora(
         &self,
         stream: &CudaStream,
-        x: &CudaView<u16>,
+        step: LoraStep<'_, '_>,
         pool: &CudaView<u16>,
         meta: &DeviceLora,
-        v: &mut CudaViewMut<f32>,
+        layout: LoraLayout,
     ) -> Result<()> {
-        need("lora x", x.len(), meta.tokens * meta.h_in)?;
-        need("lora v", v.len(), meta.tokens * meta.max_rank)?;
-        let smem = meta.h_in * 4;
+        let segmented = layout == LoraLayout::Segmented;
+        let (shrink, scale) = match &step {
+            LoraStep::Shrink { x, v } => {
+                need("lora x", x.len(), meta.tokens * meta.h_in)?;
+                need("lora v", v.len(), meta.tokens * meta.max_rank)?;
+                (true, 0.0)
+            }
+            LoraStep::Expand { v, y, scale } => {
+                need("lora v", v.len(), meta.tokens * meta.max_rank)?;
+                need("lora y", y.len(), meta.tokens * meta.h_out)?;
+                (false, *scale)
+            }
+        };
+        let name = match (shrink, layout) {
+            (true, LoraLayout::Segmented) => source::LORA_SHRINK_SGMV,
+            (false, LoraLayout::Segmented) => source::LORA_EXPAND_SGMV,
+            (true, LoraLayout::Gathered) => source::LORA_SHRINK_BGMV,
+            (false, LoraLayout::Gathered) => source::LORA_EXPAND_BGMV,
+        };
+        // The segmented shrink stages one row of A in shared memory.
+        let smem = if shrink && segmented {
+            meta.h_in * 4
+        } else {
+            0
+        };
         if smem > SMEM_LIMIT {
             return Err(Error::msg(format!(
-                "lora_shrink_sgmv: h_in {} exceeds the shared-memory row limit",
+                "{name}: h_in {} exceeds the shared-memory row limit",
                 meta.h_in
             )));
         }
-        if meta.num_segs == 0 {
+        let rows = if segmented {
+            meta.num_segs
+        } else {
+            meta.tokens
+        };
+        if rows == 0 {
             return Ok(());
         }
-        let f = self.function(source::LORA_SHRINK_SGMV)?;
-        let (h, r) = (
-            i32_of("h_in", meta.h_in)?,
-            i32_of("max_rank", meta.max_rank)?,
-        );
+        let f = self.function(name)?;
+        let (width, what) = if shrink {
+            (meta.h_in, "h_in")
+        } else {
+            (meta.h_out, "h_out")
+        };
+        let (h, r) = (i32_of(what, width)?, i32_of("max_rank", meta.max_rank)?);
+        // Grid: x per segment or token; y over the rank (shrink: a warp per rank row when gathered) or over
+        // output columns (expand); z over chunks of a long segment.
+        let y = if !shrink {
+            (meta.h_out as u32).div_ceil(BLOCK)
+        } else if segmented {
+            meta.max_rank as u32
+        } else {
+            (meta.max_rank as u32).div_ceil(BLOCK / 32)
+        };
+        let z = if segmented { seg_chunks(meta)? } else { 1 };
+        let c = cfg((rows as u32, y, z), BLOCK, smem as u32);
         let mut b = stream.launch_builder(&f);
-        b.arg(x)
-            .arg(pool)
-            .arg(&meta.a_off)
-            .arg(&meta.ranks)
-            .arg(&meta.seg_start)
-            .arg(&meta.seg_adapter);
-        b.arg(v).arg(&h).arg(&r);
-        let c = cfg(
-            (
-                meta.num_segs as u32,
-                meta.max_rank as u32,
-                seg_chunks(meta)?,
-            ),
-            BLOCK,
-            smem as u32,
-        );
-        // SAFETY: argument list matches the kernel signature; sizes and indices were validated above/at upload.
-        launched(source::LORA_SHRINK_SGMV, unsafe { b.launch(c) })
-    }
-
-    /// y[t] += scale * B_t^T . v[t, :rank] for the segmented layout.
-    pub fn lora_expand_sgmv(
-        &self,
-        stream: &CudaStream,
-        v: &CudaView<f32>,
-        pool: &CudaView<u16>,
-        meta: &DeviceLora,
-        y: &mut CudaViewMut<u16>,
-        scale: f32,
-    ) -> Result<()> {
-        need("lora v", v.len(), meta.tokens * meta.max_rank)?;
-        need("lora y", y.len(), meta.tokens * meta.h_out)?;
-        if meta.num_segs == 0 {
-            return Ok(());
+        let off = if shrink { &meta.a_off } else { &meta.b_off };
+        match step {
+            LoraStep::Shrink { x, v } => {
+                b.arg(x).arg(pool).arg(off).arg(&meta.ranks);
+                push_index(&mut b, meta, segmented);
+                b.arg(v).arg(&h).arg(&r);
+            }
+            LoraStep::Expand { v, y, .. } => {
+                b.arg(v).arg(pool).arg(off).arg(&meta.ranks);
+                push_index(&mut b, meta, segmented);
+                b.arg(y).arg(&h).arg(&r).arg(&scale);
+            }
         }
-        let f = self.function(source::LORA_EXPAND_SGMV)?;
-        let (h, r) = (
-            i32_of("h_out", meta.h_out)?,
-            i32_of("max_rank", meta.max_rank)?,
-        );
-        let mut b = stream.launch_builder(&f);
-        b.arg(v)
-            .arg(pool)
-            .arg(&meta.b_off)
-            .arg(&meta.ranks)
-            .arg(&meta.seg_start)
-            .arg(&meta.seg_adapter);
-        b.arg(y).arg(&h).arg(&r).arg(&scale);
-        let c = cfg(
-            (
-                meta.num_segs as u32,
-                (meta.h_out as u32).div_ceil(BLOCK),
-                seg_chunks(meta)?,
-            ),
-            BLOCK,
-            0,
-        );
-        // SAFETY: as in lora_shrink_sgmv.
-        launched(source::LORA_EXPAND_SGMV, unsafe { b.launch(c) })
-    }
-
-    /// Gathered (decode) form of [`Kernels::lora_shrink_sgmv`]: token order is free.
-    pub fn lora_shrink_bgmv(
-        &self,
-        stream: &CudaStream,
-        x: &CudaView<u16>,
-        pool: &CudaView<u16>,
-        meta: &DeviceLora,
-        v: &mut CudaViewMut<f32>,
-    ) -> Result<()> {
-        need("lora x", x.len(), meta.tokens * meta.h_in)?;
-        need("lora v", v.len(), meta.tokens * meta.max_rank)?;
-        if meta.tokens == 0 {
-            return Ok(());
-        }
-        let f = self.function(source::LORA_SHRINK_BGMV)?;
-        let (h, r) = (
-            i32_of("h_in", meta.h_in)?,
-            i32_of("max_rank", meta.max_rank)?,
-        );
-        let mut b = stream.launch_builder(&f);
-        b.arg(x)
-            .arg(pool)
-            .arg(&meta.a_off)
-            .arg(&meta.ranks)
-            .arg(&meta.tok_adapter)
-            .arg(v)
-            .arg(&h)
-            .arg(&r);
-        let warps = BLOCK / 32;
-        let c = cfg(
-            (
-                meta.tokens as u32,
-                (meta.max_rank as u32).div_ceil(warps),
-                1,
-            ),
-            BLOCK,
-            0,
-        );
-        // SAFETY: as in lora_shrink_sgmv.
-        launched(source::LORA_SHRINK_BGMV, unsafe { b.launch(c) })
-    }
-
-    pub fn lora_expand_bgmv(
-        &self,
-        stream: &CudaStream,
-        v: &CudaView<f32>,
-        pool: &CudaView<u16>,
-        meta: &DeviceLora,
-        y: &mut CudaViewMut<u16>,
-        scale: f32,
-    ) -> Result<()> {
-        need("lora v", v.len(), meta.tokens * meta.max_rank)?;
-        need("lora y", y.len(), meta.tokens * meta.h_out)?;
-        if meta.tokens == 0 {
-            return Ok(());
-        }
-        let f = self.function(source::LORA_EXPAND_BGMV)?;
-        let (h, r) = (
-            i32_of("h_out", meta.h_out)?,
-            i32_of("max_rank", meta.max_rank)?,
-        );
-        let mut b = stream.launch_builder(&f);
-        b.arg(v)
-            .arg(pool)
-            .arg(&meta.b_off)
-            .arg(&meta.ranks)
-            .arg(&meta.tok_adapter)
-            .arg(y)
-            .arg(&h)
-            .arg(&r);
-        b.arg(&scale);
-        let c = cfg(
-            (meta.tokens as u32, (meta.h_out as u32).div_ceil(BLOCK), 1),
-            BLOCK,
-            0,
-        );
-        // SAFETY: as in lora_shrink_sgmv.
-        launched(source::LORA_EXPAND_BGMV, unsafe { b.launch(c) })
+        // SAFETY: the argument list matches the kernel's signature (kernels/cu/lora.cu); sizes were checked
+        // above and indices at upload (`DeviceLora`).
+        launched(name, unsafe { b.launch(c) })
     }
 
     /// y = RMSNorm(x) * w over rows of `w.len()`.

@@ -19,6 +19,7 @@ mod launch;
 pub mod meta;
 
 pub use gemm::Gemm;
+pub use launch::{LoraLayout, LoraStep};
 pub use meta::{DeviceLora, DevicePaging, DeviceSeqs, DeviceSlots};
 
 use std::collections::HashMap;
