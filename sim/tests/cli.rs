@@ -1,41 +1,8 @@
 //! The `sim` binary as a user runs it: outputs on disk, clean one-line errors with exit code 2.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn sim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sim"))
-        .args(args)
-        .output()
-        .expect("sim runs")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sim-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Asserts a clean failure: exit 2, one line on stderr containing every `needle`, no panic.
-fn assert_clean_error(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected: {err}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "'{n}' not in: {err}");
-    }
-}
-
-fn write_trace(dir: &Path, name: &str, body: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, body).unwrap();
-    p.display().to_string()
-}
+use std::path::Path;
+mod common;
+use common::{fails as assert_clean_error, sim, tmp, write as write_trace};
 
 const HEADER: &str = "TIMESTAMP,ContextTokens,GeneratedTokens\r\n";
 

@@ -5,12 +5,8 @@ use serde_json::{Value, json};
 use sim::experiment::{Experiment, Scale, sweep, table};
 use sim::runner::RunArgs;
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("sim-ensemble-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::tmp;
 
 const METRICS: [&str; 6] = [
     "ttft_p50_s",

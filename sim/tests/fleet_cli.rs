@@ -1,21 +1,8 @@
 //! `sim run` with a fleet, as a user runs it: one replica behind any router writes exactly `sim run`'s files;
 //! a fleet's own files; streaming; TP; clean errors.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn sim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sim"))
-        .args(args)
-        .output()
-        .expect("sim runs")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sim-fleet-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{sim, tmp};
 
 const BASE: &[&str] = &[
     "run",

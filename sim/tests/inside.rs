@@ -1,33 +1,10 @@
 //! Seeing inside a run from the CLI: the timeline and trace files, cdf.csv, and the run config file
 //! (`--print-config` -> `--config` and a sweep `base`, flags overriding the file).
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+use common::{ok, sim, tmp};
 
 use serde_json::Value;
-
-fn sim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sim"))
-        .args(args)
-        .output()
-        .expect("sim runs")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sim-inside-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
 
 #[test]
 fn timeline_trace_and_cdf_files() {

@@ -2,8 +2,6 @@
 //! scheduler and several cache policies; every request is accounted for; the outputs have exactly the
 //! simulator's schema; a backend failure stops the run cleanly. No assertion depends on timings.
 
-use std::path::PathBuf;
-
 use sim::backend::cpu::{CpuBackend, TinyConfig};
 use sim::runner::{self, Report, RunArgs};
 use sim_core::engine::{Outcome, Timed};
@@ -13,6 +11,9 @@ use sim_core::{cache, sched};
 
 /// 24 requests of the embedded trace, lengths x 0.02 (prompts of a few to ~100 tokens), arriving at 40 req/s
 /// into a pool small enough that requests queue and adapters are evicted.
+mod common;
+use common::scratch as tmp;
+
 fn args() -> RunArgs {
     let mut a = RunArgs::defaults();
     a.max_requests = Some(24);
@@ -101,12 +102,6 @@ fn every_scheduler_and_cache_policy_pair_runs_for_real() {
         }
     }
     assert!(runs >= 4 * 6, "{runs} policy pairs");
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sim-real-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
 }
 
 #[test]

@@ -4,20 +4,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sim::tools::trace_cli::{id_counts, stats};
-use sim_core::trace::{NO_ID, ReadSpec, Trace, load_detailed};
-
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sim-trace-readers-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::tmp as dir;
 
 fn write(d: &Path, name: &str, body: &str) -> PathBuf {
-    let p = d.join(name);
-    std::fs::write(&p, body).unwrap();
-    p
+    common::write(d, name, body).into()
 }
+
+use sim::tools::trace_cli::{id_counts, stats};
+use sim_core::trace::{NO_ID, ReadSpec, Trace, load_detailed};
 
 fn spec(s: &str) -> ReadSpec {
     ReadSpec::parse(s).unwrap()

@@ -1,50 +1,13 @@
 //! `sim trace ...` and the workload flags of `sim run` as a user runs them, on small hand-checkable files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+mod common;
+use common::{fails, ok, sim, tmp as dir, write};
 
 use sim_core::model::ModelSpec;
 use sim_core::trace::{Trace, TraceRow};
 use sim_core::workload::tenants::{TenantOptions, TenantTable, embedded_table};
 use sim_core::workload::{AdapterModel, AdapterOptions, NO_ADAPTER, Workload};
-
-fn sim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sim"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn fails(o: &Output, needles: &[&str]) {
-    assert_eq!(o.status.code(), Some(2), "{o:?}");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "'{n}' not in: {err}");
-    }
-}
-
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sim-trace-tools-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn write(d: &Path, name: &str, body: &str) -> String {
-    let p = d.join(name);
-    std::fs::write(&p, body).unwrap();
-    p.display().to_string()
-}
 
 // 5 requests over 8 s (gaps 1, 1, 2, 4), adapters a a a b and one without.
 const SMALL: &str =
