@@ -5,10 +5,10 @@
 mod common;
 
 use common::{Linear, MS, adapters, random_case, req, run_prefetch, run_with};
-use sim_core::engine::api::PolicyCtx;
+use sim_core::engine::api::{Admission, PolicyCtx, Scheduler};
 use sim_core::engine::{Engine, EngineConfig, Observed, Observer, Outcome, Policies, Simulated};
 use sim_core::slo::Slo;
-use sim_core::workload::Workload;
+use sim_core::workload::{Request, Workload};
 use sim_core::{cache, prefetch, sched};
 
 /// Every registered scheduler (its defaults), plus settings that reach paths the defaults rarely do on
@@ -204,4 +204,159 @@ fn every_prefetcher_keeps_the_contract() {
             }
         }
     }
+}
+
+/// What one `select` saw and did: the queue as `peek` gave it just before (split into the scheduler's
+/// queues where it reports them), whether a request changed queue during it (a re-bucketing), and the
+/// requests it admitted, in the order it admitted them (the engine's `Admitted` events).
+#[derive(Default)]
+struct Merge {
+    queues: Vec<Vec<u32>>,
+    moved: bool,
+    admitted: Vec<u32>,
+}
+
+type Log = std::rc::Rc<std::cell::RefCell<Vec<Merge>>>;
+
+/// A scheduler run as usual, its queues taken by `peek` and `describe_queues` around each `select`.
+struct Peeking {
+    inner: Box<dyn Scheduler>,
+    log: Log,
+}
+
+impl Peeking {
+    fn queues(&self) -> Vec<Vec<u32>> {
+        let mut order = Vec::new();
+        self.inner.peek(&mut |id| {
+            order.push(id);
+            true
+        });
+        assert_eq!(
+            order.len(),
+            self.inner.waiting(),
+            "peek visits every waiting request"
+        );
+        let mut sizes = Vec::new();
+        self.inner
+            .describe_queues(&mut |q| sizes.push(q.waiting as usize));
+        if sizes.is_empty() {
+            return vec![order];
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), order.len());
+        let mut rest = &order[..];
+        sizes
+            .iter()
+            .map(|&n| {
+                let (q, r) = rest.split_at(n);
+                rest = r;
+                q.to_vec()
+            })
+            .collect()
+    }
+}
+
+impl Scheduler for Peeking {
+    fn on_arrival(&mut self, req: &Request, now: sim_core::time::Nanos) {
+        self.inner.on_arrival(req, now)
+    }
+    fn select(&mut self, adm: &mut Admission<'_>) {
+        let before = self.queues();
+        self.inner.select(adm);
+        let after = self.queues();
+        let queue_of = |qs: &[Vec<u32>], id: u32| qs.iter().position(|q| q.contains(&id));
+        let moved = after
+            .iter()
+            .flatten()
+            .any(|&id| queue_of(&before, id).is_some_and(|q| queue_of(&after, id) != Some(q)));
+        self.log.borrow_mut().push(Merge {
+            queues: before,
+            moved,
+            admitted: Vec::new(),
+        });
+    }
+    fn peek(&self, visit: &mut dyn FnMut(u32) -> bool) {
+        self.inner.peek(visit)
+    }
+    fn on_finish(&mut self, req: &Request, now: sim_core::time::Nanos) {
+        self.inner.on_finish(req, now)
+    }
+    fn waiting(&self) -> usize {
+        self.inner.waiting()
+    }
+    fn skipped_merges(&mut self, calls: u64) {
+        self.inner.skipped_merges(calls)
+    }
+    fn describe_queues(&self, queue: &mut dyn FnMut(sim_core::engine::QueueInfo)) {
+        self.inner.describe_queues(queue)
+    }
+    fn merge_every(&self) -> Option<u32> {
+        self.inner.merge_every()
+    }
+}
+
+/// Admissions, in order, into the current merge's entry (the engine reports them as the merge ends).
+struct Admits(Log);
+
+impl Observer for Admits {
+    fn observe(&mut self, _now: sim_core::time::Nanos, ev: Observed<'_>) {
+        if let Observed::Admitted { id, .. } = ev
+            && let Some(m) = self.0.borrow_mut().last_mut()
+        {
+            m.admitted.push(id);
+        }
+    }
+}
+
+/// `peek` is the order `select` offers requests in (the prefetcher loads adapters by it): the requests a
+/// merge admits come in peek's order. A scheduler with several queues (`describe_queues`) is held to it per
+/// queue: `mlq` admits from its queues in two phases (quotas, then lent quota), and a refresh that
+/// re-buckets the waiting requests at a merge is skipped. A request admitted again after a squash was not
+/// waiting before the merge and is not checked.
+#[test]
+fn peek_visits_requests_in_the_order_select_admits_them() {
+    let mut checked = 0;
+    for seed in 0..40 {
+        let case = random_case(5000 + seed);
+        for s in schedulers() {
+            let predicted: Vec<u32> = case.w.requests.iter().map(|r| r.output).collect();
+            let ctx = PolicyCtx::new(&case.w, &predicted, &case.cfg, Slo::default(), &Linear);
+            let log = Log::default();
+            let policies = Policies {
+                scheduler: Box::new(Peeking {
+                    inner: sched::REGISTRY.build(s, &ctx).unwrap().made,
+                    log: log.clone(),
+                }),
+                cache: cache::REGISTRY.build("lru", &ctx).unwrap().made,
+                prefetch: prefetch::REGISTRY.build("none", &ctx).unwrap().made,
+            };
+            let mut clock = Simulated(&Linear);
+            let mut engine = Engine::new(&case.w, case.cfg.clone(), &mut clock, policies);
+            engine.observe(Box::new(Admits(log.clone())));
+            engine.run().unwrap();
+            for (k, m) in log.borrow().iter().enumerate().filter(|(_, m)| !m.moved) {
+                for q in &m.queues {
+                    let mine: Vec<u32> = m
+                        .admitted
+                        .iter()
+                        .copied()
+                        .filter(|id| q.contains(id))
+                        .collect();
+                    // Each admitted request is found after the one admitted before it.
+                    let mut at = 0;
+                    for id in &mine {
+                        match q[at..].iter().position(|x| x == id) {
+                            Some(p) => at += p + 1,
+                            None => panic!(
+                                "{s}, seed {seed}, merge {k}: admitted {:?}, but peek's order was {:?}",
+                                m.admitted, m.queues
+                            ),
+                        }
+                    }
+                    checked += mine.len().saturating_sub(1);
+                }
+            }
+        }
+    }
+    // Merges that admit several requests from one queue are common in these cases.
+    assert!(checked > 1000, "only {checked} ordered pairs checked");
 }

@@ -127,6 +127,11 @@ impl SloraAbort {
     fn newest_first(&self) -> bool {
         self.switch && self.rate >= self.bs
     }
+
+    /// The request-rate estimate the next `select` starts by taking (S-LoRA updates it at every call).
+    fn next_rate(&self) -> i64 {
+        self.smooth(self.queue.len() as i64 - self.last, self.rate)
+    }
 }
 
 impl Scheduler for SloraAbort {
@@ -135,7 +140,7 @@ impl Scheduler for SloraAbort {
     }
 
     fn select(&mut self, adm: &mut Admission<'_>) {
-        self.rate = self.smooth(self.queue.len() as i64 - self.last, self.rate);
+        self.rate = self.next_rate();
         // Arrival stamps grow along the queue: the aborted requests are its oldest.
         let now = adm.now();
         while let Some(&(id, at)) = self.queue.front() {
@@ -177,8 +182,9 @@ impl Scheduler for SloraAbort {
     }
 
     fn peek(&self, visit: &mut dyn FnMut(u32) -> bool) {
+        // The order the next `select` takes, after its estimate update.
         let mut go = |&(id, _): &(u32, Nanos)| visit(id);
-        if self.newest_first() {
+        if self.switch && self.next_rate() >= self.bs {
             for e in self.queue.iter().rev() {
                 if !go(e) {
                     break;
