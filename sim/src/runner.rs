@@ -231,6 +231,21 @@ pub struct RunArgs {
     #[arg(long, default_value = "none", value_name = "SPEC")]
     #[serde(deserialize_with = "options::scalar")]
     pub prefetch: String,
+    /// S-LoRA's --no-lora-compute: adapters are loaded but no LoRA kernel runs (`model_rpc.py` forward)
+    #[arg(long)]
+    #[serde(deserialize_with = "options::scalar")]
+    pub no_lora_compute: bool,
+    /// S-LoRA's --bmm: LoRA by padded batched GEMMs over per-iteration copies of the batch's adapters
+    /// (`models/bmm/lora_bmm_infer.py`); each adapter loaded in one pass, 8 copies per layer
+    #[arg(long)]
+    #[serde(deserialize_with = "options::scalar")]
+    pub bmm: bool,
+    /// S-LoRA's --no-mem-pool: adapters in their own buffers outside the unified pool, re-packed on the GPU
+    /// whenever one is added or freed (`naive_infer_adapter.py`; admission still counts them, and S-LoRA
+    /// refuses --prefetch with it)
+    #[arg(long)]
+    #[serde(deserialize_with = "options::scalar")]
+    pub no_mem_pool: bool,
 
     /// TTFT objective, seconds
     #[arg(long, default_value_t = 5.0, value_parser = options::real(range::SLO_S), allow_negative_numbers = true)]
@@ -367,6 +382,29 @@ pub fn cost_model(
         },
     };
     let spec = crate::ensemble::resolve_member(args).map_err(flagged("--member"))?;
+    // S-LoRA's engine flags reach the cost model as its kernels and pool.
+    let mut keys = Vec::new();
+    if args.no_lora_compute {
+        keys.push(("lora_kernels", "off"));
+    }
+    if args.bmm {
+        keys.push(("lora_kernels", "bmm"));
+    }
+    if args.no_mem_pool {
+        keys.push(("mem_pool", "false"));
+    }
+    let spec = if keys.is_empty() {
+        spec
+    } else {
+        Some(with_keys(
+            spec.as_deref().unwrap_or(if profile.is_some() {
+                "profile"
+            } else {
+                "analytic"
+            }),
+            &keys,
+        ))
+    };
     let built = cost::build_tp(
         spec.as_deref(),
         profile.as_deref(),
@@ -395,6 +433,32 @@ pub fn cost_model(
     })
 }
 
+/// `spec` with `keys` added to its parameters (`profile` + mem_pool=false -> `profile[mem_pool=false]`); the
+/// analytic model names its kernels `lora`, and has no pool to leave.
+fn with_keys(spec: &str, keys: &[(&str, &str)]) -> String {
+    let spec = spec.trim();
+    let analytic = spec.starts_with("analytic");
+    let add: Vec<String> = keys
+        .iter()
+        .filter(|(k, _)| !(analytic && *k == "mem_pool"))
+        .map(|(k, v)| {
+            let k = if analytic && *k == "lora_kernels" {
+                "lora"
+            } else {
+                k
+            };
+            format!("{k}={v}")
+        })
+        .collect();
+    if add.is_empty() {
+        return spec.to_string();
+    }
+    match spec.strip_suffix(']') {
+        Some(head) if head.contains('[') => format!("{head},{}]", add.join(",")),
+        _ => format!("{spec}[{}]", add.join(",")),
+    }
+}
+
 /// The shipped engine profile for `gpu` x `model` at tensor-parallel degree `tp`, or why there is none.
 pub fn default_profile(
     model: &ModelSpec,
@@ -410,20 +474,9 @@ pub fn default_profile(
             shipped.join(", ")
         ));
     };
-    if tp > 1 {
-        let text = cost::SHIPPED_PROFILES
-            .iter()
-            .find(|p| p.0 == name)
-            .map_or("", |p| p.1);
-        let dense = cost::fitted::EngineProfile::parse(text, name)
-            .map_or(true, |p| p.dense_table.is_some());
-        if dense {
-            return Err(format!(
-                "the shipped profile {name} holds dense-layer times measured on one GPU, which --tp {tp} \
-                 cannot shard"
-            ));
-        }
-    }
+    // A shipped profile serves a TP replica too: its parameters on the shard GPU, a measured dense table
+    // replaced by the efficiencies it implies (`cost::build_tp`).
+    let _ = tp;
     Ok(name)
 }
 
@@ -637,6 +690,22 @@ impl RunArgs {
         }
         engine.load_path =
             parse_load_path(&self.adapter_load, model).map_err(flagged("--adapter-load"))?;
+        // --bmm loads each adapter's eight tensors per layer once (`load_to_gpu(bmm=True)`).
+        if self.bmm && self.adapter_load == "slora" {
+            engine.load_path = parse_load_path("once[per_layer=true]", model)?;
+        }
+        if self.no_mem_pool && self.prefetch != "none" {
+            return Err(Error::msg(format!(
+                "--no-mem-pool and --prefetch {} exclude each other (S-LoRA's NaiveInferAdapter asserts no \
+                 prefetch)",
+                self.prefetch
+            )));
+        }
+        if self.no_lora_compute && self.bmm {
+            return Err(Error::msg(
+                "--no-lora-compute and --bmm exclude each other (no LoRA kernel runs at all)",
+            ));
+        }
         if !(self.idle_poll_ms >= 0.0 && self.idle_poll_ms.is_finite()) {
             return Err(Error::msg(format!(
                 "--idle-poll-ms must be >= 0, got {}",

@@ -394,7 +394,7 @@ fn profiles() -> Vec<Case> {
     let v2 = EXAMPLE_PROFILE.replacen("\"version\": 1", "\"version\": 2", 1);
     let eng_neg = ENGINE_PROFILE.replacen("\"copy_us\": ", "\"copy_us\": -", 1);
     let mut v: serde_json::Value = serde_json::from_str(ENGINE_PROFILE).unwrap();
-    v["params"]["iteration_us"] = serde_json::json!("fast");
+    v["params"]["iter_us"] = serde_json::json!("fast");
     let eng_bad = serde_json::to_string_pretty(&v).unwrap();
     vec![
         case(
@@ -432,13 +432,19 @@ fn profiles() -> Vec<Case> {
             "profile",
             "run --max-requests 5 --gpu a100-80gb --profile {d}/p.json",
             &[("p.json", &eng_neg)],
-            &["p.json", "params.copy_us", ">= 0"],
+            &["p.json", "params.copy_us", "must be in [0"],
+        ),
+        case(
+            "profile",
+            "run --max-requests 5 --gpu a100-80gb --profile {d}/p.json --cost profile[member=999]",
+            &[("p.json", ENGINE_PROFILE)],
+            &["--cost profile[member=..]", "'999'", "p.json"],
         ),
         case(
             "profile",
             "run --max-requests 5 --gpu a100-80gb --profile {d}/p.json",
             &[("p.json", &eng_bad)],
-            &["p.json", "line", "field iteration_us"],
+            &["p.json", "line", "iter_us"],
         ),
         case(
             "profile",
@@ -448,12 +454,12 @@ fn profiles() -> Vec<Case> {
         ),
         case(
             "profile",
-            "run --cost profile --gpu h100-80gb",
+            "run --cost profile --gpu a100-40gb",
             &[],
             &[
                 "--cost",
                 "needs --profile",
-                "no engine profile ships for h100-80gb x llama-7b",
+                "no engine profile ships for a100-40gb x llama-7b",
             ],
         ),
         case(

@@ -421,7 +421,7 @@ fn an_overloaded_run_says_so_and_a_light_one_does_not() {
         "--max-requests",
         "2000",
         "--rate",
-        "4",
+        "2",
         "--length-scale",
         "0.31",
     ]);

@@ -1,22 +1,39 @@
-//! The fit finds the truth on its own data: runs simulated with known engine parameters are fitted from the
-//! roofline's defaults and the parameters and metrics come back.
+//! The joint fit finds the truth on its own data: runs simulated with known engine parameters on two GPUs
+//! and two models at once (one set of host terms, a host factor for the second machine, efficiencies per
+//! GPU) are fitted from the start point with `sim fit`'s settings, and the metrics and each GPU's
+//! iteration times come back.
 
-use sim::fit::{self, MeasuredRun, Mechanisms, Metrics, Setup};
-use sim_core::cost::fitted::{EngineCost, EngineParams};
-use sim_core::cost::{BatchShape, LoraKernels};
-use sim_core::model::{GpuSpec, ModelSpec};
+use sim::fit::joint::{self, Joint};
+use sim::fit::lm::Problem;
+use sim::fit::{self, MeasuredRun, Metrics, Setup, Variant};
+use sim_core::cost::BatchShape;
+use sim_core::cost::fitted::EngineParams;
 use sim_core::workload::slora::{SloraSource, SloraWorkloadSpec};
 
-fn run(n: u32, rate: f64, duration: f64, input: (u32, u32), output: (u32, u32)) -> MeasuredRun {
+#[allow(clippy::too_many_arguments)]
+fn run(
+    gpu: &str,
+    model: &str,
+    ranks: &[u32],
+    n: u32,
+    rate: f64,
+    input: (u32, u32),
+    output: (u32, u32),
+    engine: Variant,
+) -> MeasuredRun {
     MeasuredRun {
-        file: "synthetic.jsonl".into(),
+        file: format!("{gpu}.jsonl"),
+        pool: 12_000,
         line: 1,
         setup: Setup {
-            file: "synthetic.jsonl".into(),
-            gpu: "a10g".into(),
-            model: "llama-7b".into(),
-            ranks: vec![64, 32, 16, 8],
-            pool: 14_500,
+            file: format!("{gpu}.jsonl"),
+            gpu: gpu.into(),
+            model: model.into(),
+            ranks: ranks.to_vec(),
+            pool: 12_000,
+            pools: vec![],
+            engine,
+            suite: None,
             fit: true,
             why: None,
         },
@@ -26,7 +43,7 @@ fn run(n: u32, rate: f64, duration: f64, input: (u32, u32), output: (u32, u32)) 
                 alpha: 1.0,
                 req_rate: rate,
                 cv: 1.0,
-                duration,
+                duration: 60.0,
                 input_range: input,
                 output_range: output,
                 seed: 42,
@@ -38,125 +55,143 @@ fn run(n: u32, rate: f64, duration: f64, input: (u32, u32), output: (u32, u32)) 
 }
 
 #[test]
-fn the_fit_recovers_the_parameters_it_simulated() {
-    let truth = EngineParams {
-        iteration_us: 6000.0,
-        per_seq_us: 0.0,
-        compute_eff: 0.35,
-        mem_eff: 0.55,
-        attn_eff: 0.4,
-        lora_eff: 0.004,
-        lora_us: 0.0,
-        h2d_eff: 0.8,
-        copy_us: 10.0,
+fn the_joint_fit_recovers_what_it_simulated_on_two_gpus_and_models() {
+    let base = Variant::default();
+    let off = Variant {
+        lora_compute: false,
+        ..base
     };
-    let mech = Mechanisms::ALL;
-    // Base model and adapters; short requests at light load (small batches, little context), long prompts
-    // with short outputs (prefill), short prompts with long outputs at heavy load (large batches, long
-    // contexts): each term dominates some run.
-    let runs = vec![
-        run(0, 0.5, 200.0, (8, 64), (8, 64)),
-        run(0, 2.0, 150.0, (512, 1024), (8, 32)),
-        run(0, 3.0, 150.0, (8, 64), (256, 512)),
-        run(20, 0.5, 200.0, (8, 64), (8, 64)),
-        run(20, 2.0, 150.0, (512, 1024), (8, 32)),
-        run(20, 3.0, 150.0, (8, 64), (256, 512)),
-    ];
-    let mut prepared = fit::prepare(&runs, mech).unwrap();
-    let sim = fit::simulate_all(&prepared, &truth, mech, 2).unwrap();
+    let s2 = [64, 32, 16, 8];
+    let s4 = [64, 32, 16];
+    // Per GPU: the base model and adapters at light load (small batches), long prompts (prefill), many
+    // short requests (large batches, long contexts), and the adapters without LoRA compute.
+    let mut runs = Vec::new();
+    for (gpu, model, ranks) in [
+        ("a10g", "llama-7b", &s2[..]),
+        ("a100-40gb", "llama-13b", &s4[..]),
+    ] {
+        runs.push(run(gpu, model, ranks, 0, 0.5, (8, 64), (8, 64), base));
+        runs.push(run(gpu, model, ranks, 200, 0.5, (8, 64), (8, 64), base));
+        runs.push(run(gpu, model, ranks, 20, 3.0, (400, 800), (8, 32), base));
+        runs.push(run(gpu, model, ranks, 20, 2.0, (8, 64), (200, 400), base));
+        runs.push(run(gpu, model, ranks, 20, 2.0, (8, 64), (200, 400), off));
+    }
+    let mut prepared = fit::prepare(&runs).unwrap();
+    let mut truth = Joint::start(&["a100-40gb", "a10g"], &[5, 5]);
+    assert_eq!(truth.reference, 1);
+    let set = |j: &mut Joint, name: &str, gpu: usize, v: f64| {
+        let p = EngineParams::index(name).unwrap();
+        let k = j.index(p, gpu);
+        j.values[k] = v;
+    };
+    for (name, v) in [
+        ("iter_us", 2500.0),
+        ("seq_us", 15.0),
+        ("lora_seq_us", 10.0),
+        ("layer_us", 600.0),
+        ("lora_layer_us", 300.0),
+    ] {
+        set(&mut truth, name, 0, v);
+    }
+    for (g, (hf, ce, me, at, bg, mb, h2d)) in [
+        (1.3, 0.55, 0.75, 0.6, 1.2, 0.05, 0.5),
+        (1.0, 0.3, 0.8, 0.5, 0.6, 0.02, 0.7),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (name, v) in [
+            ("host_factor", hf),
+            ("compute_eff", ce),
+            ("mem_eff", me),
+            ("attn_eff", at),
+            ("bgmv_eff", bg),
+            ("mbgmm_eff", mb),
+            ("h2d_eff", h2d),
+        ] {
+            set(&mut truth, name, g, v);
+        }
+    }
+    let params: Vec<EngineParams> = prepared
+        .iter()
+        .map(|p| truth.params(truth.gpu_index(p.gpu.name).unwrap()))
+        .collect();
+    let sim = fit::simulate_all(&prepared, &params, 2).unwrap();
     for (p, m) in prepared.iter_mut().zip(&sim) {
         p.run.measured = *m;
     }
-    // The terms these runs exercise; the others stay at the start's values (the truth's).
-    let effort = fit::Effort {
-        free: &[0, 2, 3, 4, 5],
-        prior: 0.0,
-        starts: 3,
-        ..fit::Effort::new(300, 2, 2)
+    let start = Joint::start(&["a100-40gb", "a10g"], &[5, 5]);
+    let fixed = start.index(joint::HOST_FACTOR, start.reference);
+    let problem = Problem {
+        prepared: &prepared,
+        runs: (0..prepared.len()).collect(),
+        free: (0..start.len()).filter(|&k| k != fixed).collect(),
+        threads: 2,
+        step: 0.05,
+        rounds: 4,
+        progress: None,
     };
-    let start = EngineParams {
-        iteration_us: 1000.0,
-        compute_eff: 0.6,
-        mem_eff: 0.8,
-        attn_eff: 0.8,
-        lora_eff: 0.2,
-        ..truth
-    };
-    let f = fit::fit(&prepared, start, mech, effort, None).unwrap();
-    let back = fit::simulate_all(&prepared, &f.params, mech, 2).unwrap();
-    for (m, b) in sim.iter().zip(&back) {
+    // `sim fit`'s settings: 10 Jacobians, 4 coordinate rounds, 3 starts.
+    let sol = problem.solve_multi(start, 10, 3).unwrap();
+    for (p, m) in prepared.iter().zip(&sol.sim) {
         for i in 0..4 {
-            let e = (b.get(i) - m.get(i)) / m.get(i);
+            let e = (m.get(i) - p.run.measured.get(i)) / p.run.measured.get(i);
             assert!(
-                e.abs() < 0.03,
-                "{} off by {:.1}%",
+                e.abs() < 0.05,
+                "{}: {} off by {:.1}%",
+                p.run.name(),
                 Metrics::NAMES[i],
                 100.0 * e
             );
         }
     }
-    // What the runs pin down comes back: the time of the iterations they are made of. (Single parameters
-    // can trade off: a decode step's fixed cost is the loop's overhead plus reading the weights, so
-    // iteration_us and mem_eff are only jointly determined.)
-    let cost = |p: &EngineParams| {
-        EngineCost::new(
-            *p,
-            ModelSpec::by_name("llama-7b").unwrap(),
-            GpuSpec::by_name("a10g").unwrap(),
-            LoraKernels::Slora,
-            None,
-            "t",
-        )
-    };
-    let (t, g) = (cost(&truth), cost(&f.params));
-    let shapes = [
+    // What the runs pin down comes back: the iteration times they are made of, on each GPU, and the second
+    // machine's host factor. (Single terms can trade off: under the overlap a decode step is the longer of
+    // the launches and the GPU's work, so only the longer is seen.)
+    let mut shapes = vec![
         (
-            "decode 16 x 300",
+            "decode 8 x 100",
             BatchShape {
-                decode_seqs: 16,
-                decode_context: 16 * 300,
+                decode_seqs: 8,
+                decode_context: 800,
                 ..Default::default()
             },
         ),
         (
-            "decode 48 x 500",
+            "decode 24 x 300 with adapters up to rank 64",
             BatchShape {
-                decode_seqs: 48,
-                decode_context: 48 * 500,
-                ..Default::default()
-            },
-        ),
-        (
-            "decode 32 x 400 with adapters up to rank 64",
-            BatchShape {
-                decode_seqs: 32,
-                decode_context: 32 * 400,
-                lora_tokens: 32,
-                lora_token_rank: 32 * 30,
-                lora_distinct_rank: 20 * 30,
-                lora_distinct: 20,
-                lora_seqs: 32,
+                decode_seqs: 24,
+                decode_context: 24 * 300,
+                lora_tokens: 24,
+                lora_token_rank: 24 * 30,
+                lora_distinct_rank: 15 * 30,
+                lora_distinct: 15,
+                lora_seqs: 24,
                 lora_max_rank: 64,
                 ..Default::default()
             },
         ),
-        (
-            "prefill 2 x 260",
-            BatchShape {
-                prefill_seqs: 2,
-                prefill_tokens: 520,
-                prefill_sq_tokens: 2 * 260 * 260,
-                prefill_max_len: 260,
-                ..Default::default()
-            },
-        ),
     ];
-    for (name, s) in shapes {
-        let (want, got) = (t.iteration_ns(&s), g.iteration_ns(&s));
-        assert!(
-            (got - want).abs() / want < 0.1,
-            "{name}: fitted {got:.0} ns, truth {want:.0} ns ({:?})",
-            f.params
+    let mut pre = BatchShape::default();
+    pre.add_prompt(600, Some((64, true)));
+    pre.add_prompt(500, Some((16, true)));
+    shapes.push(("prefill 600 + 500 with adapters", pre));
+    for (i, p) in prepared.iter().enumerate().filter(|(i, _)| i % 5 == 1) {
+        let g = truth.gpu_index(p.gpu.name).unwrap();
+        let (t, f) = (
+            fit::cost_of(p, &truth.params(g)),
+            fit::cost_of(p, &sol.joint.params(g)),
         );
+        for (name, s) in &shapes {
+            let (want, got) = (t.iteration_ns(s), f.iteration_ns(s));
+            assert!(
+                (got - want).abs() / want < 0.1,
+                "run {i} {}: {name}: fitted {got:.0} ns, truth {want:.0} ns",
+                p.gpu.name
+            );
+        }
     }
+    // (Loads are a few ms of TTFTs of hundreds: these short runs do not pin them, nor, with both GPUs
+    // near the launch / GPU balance, how an iteration splits into host and GPU time: the second machine's
+    // host factor trades with its efficiencies. The identification reports such terms of the real runs.)
 }

@@ -183,9 +183,10 @@ fn the_models_context_length_rejects_first_with_its_own_reason() {
 }
 
 #[test]
-fn slora_pads_lora_work_to_the_batchs_largest_rank() {
-    use sim_core::cost::LoraKernels::{Exact, Slora};
-    // A decode step of 3 sequences with ranks 8, 16 and 64 (distinct adapters).
+fn slora_lora_work_bgmv_at_own_rank_mbgmm_padded_as_dispatched() {
+    use sim_core::cost::LoraKernels::{Exact, Off, Slora};
+    // A decode step of 3 sequences with ranks 8, 16 and 64 (distinct adapters): BGMV is launched for rank
+    // 64, but its blocks past each adapter's rank return at once (`bgmv_impl.cuh`), so 8 + 16 + 64 rows.
     let decode = BatchShape {
         decode_seqs: 3,
         lora_tokens: 3,
@@ -196,10 +197,12 @@ fn slora_pads_lora_work_to_the_batchs_largest_rank() {
         lora_max_rank: 64,
         ..Default::default()
     };
-    assert_eq!(decode.lora_work(Exact).compute, 88.0);
-    assert_eq!(decode.lora_work(Slora).compute, 3.0 * 64.0);
+    assert_eq!(decode.lora_work(Exact).bgmv, 88.0);
+    assert_eq!(decode.lora_work(Slora).bgmv, 88.0);
+    assert_eq!(decode.lora_work(Slora).mbgmm, 0.0);
+    assert_eq!(decode.lora_work(Off).compute(), 0.0);
     // A prefill of two prompts (300 tokens at rank 64, 100 at rank 8): >= 2 requests, >= 200 tokens, rank
-    // >= 64, so the Triton MBGMM grid of 2 x 300 x 64, weights streamed per 32-token tile (10 tiles).
+    // >= 64, so the Triton MBGMM grid: 2 requests x 320 rows (10 tiles of 32) x rank 64.
     let prefill = BatchShape {
         prefill_seqs: 2,
         prefill_tokens: 400,
@@ -212,16 +215,66 @@ fn slora_pads_lora_work_to_the_batchs_largest_rank() {
         lora_max_rank: 64,
         ..Default::default()
     };
+    assert!(prefill.mbgmm());
     let w = prefill.lora_work(Slora);
-    assert_eq!(
-        (w.compute, w.weight_rows),
-        (2.0 * 300.0 * 64.0, 72.0 * 10.0)
-    );
-    assert_eq!(prefill.lora_work(Exact).compute, 20_000.0);
-    // Shorter prompts (max 150): per-token BGMV, lanes padded to rank 64.
-    let short = BatchShape {
-        prefill_max_len: 150,
-        ..prefill
+    assert_eq!((w.mbgmm, w.bgmv), (2.0 * 320.0 * 64.0, 0.0));
+    assert_eq!(prefill.lora_work(Exact).bgmv, 20_000.0);
+    // Shorter prompts (max 150), a single request, or a largest rank of 32: BGMV at each token's own rank.
+    for s in [
+        BatchShape {
+            prefill_max_len: 150,
+            ..prefill
+        },
+        BatchShape {
+            prefill_seqs: 1,
+            lora_seqs: 1,
+            ..prefill
+        },
+        BatchShape {
+            lora_max_rank: 32,
+            ..prefill
+        },
+    ] {
+        assert!(!s.mbgmm());
+        assert_eq!(s.lora_work(Slora).bgmv, 20_000.0);
+    }
+}
+
+/// `Costs`, plus S-LoRA's `--no-mem-pool` re-pack: 1 ms per MiB of resident adapters copied.
+struct NoPool;
+
+impl CostModel for NoPool {
+    fn describe(&self) -> String {
+        "test costs without the unified pool".into()
+    }
+    fn iteration(&self, s: &BatchShape) -> Nanos {
+        Costs.iteration(s)
+    }
+    fn adapter_load(&self, l: &LoadShape) -> Nanos {
+        Costs.adapter_load(l)
+    }
+    fn adapter_repack(&self, resident_bytes: u64) -> Nanos {
+        resident_bytes * MS / (1 << 20)
+    }
+}
+
+#[test]
+fn without_the_unified_pool_every_load_and_free_repacks_the_resident_adapters() {
+    // Two requests at t = 0 on two 16 MiB adapters, one copy call per load (1 + 16 = 17 ms each).
+    let w = Workload {
+        adapters: adapters(2),
+        requests: vec![req(0, 0, 10, 2, 0), req(1, 0, 10, 3, 1)],
     };
-    assert_eq!(short.lora_work(Slora).compute, 400.0 * 64.0);
+    let cfg = EngineConfig::new(10_000);
+    // Unified pool: loads back to back (0-17, 17-34), prefill 34-134, decodes 134-144 (request 0 ends),
+    // 144-154 (request 1 ends).
+    let out = run_prefetch(&w, cfg.clone(), &Costs, "fifo", "none", "none");
+    assert_eq!(times(&out.records[0]), (0, 134, 144, 34));
+    assert_eq!(times(&out.records[1]), (0, 134, 154, 34));
+    // No pool: the second load also concatenates the first adapter's 16 MiB (16 ms): 17-50; prefill 50-150;
+    // decode 150-160 ends request 0, whose adapter is freed: the other's 16 MiB gathered (16 ms), charged to
+    // the next step, 160-186.
+    let out = run_prefetch(&w, cfg, &NoPool, "fifo", "none", "none");
+    assert_eq!(times(&out.records[0]), (0, 150, 160, 50));
+    assert_eq!(times(&out.records[1]), (0, 150, 186, 50));
 }

@@ -1,30 +1,28 @@
-//! `sim fit compose`: an engine profile for a GPU without measured end-to-end runs, from what is measured
-//! elsewhere: the dense layers' times on that GPU (Vidur's operator profiles: per-layer median times of the
-//! linear layers, norms, RoPE, activation and residual adds at each token count, summed over the layers)
-//! and the serving engine's own terms (overheads, attention, LoRA and load efficiencies) from a profile
-//! fitted to the engine's runs on a GPU of the same family.
+//! `sim fit compose`: an engine profile for a GPU without measured end-to-end runs (`cli::composed`: the
+//! joint fit's host terms, the fitted GPUs' mean efficiencies on the target's datasheet), with the dense
+//! layers' times measured on that GPU where Vidur's operator profiles have it (per-layer median times of the
+//! linear layers, norms, RoPE, activation and residual adds at each token count, summed over the layers).
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use serde_json::json;
 
-use sim_core::cost::fitted::{self, DensePoint, EngineProfile};
+use super::joint::{DenseTables, Joint};
+use sim_core::cost::fitted::{DensePoint, EngineParams, EngineProfile};
 use sim_core::error::{Error, Result};
 use sim_core::model::{GpuSpec, ModelSpec};
 
 #[derive(Args, Clone, Debug)]
 pub struct ComposeArgs {
-    /// The fitted engine profile whose overheads and LoRA / attention / load terms are kept
-    #[arg(long, value_name = "FILE")]
-    pub from: PathBuf,
-    /// Vidur's operator profile of the target GPU (data/profiling/compute/<gpu>/<model>/mlp.csv)
-    #[arg(long, value_name = "FILE")]
+    /// The joint fit's profiles (slora-<gpu>-<model>.json): host terms and every fitted GPU's efficiencies
+    #[arg(long, default_value = "calibrate/profiles", value_name = "DIR")]
+    pub profiles: PathBuf,
+    /// Vidur's operator profiles (mlp_llama-2-7b_<gpu>.csv)
+    #[arg(long, default_value = "calibrate/data/vidur", value_name = "DIR")]
     pub vidur: PathBuf,
     /// The target GPU
     #[arg(long)]
     pub gpu: String,
-    /// The model (the operator profile's shape must be this model's)
     #[arg(long, default_value = "llama-7b")]
     pub model: String,
     #[arg(long, value_name = "FILE")]
@@ -116,53 +114,81 @@ pub fn vidur_dense(path: &Path, model: &ModelSpec) -> Result<Vec<DensePoint>> {
     Ok(out)
 }
 
-pub fn compose(a: &ComposeArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.from)
-        .map_err(|e| Error::msg(format!("{}: {e}", a.from.display())))?;
-    let base = EngineProfile::parse(&text, &a.from.display().to_string())?;
-    let gpu = GpuSpec::by_name(&a.gpu).map_err(|e| e.context("--gpu"))?;
-    let model = ModelSpec::by_name(&a.model).map_err(|e| e.context("--model"))?;
-    if base.model != model.name {
+/// The joint fit as its profiles store it: (best, members), one GPU per fitted profile.
+#[allow(clippy::type_complexity)]
+pub fn joint_from_profiles(dir: &Path) -> Result<(Joint, Vec<Joint>, Vec<usize>)> {
+    let mut by_gpu: std::collections::BTreeMap<&'static str, EngineProfile> = Default::default();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::msg(format!("{}: {e}", dir.display())))?;
+    let mut names: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.starts_with("slora-") && f.ends_with(".json"))
+        })
+        .collect();
+    names.sort();
+    for path in names {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+        let p = EngineProfile::parse(&text, &path.display().to_string())?;
+        let g = GpuSpec::by_name(&p.gpu)?.name;
+        by_gpu.entry(g).or_insert(p);
+    }
+    if by_gpu.is_empty() {
         return Err(Error::msg(format!(
-            "--from is fitted for {}, not {}",
-            base.model, model.name
+            "{}: no fitted profiles (slora-*.json); run sim fit first",
+            dir.display()
         )));
     }
-    let dense = vidur_dense(&a.vidur, model)?;
-    let profile = EngineProfile {
-        schema: fitted::SCHEMA.into(),
-        version: fitted::VERSION,
-        gpu: gpu.name.into(),
-        model: model.name.into(),
-        params: base.params,
-        lora_kernels: base.lora_kernels.clone(),
-        dense_table: Some(dense),
-        provenance: json!({
-            "tool": format!("sim fit compose {}", env!("CARGO_PKG_VERSION")),
-            "composed_from": {
-                "engine": format!(
-                    "{} (S-LoRA's overheads, attention, LoRA and load terms fitted on {}; efficiencies are \
-                     fractions of the datasheet figures, applied to {}'s: {:.0} TFLOP/s fp16, {:.0} GB/s, PCIe {:.0} GB/s)",
-                    a.from.display(), base.gpu, gpu.name, gpu.fp16_flops / 1e12, gpu.mem_bw / 1e9, gpu.pcie_bw / 1e9
-                ),
-                "dense_layers": format!(
-                    "{}: Vidur's measured operator times (github.com/microsoft/vidur commit 7d47513, MIT): per layer \
-                     the medians of {} plus two residual adds, x {} layers, plus the embedding; linear between \
-                     token counts",
-                    a.vidur.display(), LAYER_OPS.join(", "), model.layers
-                ),
-            },
-            "assumptions": [
-                "the engine's Python overheads and kernel efficiencies carry over between GPUs of one family \
-                 (the A10G and the A40 are both GA102)",
-                "Vidur's operators (Llama-2-7B, the same layer shapes as Llama-7B) time the dense layers as S-LoRA's \
-                 engine runs them; attention and the LM head come from the engine profile's efficiencies",
-                "nothing here was measured end to end on this GPU",
-            ],
-            "base_provenance": base.provenance,
-        }),
-        fit: None,
+    let gpus: Vec<&'static str> = by_gpu.keys().copied().collect();
+    let build = |pick: &dyn Fn(&EngineProfile) -> EngineParams| {
+        let mut j = Joint::start(&gpus, &vec![0; gpus.len()]);
+        for (i, p) in by_gpu.values().enumerate() {
+            let e = pick(p);
+            j.set_gpu(i, &e);
+            if e.host_factor == 1.0 {
+                j.reference = i;
+                j.values[..super::joint::HOST].copy_from_slice(&e.to_vec()[..super::joint::HOST]);
+            }
+        }
+        j
     };
+    let best = build(&|p| p.params);
+    let n = by_gpu.values().map(|p| p.members.len()).min().unwrap_or(0);
+    let members = (0..n).map(|k| build(&|p| p.members[k])).collect();
+    // Exercised: what the profiles' ranges call pinned or loose (all, for profiles without ranges).
+    let mut seen = Vec::new();
+    for (g, p) in by_gpu.values().enumerate() {
+        for (i, name) in EngineParams::NAMES.iter().enumerate() {
+            let status = p
+                .ranges
+                .as_ref()
+                .and_then(|r| r.get(*name))
+                .and_then(|r| r.get("status"))
+                .and_then(|s| s.as_str());
+            if matches!(
+                status,
+                None | Some("pinned") | Some("loose") | Some("measured (Vidur)")
+            ) {
+                seen.push(best.index(i, g));
+            }
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    Ok((best, members, seen))
+}
+
+pub fn compose(a: &ComposeArgs) -> Result<()> {
+    let gpu = GpuSpec::by_name(&a.gpu).map_err(|e| e.context("--gpu"))?;
+    let model = ModelSpec::by_name(&a.model).map_err(|e| e.context("--model"))?;
+    let (best, members, seen) = joint_from_profiles(&a.profiles)?;
+    let dense = DenseTables::load(&a.vidur, &[gpu.name])?;
+    let profile = super::cli::composed(
+        &best, &members, &seen, None, &dense, gpu.name, model.name, &a.vidur,
+    )?;
     std::fs::write(&a.out, profile.to_json())
         .map_err(|e| Error::internal(format!("{}: {e}", a.out.display())))?;
     eprintln!("wrote {}", a.out.display());

@@ -20,6 +20,17 @@ pub struct Setup {
     pub ranks: Vec<u32>,
     /// The unified KV + adapter pool, token slots (`--max_total_token_num`).
     pub pool: u64,
+    /// Later launches appended to the same file with other pools: a line with at least `from_adapters`
+    /// adapters ran with the last such entry's `pool` (the sweeps ascend in adapters).
+    #[serde(default)]
+    pub pools: Vec<PoolFrom>,
+    /// The server flags that changed the engine.
+    #[serde(default)]
+    pub engine: Variant,
+    /// The sweep this file belongs to (files measuring the same sweep share it; leave-one-suite-out holds
+    /// a suite out whole); default: the file name.
+    #[serde(default)]
+    pub suite: Option<String>,
     /// False: kept out of the fit (reported out of sample), for the reason `why`.
     #[serde(default = "yes")]
     pub fit: bool,
@@ -29,6 +40,69 @@ pub struct Setup {
 
 fn yes() -> bool {
     true
+}
+
+/// A pool that later lines of a file ran with.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFrom {
+    pub from_adapters: u32,
+    pub pool: u64,
+}
+
+/// S-LoRA's engine flags a run used (`slora/server/api_server.py`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields, default)]
+pub struct Variant {
+    /// False: `--no-lora-compute` (adapters loaded, no LoRA kernel runs).
+    pub lora_compute: bool,
+    /// `--bmm`: padded batched-GEMM LoRA (`models/bmm/lora_bmm_infer.py`).
+    pub bmm: bool,
+    /// False: `--no-mem-pool` (adapters outside the unified pool, `naive_infer_adapter.py`).
+    pub mem_pool: bool,
+}
+
+impl Default for Variant {
+    fn default() -> Variant {
+        Variant {
+            lora_compute: true,
+            bmm: false,
+            mem_pool: true,
+        }
+    }
+}
+
+impl Variant {
+    /// The LoRA kernels the variant runs.
+    pub fn kernels(&self) -> sim_core::cost::LoraKernels {
+        use sim_core::cost::LoraKernels;
+        if !self.lora_compute {
+            LoraKernels::Off
+        } else if self.bmm {
+            LoraKernels::Bmm
+        } else {
+            LoraKernels::Slora
+        }
+    }
+
+    /// `base`, or the flags: `no-lora-compute`, `bmm`, `no-mem-pool`, joined by `+`.
+    pub fn name(&self) -> String {
+        let mut v = Vec::new();
+        if !self.lora_compute {
+            v.push("no-lora-compute");
+        }
+        if self.bmm {
+            v.push("bmm");
+        }
+        if !self.mem_pool {
+            v.push("no-mem-pool");
+        }
+        if v.is_empty() {
+            "base".into()
+        } else {
+            v.join("+")
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -73,6 +147,8 @@ impl Metrics {
 #[derive(Clone, Debug)]
 pub struct MeasuredRun {
     pub file: String,
+    /// The pool this line ran with (`Setup::pool`, or a later launch's).
+    pub pool: u64,
     /// 1-based line in its file.
     pub line: usize,
     pub setup: Setup,
@@ -86,7 +162,11 @@ impl MeasuredRun {
         let s = &self.workload.spec;
         format!(
             "{}:{} n={} rate={} cv={}",
-            self.file.trim_end_matches(".jsonl"),
+            self.file
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(".jsonl"),
             self.line,
             s.num_adapters,
             s.req_rate,
@@ -97,6 +177,14 @@ impl MeasuredRun {
     /// The (GPU, model) group whose profile this run informs.
     pub fn group(&self) -> (String, String) {
         (self.setup.gpu.clone(), self.setup.model.clone())
+    }
+
+    /// The sweep this run belongs to.
+    pub fn suite(&self) -> String {
+        self.setup
+            .suite
+            .clone()
+            .unwrap_or_else(|| self.file.trim_end_matches(".jsonl").to_string())
     }
 }
 
@@ -146,7 +234,12 @@ fn parse_run(text: &str, file: &str, line: usize, setup: &Setup) -> Result<Measu
     spec.validate()
         .map_err(|e| Error::msg(format!("{file}: line {line}: config: {e}")))?;
     let res = |k: &str| num(&v, &["result", k], &at);
-    let aborted = res("num_abort")?;
+    // Some files (the ablations, the breakdowns) have no num_abort field: none aborted.
+    let aborted = if v["result"].get("num_abort").is_some() {
+        res("num_abort")?
+    } else {
+        0.0
+    };
     if aborted != 0.0 {
         return Err(Error::msg(format!(
             "{file}: line {line}: {aborted} aborted requests (the fit models runs without aborts)"
@@ -163,8 +256,16 @@ fn parse_run(text: &str, file: &str, line: usize, setup: &Setup) -> Result<Measu
             "{file}: line {line}: every measured metric must be positive"
         )));
     }
+    let pool = setup
+        .pools
+        .iter()
+        .filter(|p| spec.num_adapters >= p.from_adapters)
+        .map(|p| p.pool)
+        .next_back()
+        .unwrap_or(setup.pool);
     Ok(MeasuredRun {
         file: file.to_string(),
+        pool,
         line,
         setup: setup.clone(),
         workload: SloraSource {
@@ -207,6 +308,12 @@ mod tests {
             model: "llama-7b".into(),
             ranks: vec![8],
             pool: 14500,
+            pools: vec![PoolFrom {
+                from_adapters: 50,
+                pool: 9000,
+            }],
+            engine: Variant::default(),
+            suite: None,
             fit: true,
             why: None,
         }
@@ -218,6 +325,26 @@ mod tests {
         let r = parse_run(good, "f.jsonl", 3, &setup()).unwrap();
         assert_eq!(r.workload.spec.num_adapters, 20);
         assert_eq!(r.measured.ttft, 4.3);
+        assert_eq!(r.pool, 14500);
+        let r = parse_run(
+            &good.replace("\"num_adapters\": 20", "\"num_adapters\": 50"),
+            "f.jsonl",
+            3,
+            &setup(),
+        )
+        .unwrap();
+        assert_eq!(r.pool, 9000, "a later launch's pool from 50 adapters on");
+        let r = parse_run(
+            &good.replace(", \"num_abort\": 0", ""),
+            "f.jsonl",
+            3,
+            &setup(),
+        )
+        .unwrap();
+        assert_eq!(
+            r.measured.throughput, 1.8,
+            "no num_abort field: none aborted"
+        );
         let e = parse_run(&good.replace("\"cv\": 1, ", ""), "f.jsonl", 3, &setup())
             .unwrap_err()
             .to_string();

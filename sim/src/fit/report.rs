@@ -220,3 +220,10 @@ pub fn plot(rows: &Rows<'_>, path: &Path) -> Result<()> {
     draw(SVGBackend::new(&svg, (1100, 900)).into_drawing_area(), rows).map_err(e)?;
     Ok(())
 }
+
+/// Further sections of the validation report (`plots/fit_validation.md`), each (title, markdown body):
+/// another report about the same runs (e.g. a policy's measured against simulated effect) adds one line
+/// here.
+pub fn extra_sections(_prepared: &[Prepared]) -> Vec<(String, String)> {
+    Vec::new()
+}

@@ -142,7 +142,7 @@ impl CostModel for Analytic {
         // Other targets than q,k,v,o (`--lora-targets`) scale the work by their width.
         let k = m.lora_factor();
         let lora = self
-            .flops_time(16.0 * l * h * k * w.compute, self.lora_eff)
+            .flops_time(16.0 * l * h * k * w.compute(), self.lora_eff)
             .max(self.bytes_time(8.0 * l * h * b * k * w.weight_rows));
         self.overhead_ns + ((linear + attn + lora) * 1e9).ceil() as Nanos
     }

@@ -1,16 +1,33 @@
-//! A serving engine's costs as a few physical terms, fitted to its measured end-to-end runs (`calibrate fit`)
-//! and stored as an engine profile (schema `lora-serving-engine-profile`, docs/profile-schema.md). The same
-//! form on every GPU; the GPU enters through its datasheet peaks, the engine through the fitted values:
+//! S-LoRA's engine as a few physical terms, fitted jointly to its measured end-to-end runs on several GPUs
+//! and models (`sim fit`) and stored as an engine profile (schema `lora-serving-engine-profile` v2,
+//! docs/profile-schema.md). Each term is what S-LoRA's code (c1ddf48) does; docs/fidelity.md gives the line.
 //!
-//! iteration = `iteration_us` + `per_seq_us` x sequences (the serving loop, sampling, per-request work)
-//!           + dense layers: max(FLOPs / (peak x `compute_eff`), weight bytes / (bandwidth x `mem_eff`))
-//!             (or a measured dense-layer table, when the profile has one)
-//!           + attention: prefill FLOPs / (peak x `compute_eff`) + decode KV bytes / (bandwidth x `attn_eff`)
-//!           + LoRA: `lora_us` if any sequence carries an adapter + LoRA FLOPs / (peak x `lora_eff`)
-//!             + adapter weight bytes read / (bandwidth x `mem_eff`), with the LoRA work of `lora_kernels`;
-//! adapter load = `copy_us` x copy calls + bytes / (PCIe x `h2d_eff`).
+//! An iteration is one pass of the router's `_step` (`router/manager.py`) through `model_rpc.forward`:
+//!
+//! ```text
+//! iteration = host x (iter_us + seq_us x seqs + lora_seq_us x adapter seqs)        serial host work
+//!           + max(host x layers x (layer_us + lora_layer_us [LoRA kernels run]),   the layer loop's launches
+//!                 GPU time)                                                         ... overlap the GPU
+//! GPU time  = dense layers  max(FLOPs / (peak x compute_eff), weight bytes / (HBM x mem_eff))
+//!                           (or the profile's measured table, made monotone)
+//!           + LM head, causal prefill attention (compute_eff), decode KV reads / (HBM x attn_eff)
+//!           + MBGMM FLOPs (padded grid) / (peak x mbgmm_eff)
+//!           + BGMV rows at each token's own rank x 8 x layers x hidden x 2 B / (HBM x bgmv_eff)
+//!             + the distinct adapters' rows once / (HBM x mem_eff)
+//! ```
+//!
+//! `host` is the machine's host factor (1 on the reference machine): the host terms are one engine's
+//! software, shared by every GPU; the efficiencies are per GPU, shared by every model on it. The layer loop
+//! launches kernels asynchronously and the first blocking call is the sampled tokens' `.cpu()` copy at the
+//! end of `forward` (`model_rpc.py`), so launches and GPU work overlap; what follows (the per-request loop,
+//! the router's bookkeeping) is serial.
+//!
+//! An adapter load (`infer_adapter.py` `load_lora_A/B`): one copy call per layer per pass, issued by the
+//! host (`copy_us` each) while the DMA engine moves the bytes (`h2d_eff` of the PCIe figure): the longer of
+//! the two. `--no-mem-pool` adds the on-GPU concatenation of every resident adapter (`naive_infer_adapter.py`).
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{BatchShape, CostModel, LoadShape, LoraKernels};
 use crate::error::{Error, Result};
@@ -18,109 +35,307 @@ use crate::model::{GpuSpec, ModelSpec};
 use crate::time::Nanos;
 
 pub const SCHEMA: &str = "lora-serving-engine-profile";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
-/// The fitted constants. Efficiencies are fractions of the GPU's datasheet figures.
+/// What one parameter is: name, unit, physical range, whether it is a host term (shared by every GPU), and
+/// where in S-LoRA's code it comes from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ParamInfo {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub lo: f64,
+    pub hi: f64,
+    pub host: bool,
+    pub what: &'static str,
+}
+
+/// The fitted constants. Times are microseconds on the reference host; efficiencies are fractions of the
+/// GPU's datasheet figures.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EngineParams {
-    /// Fixed cost of one iteration, microseconds.
-    pub iteration_us: f64,
-    /// Cost per sequence in an iteration, microseconds.
-    pub per_seq_us: f64,
+    pub iter_us: f64,
+    pub seq_us: f64,
+    pub lora_seq_us: f64,
+    pub layer_us: f64,
+    pub lora_layer_us: f64,
+    pub copy_us: f64,
+    pub op_us: f64,
+    pub bmm_iter_us: f64,
+    pub host_factor: f64,
     pub compute_eff: f64,
     pub mem_eff: f64,
-    /// Decode attention's KV-cache read bandwidth efficiency.
     pub attn_eff: f64,
-    pub lora_eff: f64,
-    /// Fixed cost of an iteration that carries adapters (the LoRA kernel launches), microseconds.
-    pub lora_us: f64,
+    pub bgmv_eff: f64,
+    pub mbgmm_eff: f64,
     pub h2d_eff: f64,
-    /// Fixed cost of one host-to-device copy call, microseconds.
-    pub copy_us: f64,
 }
 
-impl EngineParams {
-    pub const NAMES: [&'static str; 9] = [
-        "iteration_us",
-        "per_seq_us",
-        "compute_eff",
-        "mem_eff",
-        "attn_eff",
-        "lora_eff",
-        "lora_us",
-        "h2d_eff",
-        "copy_us",
-    ];
+pub const N_PARAMS: usize = 15;
 
-    pub fn to_vec(&self) -> [f64; 9] {
+/// Every parameter, in `EngineParams` order.
+pub const PARAMS: [ParamInfo; N_PARAMS] = [
+    ParamInfo {
+        name: "iter_us",
+        unit: "us",
+        lo: 0.0,
+        hi: 50_000.0,
+        host: true,
+        what: "serial host time per iteration: the router's _step, model_rpc.forward's set-up, the sampled tokens' .cpu() sync",
+    },
+    ParamInfo {
+        name: "seq_us",
+        unit: "us/sequence",
+        lo: 0.0,
+        hi: 2_000.0,
+        host: true,
+        what: "serial host time per sequence per iteration: forward's per-request loop, _add_token_id_to_req, the detokenizer message",
+    },
+    ParamInfo {
+        name: "lora_seq_us",
+        unit: "us/sequence",
+        lo: 0.0,
+        hi: 2_000.0,
+        host: true,
+        what: "serial host time per adapter sequence: LoraUnorderedBatchInfer.__init__ looks up each request's adapter and writes req_bins[i] on the GPU",
+    },
+    ParamInfo {
+        name: "layer_us",
+        unit: "us/layer",
+        lo: 0.0,
+        hi: 2_000.0,
+        host: true,
+        what: "host time launching one transformer layer's kernels (overlaps the GPU)",
+    },
+    ParamInfo {
+        name: "lora_layer_us",
+        unit: "us/layer",
+        lo: 0.0,
+        hi: 2_000.0,
+        host: true,
+        what: "host time launching one layer's 8 LoRA kernels (4 projections x shrink + expand; overlaps the GPU)",
+    },
+    ParamInfo {
+        name: "copy_us",
+        unit: "us/copy",
+        lo: 0.0,
+        hi: 2_000.0,
+        host: true,
+        what: "host time per adapter copy call: load_lora_A/B's per-layer w_combined_home.to('cuda') and the scatter into the pool",
+    },
+    ParamInfo {
+        name: "op_us",
+        unit: "us/op",
+        lo: 0.0,
+        hi: 200.0,
+        host: true,
+        what: "host time per tensor op in --bmm's per-adapter-run Python loops (lora_bmm_infer.py)",
+    },
+    ParamInfo {
+        name: "bmm_iter_us",
+        unit: "us",
+        lo: 0.0,
+        hi: 200_000.0,
+        host: true,
+        what: "--bmm's per-iteration cost: model_rpc.forward's torch.cuda.empty_cache() and the re-allocation of the freed buffers",
+    },
+    ParamInfo {
+        name: "host_factor",
+        unit: "x",
+        lo: 0.25,
+        hi: 4.0,
+        host: false,
+        what: "this machine's host speed against the reference machine's (the A10G's): multiplies every host term",
+    },
+    ParamInfo {
+        name: "compute_eff",
+        unit: "of peak FLOP/s",
+        lo: 0.0,
+        hi: 1.0,
+        host: false,
+        what: "dense GEMMs, LM head and prefill attention: fraction of the datasheet fp16 FLOP/s",
+    },
+    ParamInfo {
+        name: "mem_eff",
+        unit: "of HBM bandwidth",
+        lo: 0.0,
+        hi: 1.0,
+        host: false,
+        what: "streaming the weights (and --bmm's buffers, --no-mem-pool's copies): fraction of the datasheet HBM bandwidth",
+    },
+    ParamInfo {
+        name: "attn_eff",
+        unit: "of HBM bandwidth",
+        lo: 0.0,
+        hi: 1.0,
+        host: false,
+        what: "decode attention reading the KV cache: fraction of the datasheet HBM bandwidth",
+    },
+    ParamInfo {
+        name: "bgmv_eff",
+        unit: "of HBM bandwidth",
+        lo: 0.0,
+        hi: 3.0,
+        host: false,
+        what: "BGMV (bgmv_impl.cuh): each token's pass over its own adapter's rank rows (the distinct adapters' first read is HBM at mem_eff), as bytes at this fraction of HBM bandwidth; above 1 only through L2 (at most ~3x HBM)",
+    },
+    ParamInfo {
+        name: "mbgmm_eff",
+        unit: "of peak FLOP/s",
+        lo: 0.0,
+        hi: 1.0,
+        host: false,
+        what: "Triton MBGMM (lora_prefill.py): the padded grid's multiply-adds, fraction of the datasheet fp16 FLOP/s",
+    },
+    ParamInfo {
+        name: "h2d_eff",
+        unit: "of PCIe bandwidth",
+        lo: 0.0,
+        hi: 1.0,
+        host: false,
+        what: "adapter copies from pinned host memory: fraction of the datasheet PCIe bandwidth",
+    },
+];
+
+impl EngineParams {
+    pub const NAMES: [&'static str; N_PARAMS] = {
+        let mut n = [""; N_PARAMS];
+        let mut i = 0;
+        while i < N_PARAMS {
+            n[i] = PARAMS[i].name;
+            i += 1;
+        }
+        n
+    };
+
+    pub fn to_vec(&self) -> [f64; N_PARAMS] {
         [
-            self.iteration_us,
-            self.per_seq_us,
+            self.iter_us,
+            self.seq_us,
+            self.lora_seq_us,
+            self.layer_us,
+            self.lora_layer_us,
+            self.copy_us,
+            self.op_us,
+            self.bmm_iter_us,
+            self.host_factor,
             self.compute_eff,
             self.mem_eff,
             self.attn_eff,
-            self.lora_eff,
-            self.lora_us,
+            self.bgmv_eff,
+            self.mbgmm_eff,
             self.h2d_eff,
-            self.copy_us,
         ]
     }
 
-    pub fn from_slice(v: &[f64; 9]) -> EngineParams {
+    pub fn from_slice(v: &[f64; N_PARAMS]) -> EngineParams {
         EngineParams {
-            iteration_us: v[0],
-            per_seq_us: v[1],
-            compute_eff: v[2],
-            mem_eff: v[3],
-            attn_eff: v[4],
-            lora_eff: v[5],
-            lora_us: v[6],
-            h2d_eff: v[7],
-            copy_us: v[8],
+            iter_us: v[0],
+            seq_us: v[1],
+            lora_seq_us: v[2],
+            layer_us: v[3],
+            lora_layer_us: v[4],
+            copy_us: v[5],
+            op_us: v[6],
+            bmm_iter_us: v[7],
+            host_factor: v[8],
+            compute_eff: v[9],
+            mem_eff: v[10],
+            attn_eff: v[11],
+            bgmv_eff: v[12],
+            mbgmm_eff: v[13],
+            h2d_eff: v[14],
         }
     }
 
-    /// Whether the named parameter is an efficiency (a fraction in (0, 1]) rather than a time (>= 0).
+    pub fn index(name: &str) -> Option<usize> {
+        Self::NAMES.iter().position(|n| *n == name)
+    }
+
+    /// Whether parameter `i` is an efficiency (bounded away from 0: a zero efficiency is an infinite time).
     pub fn is_efficiency(i: usize) -> bool {
-        matches!(i, 2..=5 | 7)
+        i >= 9
     }
 
-    /// A starting point: the analytic roofline's assumptions.
-    pub fn roofline() -> EngineParams {
+    /// A starting point inside every range (not a prior: nothing pulls the fit toward it).
+    pub fn start() -> EngineParams {
         EngineParams {
-            iteration_us: 1000.0,
-            per_seq_us: 0.0,
-            compute_eff: 0.6,
-            mem_eff: 0.8,
-            attn_eff: 0.8,
-            lora_eff: 0.2,
-            lora_us: 0.0,
-            h2d_eff: 0.8,
-            copy_us: 10.0,
+            iter_us: 3000.0,
+            seq_us: 30.0,
+            lora_seq_us: 30.0,
+            layer_us: 100.0,
+            lora_layer_us: 50.0,
+            copy_us: 30.0,
+            op_us: 10.0,
+            bmm_iter_us: 1000.0,
+            host_factor: 1.0,
+            compute_eff: 0.5,
+            mem_eff: 0.7,
+            attn_eff: 0.5,
+            bgmv_eff: 0.5,
+            mbgmm_eff: 0.1,
+            h2d_eff: 0.7,
         }
     }
 
+    /// Every value inside its physical range (efficiencies strictly above 0).
     pub fn validate(&self) -> Result<()> {
-        for (i, (name, v)) in Self::NAMES.iter().zip(self.to_vec()).enumerate() {
-            let ok = if Self::is_efficiency(i) {
-                v > 0.0 && v <= 1.0
-            } else {
-                v >= 0.0 && v.is_finite()
-            };
-            if !ok {
-                let want = if Self::is_efficiency(i) {
-                    "in (0, 1]"
+        for (i, v) in self.to_vec().into_iter().enumerate() {
+            let p = &PARAMS[i];
+            let ok = v.is_finite()
+                && v <= p.hi
+                && if Self::is_efficiency(i) {
+                    v > p.lo
                 } else {
-                    ">= 0"
+                    v >= p.lo
+                };
+            if !ok {
+                let lo = if Self::is_efficiency(i) {
+                    format!("({}", p.lo)
+                } else {
+                    format!("[{}", p.lo)
                 };
                 return Err(Error::msg(format!(
-                    "engine profile: params.{name} must be {want}, got {}",
+                    "engine profile: params.{} must be in {lo}, {}] {}, got {}",
+                    p.name,
+                    p.hi,
+                    p.unit,
                     crate::range::show(v)
                 )));
             }
         }
         Ok(())
+    }
+
+    /// A version-1 profile's parameters in this model (v1 added every host term to the GPU time, charged
+    /// BGMV at the batch's largest rank and both LoRA kernels at one FLOP efficiency): the per-iteration and
+    /// per-sequence overheads stay serial, no launch term (so the GPU time adds as before), the MBGMM
+    /// efficiency is v1's LoRA efficiency and BGMV gets the bandwidth efficiency that charges one token x
+    /// rank what v1 charged it (16 x layers x hidden FLOPs at `lora_eff` of peak), within its range (3).
+    pub fn from_v1(v: &Value, gpu: &GpuSpec) -> Result<EngineParams> {
+        let get = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| Error::msg(format!("version 1 params.{k} missing or not a number")))
+        };
+        let lora_eff = get("lora_eff")?;
+        Ok(EngineParams {
+            iter_us: get("iteration_us")? + get("lora_us").unwrap_or(0.0),
+            seq_us: get("per_seq_us")?,
+            lora_seq_us: 0.0,
+            layer_us: 0.0,
+            lora_layer_us: 0.0,
+            copy_us: get("copy_us")?,
+            op_us: 0.0,
+            bmm_iter_us: 0.0,
+            host_factor: 1.0,
+            compute_eff: get("compute_eff")?,
+            mem_eff: get("mem_eff")?,
+            attn_eff: get("attn_eff")?,
+            bgmv_eff: (lora_eff * gpu.fp16_flops / gpu.mem_bw).clamp(1e-9, 3.0),
+            mbgmm_eff: lora_eff,
+            h2d_eff: get("h2d_eff")?,
+        })
     }
 }
 
@@ -132,6 +347,39 @@ pub struct DensePoint {
     pub ms: f64,
 }
 
+/// `points` (sorted by tokens) made non-decreasing in time by isotonic regression (pool adjacent
+/// violators, equal weights): a measured table's dips (e.g. Vidur's A40 from 1,280 to 1,296 tokens, +20 ms)
+/// become flat stretches at their mean, so no result rests on a measurement cliff.
+pub fn monotone(points: &[DensePoint]) -> Vec<DensePoint> {
+    let mut blocks: Vec<(f64, usize)> = Vec::with_capacity(points.len());
+    for p in points {
+        blocks.push((p.ms, 1));
+        while blocks.len() >= 2 {
+            let (b, nb) = blocks[blocks.len() - 1];
+            let (a, na) = blocks[blocks.len() - 2];
+            if a <= b {
+                break;
+            }
+            blocks.pop();
+            let n = na + nb;
+            *blocks.last_mut().expect("two blocks") =
+                ((a * na as f64 + b * nb as f64) / n as f64, n);
+        }
+    }
+    let mut out = Vec::with_capacity(points.len());
+    let mut i = 0;
+    for (v, n) in blocks {
+        for p in &points[i..i + n] {
+            out.push(DensePoint {
+                tokens: p.tokens,
+                ms: v,
+            });
+        }
+        i += n;
+    }
+    out
+}
+
 /// An engine profile as stored on disk.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -141,38 +389,82 @@ pub struct EngineProfile {
     /// GPU and model, by the simulator's names (`--gpu`, `--model`).
     pub gpu: String,
     pub model: String,
+    /// The fitted (best) parameters.
     pub params: EngineParams,
-    /// LoRA kernels the engine runs (`slora` or `exact`).
+    /// LoRA kernels the engine runs (`slora`, `exact`, `bmm` or `off`).
     pub lora_kernels: String,
-    /// Dense layers measured on the GPU, replacing the dense roofline term (e.g. Vidur's operator times).
+    /// Dense layers measured on the GPU for this model, replacing the dense roofline term (e.g. Vidur's
+    /// operator times); made monotone when loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dense_table: Option<Vec<DensePoint>>,
-    /// Where the numbers come from and how they were obtained.
-    pub provenance: serde_json::Value,
-    /// The fit's report: measured vs simulated per run, errors (absent for a hand-made profile).
+    /// Each parameter's plausible range and whether the data pin it (from the fit's identification).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fit: Option<serde_json::Value>,
+    pub ranges: Option<Value>,
+    /// The plausible parameter vectors (a bootstrap over the measured runs): `--cost profile[member=K]`
+    /// runs member K; `members[0]` is the best fit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<EngineParams>,
+    /// The validation error that applies to this profile (in-sample, or held out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Value>,
+    /// Where the numbers come from and how they were obtained.
+    pub provenance: Value,
+    /// The fit's report: measured vs simulated per run, errors (absent for a composed profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<Value>,
 }
 
 impl EngineProfile {
+    /// Parses a profile; a version-1 profile is converted (`EngineParams::from_v1`) and says so in its
+    /// provenance.
     pub fn parse(text: &str, source: &str) -> Result<EngineProfile> {
-        let p: EngineProfile = serde_json::from_str(text).map_err(|e| {
+        let at = |e: serde_json::Error| {
             let at = crate::error::json_error(text, &e);
             Error::msg(format!("{source}: not an engine profile: {at}"))
-        })?;
-        if p.schema != SCHEMA {
+        };
+        let mut v: Value = serde_json::from_str(text).map_err(at)?;
+        if v.get("schema").and_then(Value::as_str) != Some(SCHEMA) {
             return Err(Error::msg(format!(
                 "{source}: schema '{}' is not '{SCHEMA}'",
-                p.schema
+                v.get("schema").and_then(Value::as_str).unwrap_or("?")
             )));
         }
-        if p.version != VERSION {
+        let version = v.get("version").and_then(Value::as_u64).unwrap_or(0);
+        let p: EngineProfile = if version == 1 {
+            let gpu = v.get("gpu").and_then(Value::as_str).unwrap_or("");
+            let g = GpuSpec::by_name(gpu).map_err(|e| e.context(source))?;
+            let params = EngineParams::from_v1(&v["params"], g).map_err(|e| e.context(source))?;
+            let o = v.as_object_mut().expect("an object");
+            o.insert(
+                "params".into(),
+                serde_json::to_value(params).expect("params"),
+            );
+            o.insert("version".into(), VERSION.into());
+            let prov = o.entry("provenance").or_insert(Value::Null).take();
+            o.insert(
+                "provenance".into(),
+                serde_json::json!({
+                    "converted_from_version_1": "host overheads kept serial, no launch overlap; BGMV now at each \
+                        token's own rank with the efficiency that charges a token x rank what v1 did; refit with \
+                        `sim fit` for the physical model",
+                    "original": prov,
+                }),
+            );
+            serde_json::from_value(v)
+                .map_err(|e| Error::msg(format!("{source}: not an engine profile: {e}")))?
+        } else if version == VERSION as u64 {
+            // Parsed from the text, so that an error names its line.
+            serde_json::from_str(text).map_err(at)?
+        } else {
             return Err(Error::msg(format!(
-                "{source}: engine profile version {} (this build reads {VERSION})",
-                p.version
+                "{source}: engine profile version {version} (this build reads {VERSION} and converts 1)"
             )));
-        }
+        };
         p.params.validate().map_err(|e| e.context(source))?;
+        for (k, m) in p.members.iter().enumerate() {
+            m.validate()
+                .map_err(|e| e.context(format!("{source}: members[{k}]")))?;
+        }
         LoraKernels::parse(&p.lora_kernels).map_err(|e| e.context(source))?;
         ModelSpec::by_name(&p.model).map_err(|e| e.context(source))?;
         GpuSpec::by_name(&p.gpu).map_err(|e| e.context(source))?;
@@ -189,6 +481,16 @@ impl EngineProfile {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a profile serialises") + "\n"
     }
+
+    /// The plausible parameter vectors (the members; the best fit alone for a profile without them): a
+    /// study over the model's uncertainty runs each (`--cost profile[member=K]` selects one).
+    pub fn plausible(&self) -> Vec<EngineParams> {
+        if self.members.is_empty() {
+            vec![self.params]
+        } else {
+            self.members.clone()
+        }
+    }
 }
 
 /// The cost model of an engine profile.
@@ -198,7 +500,9 @@ pub struct EngineCost {
     model: &'static ModelSpec,
     gpu: &'static GpuSpec,
     kernels: LoraKernels,
-    /// (tokens, ns) of a measured dense-layer table, sorted.
+    /// Adapters outside the unified pool (`--no-mem-pool`): each load also concatenates the resident ones.
+    mem_pool: bool,
+    /// (tokens, ns) of a measured dense-layer table, sorted and monotone.
     dense: Vec<(f64, f64)>,
     describe: String,
 }
@@ -212,41 +516,57 @@ impl EngineCost {
         dense: Option<&[DensePoint]>,
         source: &str,
     ) -> EngineCost {
-        let mut dense: Vec<(f64, f64)> = dense
-            .unwrap_or(&[])
+        let mut pts: Vec<DensePoint> = dense.unwrap_or(&[]).to_vec();
+        pts.sort_by_key(|d| d.tokens);
+        pts.dedup_by_key(|d| d.tokens);
+        let dense: Vec<(f64, f64)> = monotone(&pts)
             .iter()
             .map(|d| (d.tokens as f64, d.ms * 1e6))
             .collect();
-        dense.sort_by(|a, b| a.0.total_cmp(&b.0));
         let describe = format!(
-            "engine profile {source} ({} on {}, {} LoRA kernels{}: iteration {:.0}us + {:.1}us/seq, compute_eff {:.3}, \
-             mem_eff {:.3}, attn_eff {:.3}, lora_eff {:.4} + {:.0}us, h2d_eff {:.3}, {:.1}us/copy)",
+            "engine profile {source} ({} on {}, {} LoRA kernels{}: host x{:.2}: {:.0}us/iteration + {:.1}us/seq + \
+             {:.1}us/adapter seq serial, {:.1}+{:.1}us/layer launches overlapping the GPU; compute_eff {:.3}, \
+             mem_eff {:.3}, attn_eff {:.3}, bgmv_eff {:.3}, mbgmm_eff {:.4}; loads max({:.1}us/copy, PCIe x {:.3}))",
             model.name,
             gpu.name,
             kernels.name(),
             if dense.is_empty() {
                 ""
             } else {
-                ", measured dense layers"
+                ", measured dense layers (monotone)"
             },
-            p.iteration_us,
-            p.per_seq_us,
+            p.host_factor,
+            p.iter_us,
+            p.seq_us,
+            p.lora_seq_us,
+            p.layer_us,
+            p.lora_layer_us,
             p.compute_eff,
             p.mem_eff,
             p.attn_eff,
-            p.lora_eff,
-            p.lora_us,
-            p.h2d_eff,
-            p.copy_us
+            p.bgmv_eff,
+            p.mbgmm_eff,
+            p.copy_us,
+            p.h2d_eff
         );
         EngineCost {
             p,
             model,
             gpu,
             kernels,
+            mem_pool: true,
             dense,
             describe,
         }
+    }
+
+    /// `--no-mem-pool`: adapters live outside the unified pool (S-LoRA's `NaiveInferAdapter`).
+    pub fn without_mem_pool(mut self) -> EngineCost {
+        self.mem_pool = false;
+        self.describe =
+            self.describe
+                .replacen("LoRA kernels", "LoRA kernels, adapters outside the pool", 1);
+        self
     }
 
     pub fn from_profile(p: &EngineProfile, source: &str) -> Result<EngineCost> {
@@ -260,6 +580,10 @@ impl EngineCost {
         ))
     }
 
+    pub fn kernels(&self) -> LoraKernels {
+        self.kernels
+    }
+
     /// Dense layers from the measured table, linear between points and beyond the ends (through the last
     /// two points), never below the first point's time.
     fn dense_table_ns(&self, tokens: f64) -> f64 {
@@ -270,20 +594,28 @@ impl EngineCost {
         t.max(d[0].1)
     }
 
-    /// The iteration time in ns as a float (the fit differentiates nothing, but rounding only at the end
-    /// keeps the objective smooth).
-    pub fn iteration_ns(&self, s: &BatchShape) -> f64 {
+    /// The parts of an iteration, ns: (serial host, launch host, GPU). `iteration_ns` combines them.
+    pub fn parts_ns(&self, s: &BatchShape) -> (f64, f64, f64) {
         let (m, g, p) = (self.model, self.gpu, &self.p);
         let (l, h, b) = (m.layers as f64, m.hidden as f64, m.dtype_bytes as f64);
         let tokens = s.tokens() as f64;
         let seqs = (s.prefill_seqs + s.decode_seqs) as f64;
-        let peak = g.fp16_flops;
-        let bw = g.mem_bw;
-        let mut t = p.iteration_us * 1e3 + p.per_seq_us * 1e3 * seqs;
+        let (peak, bw) = (g.fp16_flops, g.mem_bw);
+        let lora = s.lora_tokens > 0;
+        let k = self.kernels;
+        let mut serial = p.iter_us + p.seq_us * seqs;
+        let mut launch = l * p.layer_us;
+        // The per-request adapter lookup runs when the LoRA engine gets the pool (not --no-lora-compute,
+        // not --bmm: `model_rpc.forward`).
+        if lora && matches!(k, LoraKernels::Slora | LoraKernels::Exact) {
+            serial += p.lora_seq_us * s.lora_seqs as f64;
+            launch += l * p.lora_layer_us;
+        }
+        let mut gpu = 0.0;
         if tokens > 0.0 {
             let head = 2.0 * h * m.vocab as f64 * seqs / (peak * p.compute_eff)
                 + h * m.vocab as f64 * b / (bw * p.mem_eff);
-            t += if self.dense.is_empty() {
+            gpu += if self.dense.is_empty() {
                 let flops = 2.0 * l * m.layer_params() as f64 * tokens;
                 let bytes = b * l * m.layer_params() as f64;
                 (flops / (peak * p.compute_eff)).max(bytes / (bw * p.mem_eff)) * 1e9
@@ -291,23 +623,81 @@ impl EngineCost {
                 self.dense_table_ns(tokens)
             } + head * 1e9;
         }
-        t += (2.0 * l * h * s.prefill_sq_tokens as f64 / (peak * p.compute_eff)
+        gpu += (2.0 * l * h * s.prefill_sq_tokens as f64 / (peak * p.compute_eff)
             + s.decode_context as f64 * m.kv_slot_bytes() as f64 / (bw * p.attn_eff))
             * 1e9;
-        if s.lora_tokens > 0 {
-            let w = s.lora_work(self.kernels);
-            t += p.lora_us * 1e3
-                + m.lora_factor()
-                    * (16.0 * l * h * w.compute / (peak * p.lora_eff)
-                        + 8.0 * l * h * b * w.weight_rows / (bw * p.mem_eff))
+        if lora {
+            let w = s.lora_work(k);
+            // BGMV: each distinct adapter's rows come from HBM once (the weight streams), every token's
+            // pass over its rows at the kernel's own rate (served by L2 after the first).
+            let hbm = if w.bgmv > 0.0 {
+                8.0 * l * h * b * w.weight_rows / (bw * p.mem_eff)
+            } else {
+                0.0
+            };
+            // Written for adapters on q,k,v,o; other targets scale the work (`ModelSpec::lora_factor`).
+            gpu += m.lora_factor()
+                * (16.0 * l * h * w.mbgmm / (peak * p.mbgmm_eff)
+                    + 8.0 * l * h * b * w.bgmv / (bw * p.bgmv_eff)
+                    + hbm)
+                * 1e9;
+            if k == LoraKernels::Bmm {
+                let (segs, _) = s.bmm_segments();
+                let segs = segs as f64;
+                // Each iteration: [layers, 4, runs, hidden, max rank] A and B buffers zeroed, filled with
+                // the runs' adapters and read by the batched GEMMs (three passes over them), the GEMMs'
+                // padded multiply-adds; host: 8 copies per run per layer, and per layer 2 input copies and 4
+                // adds per run (decode) or 4 x (2 matmuls, a scale, an add) per run (prefill).
+                let buf = m.lora_factor() * 8.0 * l * h * b * segs * s.lora_max_rank as f64;
+                gpu += (3.0 * buf / (bw * p.mem_eff)
+                    + 16.0 * l * h * w.bmm / (peak * p.compute_eff))
                     * 1e9;
+                let ops = if s.prefill_seqs > 0 {
+                    l * 24.0 * segs
+                } else {
+                    l * (14.0 * segs + 8.0)
+                };
+                launch += ops * p.op_us;
+                serial += p.bmm_iter_us;
+            }
         }
-        t
+        let hf = p.host_factor * 1e3;
+        (serial * hf, launch * hf, gpu)
     }
 
+    /// The iteration time in ns as a float (the fit rounds only at the end, keeping the objective smooth).
+    pub fn iteration_ns(&self, s: &BatchShape) -> f64 {
+        let (serial, launch, gpu) = self.parts_ns(s);
+        // --bmm's prefill slices by GPU tensors per adapter run (`b_start_loc[...]`), a sync each time: its
+        // launches do not overlap the GPU.
+        if self.kernels == LoraKernels::Bmm && s.prefill_seqs > 0 && s.lora_tokens > 0 {
+            serial + launch + gpu
+        } else {
+            serial + launch.max(gpu)
+        }
+    }
+
+    /// An adapter load: the host issues `copies` copy calls while the link moves the bytes; with
+    /// `--no-mem-pool` each layer's resident adapters are also concatenated with the new one on the GPU
+    /// (read + write of `resident_bytes`).
     pub fn load_ns(&self, load: &LoadShape) -> f64 {
         let bw = self.gpu.pcie_bw * self.p.h2d_eff * if load.pinned { 1.0 } else { 0.5 };
-        load.copies as f64 * self.p.copy_us * 1e3 + load.bytes as f64 / bw * 1e9
+        let host = load.copies as f64 * self.p.copy_us * self.p.host_factor * 1e3;
+        host.max(load.bytes as f64 / bw * 1e9)
+    }
+
+    /// `--no-mem-pool`: copying `bytes` of resident adapters on the GPU (a concatenation when one is loaded,
+    /// a gather of the rest when one is freed: read + write).
+    pub fn repack_ns(&self, bytes: u64) -> f64 {
+        if self.mem_pool {
+            0.0
+        } else {
+            2.0 * bytes as f64 / (self.gpu.mem_bw * self.p.mem_eff) * 1e9
+        }
+    }
+
+    pub fn mem_pool(&self) -> bool {
+        self.mem_pool
     }
 }
 
@@ -323,96 +713,274 @@ impl CostModel for EngineCost {
     fn adapter_load(&self, load: &LoadShape) -> Nanos {
         self.load_ns(load).round() as Nanos
     }
+
+    fn adapter_repack(&self, resident_bytes: u64) -> Nanos {
+        self.repack_ns(resident_bytes).round() as Nanos
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cost(p: EngineParams) -> EngineCost {
+    fn cost(p: EngineParams, k: LoraKernels) -> EngineCost {
         EngineCost::new(
             p,
             ModelSpec::by_name("llama-7b").unwrap(),
             GpuSpec::by_name("a100-80gb").unwrap(),
-            LoraKernels::Slora,
+            k,
             None,
             "test",
         )
     }
 
-    #[test]
-    fn each_term_adds_what_it_says() {
-        let zero = EngineParams {
-            iteration_us: 0.0,
-            per_seq_us: 0.0,
+    /// Every host term 0, every efficiency 1, no host factor.
+    fn zero() -> EngineParams {
+        EngineParams {
+            iter_us: 0.0,
+            seq_us: 0.0,
+            lora_seq_us: 0.0,
+            layer_us: 0.0,
+            lora_layer_us: 0.0,
+            copy_us: 0.0,
+            op_us: 0.0,
+            bmm_iter_us: 0.0,
+            host_factor: 1.0,
             compute_eff: 1.0,
             mem_eff: 1.0,
             attn_eff: 1.0,
-            lora_eff: 1.0,
-            lora_us: 0.0,
+            bgmv_eff: 1.0,
+            mbgmm_eff: 1.0,
             h2d_eff: 1.0,
-            copy_us: 0.0,
-        };
-        let decode = BatchShape {
-            decode_seqs: 10,
-            decode_context: 1000,
+        }
+    }
+
+    fn decode(n: u64) -> BatchShape {
+        BatchShape {
+            decode_seqs: n,
+            decode_context: 100 * n,
             ..Default::default()
-        };
-        let base = cost(zero).iteration_ns(&decode);
-        // 2 ms fixed + 10 x 50 us per sequence.
-        let over = cost(EngineParams {
-            iteration_us: 2000.0,
-            per_seq_us: 50.0,
-            ..zero
-        })
-        .iteration_ns(&decode);
-        assert!((over - base - 2.5e6).abs() < 1.0, "{over} {base}");
-        // Half the KV bandwidth doubles the attention term: 1000 tokens x 512 KiB at 2.039 TB/s.
-        let kv = 1000.0 * 524288.0 / 2039e9 * 1e9;
-        let slow = cost(EngineParams {
-            attn_eff: 0.5,
-            ..zero
-        })
-        .iteration_ns(&decode);
-        assert!((slow - base - kv).abs() < 1.0, "{slow} {base} {kv}");
-        // A load: 64 copies x 10 us + 32 MiB over 32 GB/s x 0.5.
-        let l = cost(EngineParams {
-            copy_us: 10.0,
-            h2d_eff: 0.5,
-            ..zero
-        })
-        .load_ns(&LoadShape {
-            bytes: 32 << 20,
-            copies: 64,
-            pinned: true,
-        });
-        assert!(
-            (l - (640e3 + (32u64 << 20) as f64 / 16e9 * 1e9)).abs() < 1.0,
-            "{l}"
-        );
+        }
     }
 
     #[test]
-    fn profiles_round_trip_and_bad_ones_name_the_field() {
-        let p = EngineProfile {
+    fn host_work_is_serial_and_launches_overlap_the_gpu() {
+        let d = decode(10);
+        let gpu = cost(zero(), LoraKernels::Slora).iteration_ns(&d);
+        // Llama-7B decode on an A100-80GB at full efficiency: the weights (12.9 GB) over 2.039 TB/s plus the
+        // LM head and KV reads, about 6.6 ms.
+        assert!(gpu > 6.0e6 && gpu < 7.5e6, "{gpu}");
+        // 2 ms + 10 x 50 us serial: added.
+        let p = EngineParams {
+            iter_us: 2000.0,
+            seq_us: 50.0,
+            ..zero()
+        };
+        assert!((cost(p, LoraKernels::Slora).iteration_ns(&d) - gpu - 2.5e6).abs() < 1.0);
+        // 32 layers x 100 us of launches = 3.2 ms < the GPU's time: hidden.
+        let p = EngineParams {
+            layer_us: 100.0,
+            ..zero()
+        };
+        assert!((cost(p, LoraKernels::Slora).iteration_ns(&d) - gpu).abs() < 1.0);
+        // 32 x 300 us = 9.6 ms > GPU: the launches set the pace; a host twice as slow doubles them.
+        let p = EngineParams {
+            layer_us: 300.0,
+            host_factor: 2.0,
+            ..zero()
+        };
+        assert!((cost(p, LoraKernels::Slora).iteration_ns(&d) - 19.2e6).abs() < 1.0);
+    }
+
+    #[test]
+    fn bgmv_costs_each_tokens_own_rank_and_mbgmm_the_padded_grid() {
+        let h = 4096.0;
+        // Decode: 3 sequences at ranks 8, 16, 64: 88 rank rows x 8 x 32 layers x 4096 x 2 B at 2.039 TB/s.
+        let d = BatchShape {
+            lora_tokens: 3,
+            lora_token_rank: 88,
+            lora_distinct_rank: 88,
+            lora_distinct: 3,
+            lora_seqs: 3,
+            lora_max_rank: 64,
+            ..decode(3)
+        };
+        let c = cost(zero(), LoraKernels::Slora);
+        // Plus the 3 adapters' 88 rows from HBM once (mem_eff 1).
+        let want = 2.0 * 88.0 * 8.0 * 32.0 * h * 2.0 / 2039e9 * 1e9;
+        let got = c.iteration_ns(&d) - c.iteration_ns(&decode(3));
+        assert!((got - want).abs() < 1.0, "{got} {want}");
+        // Half the BGMV efficiency doubles the token part; the MBGMM efficiency does not touch a decode.
+        let slow = cost(
+            EngineParams {
+                bgmv_eff: 0.5,
+                mbgmm_eff: 0.01,
+                ..zero()
+            },
+            LoraKernels::Slora,
+        );
+        let got = slow.iteration_ns(&d) - slow.iteration_ns(&decode(3));
+        assert!((got - 1.5 * want).abs() < 1.0, "{got}");
+        // A prefill of 300 (rank 64) + 100 (rank 8) tokens: MBGMM over 2 x 320 (10 tiles of 32) x 64,
+        // 16 x 32 layers x 4096 FLOPs each at 312 TFLOP/s x 0.01.
+        let mut p = BatchShape::default();
+        p.add_prompt(300, Some((64, true)));
+        p.add_prompt(100, Some((8, true)));
+        let base = {
+            let mut b = BatchShape::default();
+            b.add_prompt(300, None);
+            b.add_prompt(100, None);
+            slow.iteration_ns(&b)
+        };
+        let want = 2.0 * 320.0 * 64.0 * 16.0 * 32.0 * h / (312e12 * 0.01) * 1e9;
+        let got = slow.iteration_ns(&p) - base;
+        assert!((got - want).abs() < 1.0, "{got} {want}");
+        // Prompts under 200 tokens: BGMV at own rank, 150 x 64 + 100 x 8 rank rows.
+        let mut q = BatchShape::default();
+        q.add_prompt(150, Some((64, true)));
+        q.add_prompt(100, Some((8, true)));
+        let qb = {
+            let mut b = BatchShape::default();
+            b.add_prompt(150, None);
+            b.add_prompt(100, None);
+            slow.iteration_ns(&b)
+        };
+        let want = ((150.0 * 64.0 + 800.0) / 0.5 + 72.0) * 8.0 * 32.0 * h * 2.0 / 2039e9 * 1e9;
+        let got = slow.iteration_ns(&q) - qb;
+        assert!((got - want).abs() < 1.0, "{got} {want}");
+    }
+
+    #[test]
+    fn no_lora_compute_keeps_the_base_cost_and_bmm_pays_its_buffers() {
+        let d = BatchShape {
+            lora_tokens: 4,
+            lora_token_rank: 4 * 64,
+            lora_distinct_rank: 2 * 64,
+            lora_distinct: 2,
+            lora_seqs: 4,
+            lora_max_rank: 64,
+            lora_segments: 3,
+            lora_max_segment: 2,
+            ..decode(4)
+        };
+        let p = EngineParams {
+            lora_seq_us: 100.0,
+            op_us: 10.0,
+            ..zero()
+        };
+        let off = cost(p, LoraKernels::Off);
+        assert_eq!(off.iteration_ns(&d), off.iteration_ns(&decode(4)));
+        // BMM decode: 3 runs: buffers 8 x 32 x 4096 x 2 B x 3 x 64 passed 3 times at 2.039 TB/s, GEMMs over
+        // 3 x 2 x 64 token-ranks (16 x 32 x 4096 FLOPs each) at 312 TFLOP/s; launches 32 x (14 x 3 + 8) ops
+        // x 10 us = 16 ms, more than the GPU's time, so they set the pace.
+        let bmm = cost(p, LoraKernels::Bmm);
+        let (serial, launch, gpu) = bmm.parts_ns(&d);
+        let (_, _, base_gpu) = bmm.parts_ns(&decode(4));
+        let buf = 8.0 * 32.0 * 4096.0 * 2.0 * 3.0 * 64.0;
+        let want = (3.0 * buf / 2039e9 + 16.0 * 32.0 * 4096.0 * 384.0 / 312e12) * 1e9;
+        assert!(
+            (gpu - base_gpu - want).abs() < 1.0,
+            "{gpu} {base_gpu} {want}"
+        );
+        assert_eq!(serial, 0.0, "--bmm skips the per-request adapter lookup");
+        assert!((launch - 32.0 * 50.0 * 10e3).abs() < 1e-6, "{launch}");
+        assert!((bmm.iteration_ns(&d) - launch).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_load_is_the_longer_of_issuing_its_copies_and_moving_its_bytes() {
+        let load = LoadShape {
+            bytes: 32 << 20,
+            copies: 64,
+            pinned: true,
+        };
+        // 32 MiB over 32 GB/s x 0.5 = 2.10 ms against 64 x 10 us = 0.64 ms of calls.
+        let c = cost(
+            EngineParams {
+                copy_us: 10.0,
+                h2d_eff: 0.5,
+                ..zero()
+            },
+            LoraKernels::Slora,
+        );
+        let wire = (32u64 << 20) as f64 / 16e9 * 1e9;
+        assert!((c.load_ns(&load) - wire).abs() < 1.0);
+        // 64 x 50 us = 3.2 ms of calls: the host sets the pace.
+        let c = cost(
+            EngineParams {
+                copy_us: 50.0,
+                h2d_eff: 0.5,
+                ..zero()
+            },
+            LoraKernels::Slora,
+        );
+        assert!((c.load_ns(&load) - 3.2e6).abs() < 1.0);
+        // Without the unified pool, freeing or adding an adapter copies the resident ones (read + write).
+        let c = c.without_mem_pool();
+        assert!((c.repack_ns(1 << 30) - 2.0 * (1u64 << 30) as f64 / 2039e9 * 1e9).abs() < 1.0);
+    }
+
+    #[test]
+    fn monotone_pools_dips_into_their_mean() {
+        let pts: Vec<DensePoint> = [(1, 5.0), (2, 7.0), (3, 6.0), (4, 5.0), (5, 9.0)]
+            .iter()
+            .map(|&(t, ms)| DensePoint { tokens: t, ms })
+            .collect();
+        let m: Vec<f64> = monotone(&pts).iter().map(|d| d.ms).collect();
+        assert_eq!(m, vec![5.0, 6.0, 6.0, 6.0, 9.0]);
+    }
+
+    fn profile() -> EngineProfile {
+        EngineProfile {
             schema: SCHEMA.into(),
             version: VERSION,
             gpu: "a100-80gb".into(),
             model: "llama-7b".into(),
-            params: EngineParams::roofline(),
+            params: EngineParams::start(),
             lora_kernels: "slora".into(),
             dense_table: None,
+            ranges: None,
+            members: vec![EngineParams::start()],
+            validation: None,
             provenance: serde_json::json!({"tool": "test"}),
             fit: None,
-        };
+        }
+    }
+
+    #[test]
+    fn profiles_round_trip_and_bad_ones_name_the_field() {
+        let p = profile();
         let back = EngineProfile::parse(&p.to_json(), "p.json").unwrap();
         assert_eq!(back, p);
-        let bad = p.to_json().replace("\"mem_eff\": 0.8", "\"mem_eff\": 1.5");
+        let bad = p.to_json().replace("\"mem_eff\": 0.7", "\"mem_eff\": 1.5");
         let e = EngineProfile::parse(&bad, "p.json")
             .unwrap_err()
             .to_string();
         assert!(e.contains("params.mem_eff") && e.contains("p.json"), "{e}");
         let bad = p.to_json().replace("a100-80gb", "v100");
         assert!(EngineProfile::parse(&bad, "p.json").is_err());
+        let bad = p.to_json().replace("\"version\": 2", "\"version\": 7");
+        let e = EngineProfile::parse(&bad, "p.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("version 7"), "{e}");
+    }
+
+    #[test]
+    fn version_1_profiles_load_converted() {
+        let v1 = r#"{"schema": "lora-serving-engine-profile", "version": 1, "gpu": "a10g", "model": "llama-7b",
+            "params": {"iteration_us": 4000, "per_seq_us": 1, "compute_eff": 0.25, "mem_eff": 0.8,
+            "attn_eff": 0.8, "lora_eff": 0.01, "lora_us": 0, "h2d_eff": 0.85, "copy_us": 10},
+            "lora_kernels": "slora", "provenance": {"tool": "old"}}"#;
+        let p = EngineProfile::parse(v1, "old.json").unwrap();
+        assert_eq!(p.version, VERSION);
+        assert_eq!((p.params.iter_us, p.params.layer_us), (4000.0, 0.0));
+        assert_eq!(p.params.mbgmm_eff, 0.01);
+        // One BGMV token x rank costs what v1 charged it: 16 L h / (peak x lora_eff).
+        let g = GpuSpec::by_name("a10g").unwrap();
+        let v1_cost = 16.0 / (g.fp16_flops * 0.01);
+        let v2_cost = 16.0 / (g.mem_bw * p.params.bgmv_eff);
+        assert!((v1_cost / v2_cost - 1.0).abs() < 1e-9);
+        assert!(p.provenance.get("converted_from_version_1").is_some());
     }
 }

@@ -38,6 +38,10 @@ pub struct BatchShape {
     pub lora_distinct: u64,
     pub lora_seqs: u64,
     pub lora_max_rank: u64,
+    /// BMM kernels only (`LoraKernels::Bmm`): runs of consecutive sequences sharing an adapter in batch order
+    /// (S-LoRA's `adapter_sep`) and the most tokens in one run; 0 = unknown (estimated from the sums).
+    pub lora_segments: u64,
+    pub lora_max_segment: u64,
 }
 
 impl BatchShape {
@@ -70,35 +74,64 @@ impl BatchShape {
         if s.lora_tokens == 0 {
             return LoraWork::default();
         }
+        let rows = s.lora_distinct_rank as f64;
         match kernels {
             LoraKernels::Exact => LoraWork {
-                compute: s.lora_token_rank as f64,
-                weight_rows: s.lora_distinct_rank as f64,
+                bgmv: s.lora_token_rank as f64,
+                weight_rows: rows,
+                ..Default::default()
             },
-            LoraKernels::Slora => {
-                let r = s.lora_max_rank as f64;
-                if s.prefill_seqs > 0
-                    && s.lora_seqs >= 2
-                    && s.prefill_max_len >= 200
-                    && s.lora_max_rank >= 64
-                {
-                    // Triton MBGMM: a grid of requests x max rank x max length; each 32-token tile streams its
-                    // adapter's weights again (tiles of requests sharing an adapter hit the cache).
-                    let tiles = s.prefill_max_len.div_ceil(32) as f64;
-                    LoraWork {
-                        compute: s.lora_seqs as f64 * s.prefill_max_len as f64 * r,
-                        weight_rows: s.lora_distinct_rank as f64 * tiles,
-                    }
-                } else {
-                    // BGMV, one row per token: expand lanes padded to the max rank; tokens of one adapter
-                    // re-read its rows, which the cache serves after the first (so distinct adapters' rows).
-                    LoraWork {
-                        compute: s.lora_tokens as f64 * r,
-                        weight_rows: s.lora_distinct_rank as f64,
-                    }
+            LoraKernels::Slora if s.mbgmm() => {
+                // Triton MBGMM (`lora_prefill.py`): a grid of requests x ceil(longest prompt / 32) tiles of 32
+                // rows, each a dot product over the batch's largest rank (`BLOCK_RANK = max_rank`); masked rows
+                // are computed as zeros, so the work is padded in both.
+                LoraWork {
+                    mbgmm: s.prefill_seqs as f64
+                        * (s.prefill_max_len.div_ceil(32) * 32) as f64
+                        * s.lora_max_rank as f64,
+                    weight_rows: rows,
+                    ..Default::default()
                 }
             }
+            // BGMV (`bgmv_impl.cuh`): launched for the batch's largest rank, but the shrink's block j returns
+            // at `j >= lora_rank` and the expand's lanes past the adapter's rank load nothing, so each token
+            // costs its own adapter's rank.
+            LoraKernels::Slora => LoraWork {
+                bgmv: s.lora_token_rank as f64,
+                weight_rows: rows,
+                ..Default::default()
+            },
+            LoraKernels::Bmm => {
+                let (segs, max_seg) = s.bmm_segments();
+                LoraWork {
+                    bmm: segs as f64 * max_seg as f64 * s.lora_max_rank as f64,
+                    weight_rows: rows,
+                    ..Default::default()
+                }
+            }
+            LoraKernels::Off => LoraWork::default(),
         }
+    }
+
+    /// Whether S-LoRA runs this iteration's LoRA on the Triton MBGMM kernels: a prefill of at least two
+    /// requests, the longest prompt at least 200 tokens and the largest rank at least 64
+    /// (`lora_unordered_batch_infer.py`, `_lora_get_qkv`: `max_b_seq_len >= 200 and max_lora_dim >= 64 and
+    /// len(b_seq_len) >= 2`).
+    pub fn mbgmm(&self) -> bool {
+        self.prefill_seqs >= 2
+            && self.prefill_max_len >= 200
+            && self.lora_max_rank >= 64
+            && self.lora_tokens > 0
+    }
+
+    /// BMM kernels: the adapter runs in batch order and the most tokens in one, exact when the engine filled
+    /// them, else estimated: one run per distinct adapter, the longest as long as the tokens per run.
+    pub fn bmm_segments(&self) -> (u64, u64) {
+        if self.lora_segments > 0 {
+            return (self.lora_segments, self.lora_max_segment.max(1));
+        }
+        let segs = self.lora_distinct.max(1);
+        (segs, self.lora_tokens.div_ceil(segs).max(1))
     }
 }
 
@@ -110,10 +143,15 @@ pub enum LoraKernels {
     Exact,
     /// S-LoRA's (c1ddf48, `lora_unordered_batch_infer.py`): a prefill of >= 2 requests with a prompt of >= 200
     /// tokens and a rank >= 64 runs the Triton MBGMM kernels, whose grid is padded to the batch's largest
-    /// rank and prompt; every other batch runs per-token BGMV, whose expand lanes are padded to the batch's
-    /// largest rank and which re-reads the adapter's weights for every token.
+    /// rank and prompt; every other batch runs BGMV, whose blocks and lanes past each adapter's own rank do
+    /// nothing (`bgmv_impl.cuh`), so it costs each token's own rank.
     #[default]
     Slora,
+    /// S-LoRA's `--bmm` (`models/bmm/lora_bmm_infer.py`): each iteration copies the batch's adapters into
+    /// zero-padded [layers, 4, runs, hidden, max rank] buffers and runs padded batched GEMMs per adapter run.
+    Bmm,
+    /// S-LoRA's `--no-lora-compute`: adapters are loaded but no LoRA kernel runs.
+    Off,
 }
 
 impl LoraKernels {
@@ -121,8 +159,11 @@ impl LoraKernels {
         match s {
             "exact" => Ok(LoraKernels::Exact),
             "slora" => Ok(LoraKernels::Slora),
+            "bmm" => Ok(LoraKernels::Bmm),
+            "off" => Ok(LoraKernels::Off),
             _ => Err(Error::msg(format!(
-                "lora kernels must be 'slora' (padded, S-LoRA's) or 'exact', got '{s}'"
+                "lora kernels must be 'slora' (S-LoRA's MBGMM + BGMV), 'exact', 'bmm' (S-LoRA's --bmm) or 'off' \
+                 (--no-lora-compute), got '{s}'"
             ))),
         }
     }
@@ -131,16 +172,29 @@ impl LoraKernels {
         match self {
             LoraKernels::Exact => "exact",
             LoraKernels::Slora => "slora",
+            LoraKernels::Bmm => "bmm",
+            LoraKernels::Off => "off",
         }
     }
 }
 
-/// LoRA work of an iteration: multiply-adds in token x rank units (x 16 x layers x hidden FLOPs for
-/// q,k,v,o shrink + expand) and adapter weight rows read (x 8 x layers x hidden x dtype bytes).
+/// LoRA work of an iteration, in token x rank units per kernel family: `mbgmm` multiply-adds of the padded
+/// Triton grid and `bmm` of the padded batched GEMMs (x 16 x layers x hidden FLOPs for q,k,v,o shrink +
+/// expand), `bgmv` rank rows touched per token (x 8 x layers x hidden weight elements), and `weight_rows`
+/// of the distinct adapters (x 8 x layers x hidden x dtype bytes read at least once).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LoraWork {
-    pub compute: f64,
+    pub mbgmm: f64,
+    pub bgmv: f64,
+    pub bmm: f64,
     pub weight_rows: f64,
+}
+
+impl LoraWork {
+    /// All multiply-add work in token x rank units (the analytic model charges it at one efficiency).
+    pub fn compute(&self) -> f64 {
+        self.mbgmm + self.bgmv + self.bmm
+    }
 }
 
 /// One adapter load as it crosses the host-device link.
@@ -203,6 +257,12 @@ pub trait CostModel: Send + Sync {
     fn iteration(&self, shape: &BatchShape) -> Nanos;
     /// Duration of one adapter load over the host-device link, when the link is free.
     fn adapter_load(&self, load: &LoadShape) -> Nanos;
+    /// GPU time of re-packing `resident_bytes` of adapters when one is added or freed: 0 in S-LoRA's
+    /// unified pool; with `--no-mem-pool` the adapters' per-layer buffers are concatenated on a load and
+    /// gathered on a free (`naive_infer_adapter.py`).
+    fn adapter_repack(&self, _resident_bytes: u64) -> Nanos {
+        0
+    }
     /// What a reader should know about this model before trusting a result (the summary's `warnings`),
     /// e.g. that it is a fallback.
     fn warnings(&self) -> Vec<String> {
@@ -225,6 +285,9 @@ impl CostModel for Warned {
     }
     fn adapter_load(&self, load: &LoadShape) -> Nanos {
         self.inner.adapter_load(load)
+    }
+    fn adapter_repack(&self, resident_bytes: u64) -> Nanos {
+        self.inner.adapter_repack(resident_bytes)
     }
     fn warnings(&self) -> Vec<String> {
         let mut w = self.inner.warnings();
@@ -266,6 +329,14 @@ pub const SHIPPED_PROFILES: &[(&str, &str)] = &[
     (
         "slora-a100-80gb-llama-13b",
         include_str!("../../../../calibrate/profiles/slora-a100-80gb-llama-13b.json"),
+    ),
+    (
+        "slora-h100-80gb-llama-7b",
+        include_str!("../../../../calibrate/profiles/slora-h100-80gb-llama-7b.json"),
+    ),
+    (
+        "a40-llama-13b",
+        include_str!("../../../../calibrate/profiles/a40-llama-13b.json"),
     ),
 ];
 
@@ -329,6 +400,74 @@ fn is_engine_profile(text: &str) -> bool {
         == Some(fitted::SCHEMA)
 }
 
+/// An engine profile with `spec`'s selections applied (`member=K`, parameter overrides, `lora_kernels`,
+/// `mem_pool`): the profile, the source line naming what changed, and whether adapters share the pool.
+fn engine_profile(
+    spec: &mut Spec,
+    text: &str,
+    source: String,
+) -> Result<(fitted::EngineProfile, String, bool)> {
+    let mut p = fitted::EngineProfile::parse(text, &source)?;
+    // The re-judging runs one member of the plausible set (`profile[member=K]`, 0 = the best
+    // fit); a sensitivity study may override parameters or the kernels:
+    // `--cost profile[bgmv_eff=0.2,lora_kernels=exact]`.
+    let mut changed = Vec::new();
+    if let Some(k) = spec.take_str("member") {
+        let n = p.members.len();
+        let i: usize = k.parse().ok().filter(|&i| i < n.max(1)).ok_or_else(|| {
+            Error::msg(format!(
+                "--cost profile[member=..]: '{k}' is not a member of {source} (it has {n}: 0..{})",
+                n.saturating_sub(1)
+            ))
+        })?;
+        if n > 0 {
+            p.params = p.members[i];
+        }
+        changed.push(format!("member {i} of {n}"));
+    }
+    let mut v = p.params.to_vec();
+    for (i, name) in fitted::EngineParams::NAMES.iter().enumerate() {
+        if let Some(x) = spec.take_str(name) {
+            v[i] = x.parse().map_err(|_| {
+                Error::msg(format!("--cost profile[{name}=..]: '{x}' is not a number"))
+            })?;
+            changed.push(format!("{name}={x}"));
+        }
+    }
+    if let Some(k) = spec.take_str("lora_kernels") {
+        LoraKernels::parse(&k).map_err(|e| e.context("--cost profile[lora_kernels=..]"))?;
+        changed.push(format!("lora_kernels={k}"));
+        p.lora_kernels = k;
+    }
+    let mem_pool = match spec.take_str("mem_pool").as_deref() {
+        None | Some("true") => true,
+        Some("false") => {
+            changed.push("no unified pool".into());
+            false
+        }
+        Some(x) => {
+            return Err(Error::msg(format!(
+                "--cost profile[mem_pool=..]: '{x}' is not true or false"
+            )));
+        }
+    };
+    let mut known = fitted::EngineParams::NAMES.to_vec();
+    known.push("lora_kernels");
+    known.push("member");
+    known.push("mem_pool");
+    spec.finish(&known)?;
+    p.params = fitted::EngineParams::from_slice(&v);
+    p.params
+        .validate()
+        .map_err(|e| e.context("--cost profile[..]"))?;
+    let source = if changed.is_empty() {
+        source
+    } else {
+        format!("{source} with {} overridden", changed.join(", "))
+    };
+    Ok((p, source, mem_pool))
+}
+
 /// Builds the cost model: `--profile FILE` reads a profile (an engine profile fitted by `calibrate fit`, or
 /// tables measured by `calibrate`, whose spec may set `profile[load=METHOD]`), otherwise `cost` names a
 /// model, e.g. `analytic[compute_eff=0.5]`. A profile for another model or GPU than the run's is an error
@@ -368,44 +507,15 @@ pub fn build(
         ("profile", Some(path)) => {
             let (text, source) = read_profile(path)?;
             if is_engine_profile(&text) {
-                let mut p = fitted::EngineProfile::parse(&text, &source)?;
-                // A sensitivity study may override fitted parameters or the kernels:
-                // `--cost profile[lora_eff=0.2,lora_kernels=exact]`.
-                let mut v = p.params.to_vec();
-                let mut changed = Vec::new();
-                for (i, name) in fitted::EngineParams::NAMES.iter().enumerate() {
-                    if let Some(x) = spec.take_str(name) {
-                        v[i] = x.parse().map_err(|_| {
-                            Error::msg(format!("--cost profile[{name}=..]: '{x}' is not a number"))
-                        })?;
-                        changed.push(format!("{name}={x}"));
-                    }
-                }
-                if let Some(k) = spec.take_str("lora_kernels") {
-                    LoraKernels::parse(&k)
-                        .map_err(|e| e.context("--cost profile[lora_kernels=..]"))?;
-                    changed.push(format!("lora_kernels={k}"));
-                    p.lora_kernels = k;
-                }
-                let mut known = fitted::EngineParams::NAMES.to_vec();
-                known.push("lora_kernels");
-                spec.finish(&known)?;
-                p.params = fitted::EngineParams::from_slice(&v);
-                p.params
-                    .validate()
-                    .map_err(|e| e.context("--cost profile[..]"))?;
-                let source = if changed.is_empty() {
-                    source
-                } else {
-                    format!("{source} with {} overridden", changed.join(", "))
-                };
+                let (p, source, mem_pool) = engine_profile(&mut spec, &text, source)?;
                 if !allow_mismatch && p.model != model.name {
                     return Err(mismatch("model", &p.model, model.name, path));
                 }
                 if !allow_mismatch && p.gpu != gpu.name {
                     return Err(mismatch("gpu", &p.gpu, gpu.name, path));
                 }
-                return Ok(Arc::new(fitted::EngineCost::from_profile(&p, &source)?));
+                let c = fitted::EngineCost::from_profile(&p, &source)?;
+                return Ok(Arc::new(if mem_pool { c } else { c.without_mem_pool() }));
             }
             let load = spec
                 .take_str("load")
@@ -468,23 +578,29 @@ pub fn build_tp(
                     tp.degree
                 )));
             }
-            // Checks the profile as `build` does, then re-targets it.
+            // Checks the profile as `build` does, then re-targets it: the same parameters (member,
+            // overrides) on the shard GPU; a measured dense table is per GPU, so the shard runs the dense
+            // roofline at the profile's efficiencies (which the table implies).
             build(cost, profile, model, gpu, allow_mismatch)?;
-            let p = fitted::EngineProfile::parse(&text, &source)?;
-            if p.dense_table.is_some() {
-                return Err(Error::msg(format!(
-                    "{source}: a measured dense-layer table is per GPU; --tp {} needs a profile without one",
+            let mut spec = Spec::parse(cost.unwrap_or("profile"))?;
+            let (p, source, mem_pool) = engine_profile(&mut spec, &text, source)?;
+            let source = if p.dense_table.is_some() {
+                format!(
+                    "{source}, dense table replaced by its efficiencies for --tp {}",
                     tp.degree
-                )));
-            }
-            Arc::new(fitted::EngineCost::new(
+                )
+            } else {
+                source
+            };
+            let c = fitted::EngineCost::new(
                 p.params,
                 ModelSpec::by_name(&p.model)?,
                 shard,
                 LoraKernels::parse(&p.lora_kernels)?,
                 None,
                 &source,
-            ))
+            );
+            Arc::new(if mem_pool { c } else { c.without_mem_pool() })
         }
     };
     Ok(Arc::new(tp::TensorParallel::new(inner, tp.clone(), model)))

@@ -133,6 +133,12 @@ impl<'a> Engine<'a> {
             last_account: 0,
             aborted_now: Vec::new(),
             skipped_merges: 0,
+            slot_bytes: w
+                .adapters
+                .iter()
+                .find(|a| a.slots > 0)
+                .map_or(0, |a| a.bytes / a.slots),
+            repack_ns: 0,
             residency_log: (!dense).then(Vec::new),
         };
         let mut st = st;

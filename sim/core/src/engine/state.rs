@@ -115,6 +115,10 @@ pub(crate) struct State {
     /// With `Some`: (adapter, held) each time an adapter starts loading (held) or is evicted, for a fleet's
     /// view of which replica holds what.
     pub(super) residency_log: Option<Vec<(u32, bool)>>,
+    /// Bytes per adapter slot (adapters are whole slots of KV size), and the GPU time of adapter re-packs
+    /// (`--no-mem-pool`) owed by the next iteration.
+    pub(super) slot_bytes: u64,
+    pub(super) repack_ns: Nanos,
 }
 
 impl State {
@@ -190,6 +194,10 @@ impl State {
         self.mem.adapter_used -= s.slots;
         self.mem.idle_slots -= s.slots;
         self.stats.evictions += 1;
+        // Without the unified pool, freeing an adapter gathers the others' buffers (`offload_adapters`).
+        self.repack_ns += clock
+            .estimates()
+            .adapter_repack(self.mem.adapter_used * self.slot_bytes);
         if let Some(log) = &mut self.residency_log {
             log.push((a, false));
         }

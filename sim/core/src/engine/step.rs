@@ -353,7 +353,8 @@ impl<'a> Engine<'a> {
                 rank: w.adapter(r.adapter).map_or(0, |a| a.rank),
             }
         });
-        let dur = self.clock.iteration(&shape, &mut seqs)?.max(1);
+        let dur = self.clock.iteration(&shape, &mut seqs)?.max(1)
+            + std::mem::take(&mut self.st.repack_ns);
         self.st.batch.admitted = batch;
         self.st.stats.busy_ns += dur;
         self.st.busy = Busy::Prefill;
@@ -386,7 +387,8 @@ impl<'a> Engine<'a> {
             lora_max_rank: b.max_rank(),
             ..Default::default()
         };
-        let dur = self.clock.iteration(&shape, &mut b.seqs())?.max(1);
+        let dur = self.clock.iteration(&shape, &mut b.seqs())?.max(1)
+            + std::mem::take(&mut self.st.repack_ns);
         self.note_work(&shape);
         self.st.stats.busy_ns += dur;
         self.st.stats.decode_iterations += 1;
@@ -515,7 +517,12 @@ impl<'a> Engine<'a> {
         self.make_room(ad.slots);
         let start = self.st.now.max(self.st.link_free_at);
         let load = self.cfg.load_path.shape(ad.bytes);
-        let done = start + self.clock.load(a, ad.bytes, &load)?;
+        // Without the unified pool the new adapter's buffers are concatenated with the resident ones'.
+        let repack = self
+            .clock
+            .estimates()
+            .adapter_repack(self.st.mem.adapter_used * self.st.slot_bytes);
+        let done = start + self.clock.load(a, ad.bytes, &load)? + repack;
         self.st.link_free_at = done;
         let s = &mut self.st.adapters[a as usize];
         s.residency = Residency::Loading;
