@@ -284,6 +284,8 @@ pub fn counters(m: &mut Summary, s: &EngineStats) {
     m.adapter_evictions = s.evictions;
     m.pcie_bytes = s.pcie_bytes;
     m.load_stall_s = secs(s.load_stall_ns);
+    m.pcie_busy_fraction = (s.end_ns > 0 && s.links > 0)
+        .then(|| s.link_busy_ns as f64 / (s.end_ns as f64 * s.links as f64));
     m.iterations_prefill = s.prefill_iterations;
     m.iterations_decode = s.decode_iterations;
     m.simulated_s = secs(s.end_ns);

@@ -105,6 +105,8 @@ pub struct Summary {
     pub adapter_hit_rate: Option<f64>,
     pub pcie_bytes: u64,
     pub load_stall_s: f64,
+    /// Share of the run the copy link was busy loading adapters (Chameleon's Fig. 4: saturation is 1).
+    pub pcie_busy_fraction: Option<f64>,
 
     // The engine and the GPU.
     pub iterations_prefill: u64,

@@ -58,6 +58,8 @@ fn slora_frees_an_idle_adapter_and_reloads_it_for_the_next_request() {
     assert_eq!(out.stats.evictions, 2);
     assert_eq!(out.stats.pcie_bytes, 2 * (16 << 20));
     assert_eq!(out.stats.load_stall_ns, 60 * MS);
+    // The link moved the two loads (30 ms each) and nothing else.
+    assert_eq!(out.stats.link_busy_ns, 60 * MS);
     assert_eq!(
         (out.stats.prefill_iterations, out.stats.decode_iterations),
         (2, 3)

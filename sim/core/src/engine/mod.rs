@@ -128,6 +128,7 @@ impl<'a> Engine<'a> {
             },
             stats: EngineStats {
                 pool_slots: cfg.pool_slots,
+                links: 1,
                 ..Default::default()
             },
             last_account: 0,

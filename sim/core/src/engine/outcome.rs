@@ -157,6 +157,10 @@ pub struct EngineStats {
     pub aborted: u64,
     /// Total time the GPU stood still waiting for adapter loads before a prefill.
     pub load_stall_ns: Nanos,
+    /// Total time the copy link was moving adapters (loads queue on it, one at a time).
+    pub link_busy_ns: Nanos,
+    /// Copy links (engines) these counters add up: 1 for one engine, the replicas of a fleet.
+    pub links: u64,
     pub pool_slots: u64,
     pub peak_kv_slots: u64,
     pub peak_adapter_slots: u64,
@@ -196,6 +200,8 @@ impl EngineStats {
             finished,
             aborted,
             load_stall_ns,
+            link_busy_ns,
+            links,
             pool_slots,
             peak_kv_slots,
             peak_adapter_slots,
@@ -229,6 +235,8 @@ impl EngineStats {
         self.finished += finished;
         self.aborted += aborted;
         self.load_stall_ns += load_stall_ns;
+        self.link_busy_ns += link_busy_ns;
+        self.links += links;
         self.pool_slots += pool_slots;
         self.peak_kv_slots += peak_kv_slots;
         self.peak_adapter_slots += peak_adapter_slots;

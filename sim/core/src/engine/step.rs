@@ -524,6 +524,7 @@ impl<'a> Engine<'a> {
             .adapter_repack(self.st.mem.adapter_used * self.st.slot_bytes);
         let done = start + self.clock.load(a, ad.bytes, &load)? + repack;
         self.st.link_free_at = done;
+        self.st.stats.link_busy_ns += done - start;
         let s = &mut self.st.adapters[a as usize];
         s.residency = Residency::Loading;
         s.load_done = done;
