@@ -117,6 +117,43 @@ fn under_policy_cadence_chameleon_merges_every_iteration_and_slora_every_ten() {
 }
 
 #[test]
+fn backfill_lets_a_short_request_past_a_blocked_head_only_when_the_head_does_not_wait_longer_for_memory()
+ {
+    // Pool of 100 slots, base model only. A (40 in, 30 out) at 0 reserves 70 at its peak. B (40 in, 30 out)
+    // at 50 needs 70 more: it must wait for A. C (10 in, 5 out) at 60 needs 15 and fits beside A.
+    let w = Workload {
+        adapters: vec![],
+        requests: vec![
+            req(0, 0, 40, 30, NO_ADAPTER),
+            req(1, 50, 40, 30, NO_ADAPTER),
+            req(2, 60, 10, 5, NO_ADAPTER),
+        ],
+    };
+    let cfg = EngineConfig::new(100);
+    // FIFO: A prefills 0-100 and decodes its 29 other tokens by 390; B blocks C until then, and both
+    // prefill together 390-490 (B's 29 decodes end at 780, C's 4 at 530).
+    let fifo = run_with(&w, cfg.clone(), &Const, "fifo", "none");
+    assert_eq!(times(&fifo.records[0]), (0, 100, 390, 0));
+    assert_eq!(times(&fifo.records[1]), (390, 490, 780, 0));
+    assert_eq!(times(&fifo.records[2]), (390, 490, 530, 0));
+    // Backfill (patience 0: no free overtaking): at the merge at 200 A holds 51 slots with 19 tokens to
+    // go, so B fits 19 decode steps on (its shadow). C's whole output (5) ends within them: it goes now,
+    // prefills 200-300 and is done at 340. B still starts as soon as A is gone: A, paused by C's prefill,
+    // ends at 490, and B prefills 490-590 and ends at 880. (The shadow counts decode steps: C's prefill
+    // iteration is the one thing B waits longer for.)
+    let bf = run_with(&w, cfg.clone(), &Const, "backfill[patience=0]", "none");
+    assert_eq!(times(&bf.records[2]), (200, 300, 340, 0));
+    assert_eq!(times(&bf.records[0]), (0, 100, 490, 0));
+    assert_eq!(times(&bf.records[1]), (490, 590, 880, 0));
+    // A younger request with a long output that would hold B's memory past its shadow is not let past.
+    let mut w2 = w.clone();
+    w2.requests[2] = req(2, 60, 10, 40, NO_ADAPTER);
+    let bf = run_with(&w2, cfg, &Const, "backfill[patience=0]", "none");
+    assert_eq!(times(&bf.records[1]).0, 390, "B keeps its FIFO start");
+    assert!(bf.records[2].admitted >= bf.records[1].admitted);
+}
+
+#[test]
 fn fifo_holds_the_next_request_until_memory_is_reserved_for_it() {
     // Pool of 100 slots. Each request needs 50 + 10 = 60 slots at its peak, so they cannot run together.
     let w = Workload {

@@ -23,6 +23,7 @@
 
 pub mod cli;
 pub mod glyphs;
+pub mod observables;
 pub mod plot;
 pub mod report;
 pub mod stats;
@@ -239,6 +240,38 @@ fn apply_scale(mut root: Map<String, Value>, scale: Scale) -> Map<String, Value>
     {
         seeds.truncate(1);
     }
+    // A length rule solved over seeds (`knee[...,seeds=N]`) keeps its first, as the seed axes do.
+    let one_seed = |v: &mut Value| {
+        if let Value::String(s) = v
+            && let Some(i) = s.find("seeds=")
+        {
+            let end = s[i + 6..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(s.len(), |j| i + 6 + j);
+            s.replace_range(i..end, "seeds=1");
+        }
+    };
+    if let Some(Value::Object(base)) = root.get_mut("base")
+        && let Some(v) = base.get_mut("length-scale")
+    {
+        one_seed(v);
+    }
+    if let Some(Value::Object(grid)) = root.get_mut("grid") {
+        for axis in grid.values_mut() {
+            if let Value::Array(vals) = axis {
+                for v in vals {
+                    match v {
+                        Value::Object(o) => {
+                            if let Some(x) = o.get_mut("length-scale") {
+                                one_seed(x);
+                            }
+                        }
+                        v => one_seed(v),
+                    }
+                }
+            }
+        }
+    }
     if let Some(Value::Object(t)) = root.get_mut("throughput") {
         if let Some(Value::Array(seeds)) = t.get_mut("seeds") {
             seeds.truncate(1);
@@ -308,6 +341,7 @@ impl Experiment {
             "claims",
             "notes",
             "physics",
+            "observables",
         ];
         if let Some(k) = root.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(bad(
@@ -473,6 +507,24 @@ impl Experiment {
                 if let Some((lo, hi)) = &p.err {
                     exp.check_column(&format!("plot.panels[{i}].err"), lo)?;
                     exp.check_column(&format!("plot.panels[{i}].err"), hi)?;
+                }
+            }
+        }
+        if let Some(o) = exp.json.get("observables") {
+            let sec = observables::Section::parse(path, o)?;
+            for (i, r) in sec.rows.iter().enumerate() {
+                exp.check_column(&format!("observables.rows[{i}].metric"), &r.metric)?;
+                if let Some(p) = &r.per {
+                    exp.check_column(&format!("observables.rows[{i}].per"), p)?;
+                }
+            }
+            for a in &sec.settings {
+                if !exp.axes.iter().any(|x| &x.name == a) {
+                    return Err(bad(
+                        path,
+                        "observables.settings",
+                        format!("'{a}' is not a grid axis"),
+                    ));
                 }
             }
         }

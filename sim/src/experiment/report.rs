@@ -32,6 +32,8 @@ pub struct Plotted {
     /// The claims-table column of an experiment without a `physics` axis (its config's `physics`, e.g.
     /// "calibrated A40"; default "analytic").
     pub physics: String,
+    /// The operating-point table (an `observables` section), markdown.
+    pub observed: Option<String>,
 }
 
 /// Plots one results directory (`DIR/config.json` + `DIR/results.csv`), or one results table inside such
@@ -87,16 +89,29 @@ pub fn plot_results(path: &Path, out: &Path) -> Result<Plotted> {
         .unwrap_or_default();
     // Over the model's members the figure draws the best fit (member 0), unless it plots the members
     // themselves; the claims table gives the interval over the model.
-    let drawn: Vec<Row> = if rows.iter().any(|r| r.contains_key(super::MEMBER))
+    let best_only = rows.iter().any(|r| r.contains_key(super::MEMBER))
         && spec.x != super::MEMBER
-        && !spec.series.iter().any(|s| s == super::MEMBER)
-    {
-        rows.iter()
-            .filter(|r| r.get(super::MEMBER).and_then(Value::as_i64) == Some(0))
-            .cloned()
-            .collect()
-    } else {
-        rows.clone()
+        && !spec.series.iter().any(|s| s == super::MEMBER);
+    let drawn: Vec<Row> = rows
+        .iter()
+        .filter(|r| !best_only || r.get(super::MEMBER).and_then(Value::as_i64) == Some(0))
+        .filter(|r| {
+            spec.filter
+                .iter()
+                .all(|(k, v)| r.get(k).is_some_and(|x| same(x, v)))
+        })
+        .cloned()
+        .collect();
+    let observed = match cfg.get("observables") {
+        None => None,
+        Some(o) => {
+            let sec = super::observables::Section::parse(&cfg_path, o)?;
+            let (md, csv) = super::observables::table(&sec, &rows);
+            let f = out.join(format!("{name}_observables.csv"));
+            std::fs::write(&f, csv)
+                .map_err(|e| Error::internal(format!("{}: {e}", f.display())))?;
+            Some(md)
+        }
     };
     let mut fig = match spec.source {
         plot::Source::Results => plot::figure(&s("title"), &spec, &drawn),
@@ -123,6 +138,7 @@ pub fn plot_results(path: &Path, out: &Path) -> Result<Plotted> {
             .and_then(Value::as_str)
             .unwrap_or(ANALYTIC)
             .to_string(),
+        observed,
     })
 }
 
@@ -628,6 +644,14 @@ pub fn readme(plotted: &[Plotted], fit: &str) -> String {
                 o += &claim_row(p, c, &columns, false);
             }
             o += "\n";
+        }
+        if let Some(t) = &p.observed {
+            o += &format!(
+                "The paper's observables at each setting (median over seeds, best fit of the model; **ok**: within \
+                 the target, else by how much it misses the nearer end), best-matching settings first; every \
+                 setting: [{}_observables.csv]({}_observables.csv).\n\n{t}\n",
+                p.name, p.name
+            );
         }
         if !p.notes.is_empty() {
             o += &format!("{}\n\n", p.notes);

@@ -166,6 +166,39 @@ impl<'a> Admission<'a> {
         self.fit(id) == Fit::Yes
     }
 
+    /// The output tokens admission reserves for `id` (`--reserve`: its true output, S-LoRA's max new
+    /// tokens, by default).
+    pub fn budget(&self, id: u32) -> u32 {
+        self.cfg.budget(&self.w.requests[id as usize])
+    }
+
+    /// Whether `id`'s memory would fit after `steps` more decode steps if nothing changed but time: the
+    /// running requests and those admitted at this merge, plus `with` (admitted now too), each either gone
+    /// (finished within `steps`) or holding `steps` more tokens. The adapters pinned now stay pinned (their
+    /// users' finishing may free them sooner). For a scheduler that lets a younger request go first only
+    /// where the oldest would not start later (backfilling); the batch and prefill limits are not checked.
+    pub fn fits_after(&self, id: u32, steps: u64, with: &[u32]) -> bool {
+        let advance = |(len, rem): (u64, u64)| (rem > steps).then(|| (len + steps, rem - steps));
+        let mut held: Vec<(u64, u64)> = self
+            .st
+            .mem
+            .reserve
+            .iter()
+            .filter_map(|&e| advance(e))
+            .collect();
+        for &c in with {
+            let r = &self.w.requests[c as usize];
+            if let Some(e) = advance((r.input as u64 + 1, self.cfg.budget(r) as u64 - 1)) {
+                insert(&mut held, e);
+            }
+        }
+        let r = &self.w.requests[id as usize];
+        peak_with(&held, (r.input as u64 + 1, self.cfg.budget(r) as u64 - 1))
+            + self.st.mem.pinned_slots()
+            + self.extra_adapter_slots(r)
+            <= self.cfg.pool_slots
+    }
+
     /// Whether `id` would fit if the running request `victim` were squashed first.
     pub fn fits_if_squashed(&self, id: u32, victim: u32) -> bool {
         let st = &self.st;

@@ -216,12 +216,14 @@ impl<'a> Engine<'a> {
 
     fn start_iteration(&mut self) -> Result<()> {
         let b = &self.st.batch;
-        let every = match self.cfg.policy_cadence {
+        let due = match self.cfg.policy_cadence {
             true => self.sched.merge_every(),
             false => None,
         }
-        .unwrap_or(self.cfg.max_wait_tokens);
-        let merge = b.is_empty() || b.steps_since_merge >= every;
+        .map_or(b.steps_since_merge >= self.cfg.max_wait_tokens, |k| {
+            b.steps_since_merge >= k
+        });
+        let merge = b.is_empty() || due;
         if merge && self.sched.waiting() == 0 {
             self.st.skipped_merges += 1;
         }

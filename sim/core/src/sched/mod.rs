@@ -1,6 +1,7 @@
 //! Schedulers pick which waiting requests join the batch (the contract: `engine::api::Scheduler`). One file
 //! per scheduler, one line in `REGISTRY`.
 
+mod backfill;
 mod fifo;
 mod lifo;
 pub mod mlq;
@@ -21,6 +22,7 @@ pub const REGISTRY: Registry<Schedulers> = Registry {
         mlq::STATIC,
         lifo::ENTRY,
         pack::ENTRY,
+        backfill::ENTRY,
         slora_abort::ENTRY,
         slora_pets::ENTRY,
     ],

@@ -36,6 +36,11 @@ pub const ENTRY: Entry<Schedulers> = Entry {
             "64",
             "waiting requests behind the head considered at each merge",
         ),
+        Param::new(
+            "merge",
+            "10",
+            "decode steps between merges under --merge-cadence policy (S-LoRA's 10)",
+        ),
     ],
     props: Props::DEFAULT,
     build,
@@ -44,15 +49,17 @@ pub const ENTRY: Entry<Schedulers> = Entry {
 fn build(p: &mut Params, _ctx: &PolicyCtx) -> Result<Box<dyn Scheduler>> {
     let slack: f64 = p.get("slack")?;
     let window: usize = p.get("window")?;
-    if !(slack >= 0.0 && slack.is_finite()) {
+    let merge: u32 = p.get("merge")?;
+    if !(slack >= 0.0 && slack.is_finite()) || merge == 0 {
         return Err(crate::error::Error::msg(format!(
-            "pack: slack must be >= 0, got {slack}"
+            "pack: need slack >= 0 and merge >= 1, got slack={slack}, merge={merge}"
         )));
     }
     Ok(Box::new(Pack {
         queue: VecDeque::new(),
         slack,
         window,
+        merge,
     }))
 }
 
@@ -60,6 +67,7 @@ pub struct Pack {
     queue: VecDeque<u32>,
     slack: f64,
     window: usize,
+    merge: u32,
 }
 
 impl Scheduler for Pack {
@@ -108,5 +116,9 @@ impl Scheduler for Pack {
 
     fn waiting(&self) -> usize {
         self.queue.len()
+    }
+
+    fn merge_every(&self) -> Option<u32> {
+        Some(self.merge)
     }
 }

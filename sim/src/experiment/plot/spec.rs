@@ -99,6 +99,8 @@ pub struct PlotSpec {
     pub series_label: String,
     pub panels: Vec<Panel>,
     pub paper: Vec<PaperSpec>,
+    /// Only the rows whose columns have these labels (e.g. one probe of an operating-point search).
+    pub filter: serde_json::Map<String, Value>,
 }
 
 /// The `plot` object as written; `PlotSpec::parse` checks it and fills the defaults.
@@ -115,6 +117,8 @@ struct Written {
     #[serde(default)]
     paper: Vec<PaperSpec>,
     interval_s: Option<f64>,
+    #[serde(default, rename = "where")]
+    filter: serde_json::Map<String, Value>,
 }
 
 fn one() -> f64 {
@@ -216,6 +220,7 @@ impl PlotSpec {
             series_label: w.series_label.unwrap_or_else(|| "{}".into()),
             panels,
             paper: w.paper,
+            filter: w.filter,
         })
     }
 }
