@@ -589,7 +589,14 @@ pub fn readme(plotted: &[Plotted], fit: &str) -> String {
           and the number of seeds. A throughput is found per seed (bisection over the rate). When an \
           interval holds no effect (0% or 1x) the row says so: that claim is not supported at this seed \
           count. A column per cost model (physics): an experiment with a `physics` axis is evaluated once \
-          per value; the others ran on one (their config's `physics`, else the analytic model).\n\n";
+          per value; the others ran on one (their config's `physics`, else the analytic model). Where an \
+          experiment ran every plausible parameter vector of its profile (`\"member\": \"ensemble\"`), the \
+          numbers are the best fit's and the cell adds the interval over the model (the range of the members' \
+          medians) and a verdict: a comparison **holds** only when, at every member, its interval over seeds \
+          lies on the claim's side of its bound (its stated goal, else no effect); otherwise the cell says at \
+          how many members it fails and names the parameter it hinges on (largest |Spearman's rho| between \
+          the parameter and the effect across members). A cell without an interval over the model rests on one \
+          parameter vector: the analytic roofline's assumed efficiencies.\n\n";
     let mut columns: Vec<String> = vec![ANALYTIC.to_string()];
     for p in plotted {
         let labels = p.rows.iter().filter_map(|r| r.get(PHYSICS).map(label_text));
