@@ -2,9 +2,8 @@
 //!
 //! An engine profile of schema v2 stores its plausible set (`members`: the best fit first, then a bootstrap
 //! over the measured runs it was fitted to; docs/profile-schema.md), and `--cost profile[member=K]` runs
-//! member K. A profile without that set (schema v1) gets a stand-in built from the ranges the v1 fits allow,
-//! one parameter at a time from its best fit (`STAND_IN`); an analytic roofline or a measured table has one
-//! member, itself.
+//! member K. A profile without that set (a version-1 profile, converted), an analytic roofline or a measured
+//! table has one member, itself.
 //!
 //! `sim run --member K` runs one member, `sim run --physics ensemble` runs them all and prints their spread,
 //! and a sweep axis `"member": "ensemble"` expands every grid point into one run per member of its physics
@@ -38,20 +37,6 @@ impl Member {
             .join(";")
     }
 }
-
-/// The stand-in plausible set of a version-1 engine profile: its best fit, then each of these overrides on
-/// its own. The values are the ends of what the v1 fits of S-LoRA's runs allow (docs/fidelity.md): the LoRA
-/// efficiency ranged 0.0066 (A100-40GB 13B) to 0.202 (A100-80GB 13B) between groups of one engine; the
-/// per-sequence overhead ended at 0 only because the prior held it there (the A10G's profile likelihood
-/// prefers about 30 us); the per-iteration overhead ranged 1.9-25 ms (the composed A40 borrows the A10G's
-/// 4.2 ms: 1.9 ms is the fastest host seen); the per-copy cost was fixed at 10 us, never fitted.
-pub const STAND_IN: &[(&str, &str)] = &[
-    ("lora_eff", "0.0066"),
-    ("lora_eff", "0.202"),
-    ("per_seq_us", "30"),
-    ("iteration_us", "1900"),
-    ("copy_us", "50"),
-];
 
 /// The members of a profile's text (any schema the simulator reads).
 pub fn of_profile(text: &str, source: &str) -> Result<Vec<Member>> {
@@ -88,26 +73,12 @@ pub fn of_profile(text: &str, source: &str) -> Result<Vec<Member>> {
             })
             .collect());
     }
-    let mut out = vec![Member {
+    // No plausible set stored (a version-1 profile, converted): the best fit alone.
+    Ok(vec![Member {
         index: 0,
         overrides: vec![],
-        params: best.clone(),
-    }];
-    // Only a version-1 profile gets the stand-in (its parameter names are v1's).
-    if v.get("version").and_then(Value::as_u64) == Some(1) {
-        for (k, (name, value)) in STAND_IN.iter().enumerate() {
-            let mut params = best.clone();
-            for p in params.iter_mut().filter(|p| p.0 == *name) {
-                p.1 = value.parse().expect("a number");
-            }
-            out.push(Member {
-                index: k + 1,
-                overrides: vec![(name.to_string(), value.to_string())],
-                params,
-            });
-        }
-    }
-    Ok(out)
+        params: best,
+    }])
 }
 
 /// The profile a run is costed by (`runner::cost_model`'s rule), if any.
@@ -250,8 +221,8 @@ fn table(rows: &[(&Member, &sim_core::metrics::Summary)]) -> String {
         );
     }
     o += &format!(
-        "model uncertainty: {} plausible parameter vector{} (the profile's members; a version-1 profile: the \
-         stand-in, one parameter at a time)\n\n",
+        "model uncertainty: {} plausible parameter vector{} (the profile's members: its best fit, then a \
+         bootstrap over the runs it was fitted to)\n\n",
         rows.len(),
         if rows.len() == 1 { "" } else { "s" }
     );
@@ -259,21 +230,24 @@ fn table(rows: &[(&Member, &sim_core::metrics::Summary)]) -> String {
     for (c, _) in &cols {
         o += &format!("{c:>10}");
     }
-    o += "  differs from the best fit in\n";
+    o += "  furthest from the best fit\n";
     let cell = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.4}", x));
     for (m, s) in rows {
         o += &format!("{:<7}", m.index);
         for (_, get) in &cols {
             o += &format!("{:>10}", cell(get(s)));
         }
+        // The three parameters furthest (in ratio) from the best fit's.
         let best = &rows[0].0.params;
-        let diff: Vec<String> = m
+        let mut far: Vec<(f64, String)> = m
             .params
             .iter()
             .zip(best)
-            .filter(|(a, b)| a.1 != b.1)
-            .map(|(a, _)| format!("{}={}", a.0, sim_core::range::show(a.1)))
+            .filter(|(a, b)| a.1 != b.1 && a.1 > 0.0 && b.1 > 0.0)
+            .map(|(a, b)| ((a.1 / b.1).ln().abs(), format!("{} x{:.2}", a.0, a.1 / b.1)))
             .collect();
+        far.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let diff: Vec<String> = far.into_iter().take(3).map(|f| f.1).collect();
         o += &format!(
             "  {}\n",
             if diff.is_empty() {
@@ -329,13 +303,12 @@ mod tests {
     }
 
     #[test]
-    fn a_v1_profile_has_the_stand_in_and_a_v2_its_members() {
+    fn a_v2_profile_has_its_members_and_a_v1_one() {
         let v1 = r#"{"schema": "lora-serving-engine-profile", "version": 1,
                      "params": {"lora_eff": 0.02, "per_seq_us": 0.0}}"#;
         let m = of_profile(v1, "v1").unwrap();
-        assert_eq!(m.len(), 1 + STAND_IN.len());
+        assert_eq!(m.len(), 1);
         assert_eq!(m[0].overrides, vec![]);
-        assert_eq!(m[1].params[0], ("lora_eff".to_string(), 0.0066));
         let v2 = r#"{"schema": "lora-serving-engine-profile", "version": 2, "params": {"a": 1},
                      "members": [{"a": 1}, {"a": 2}, {"a": 3}]}"#;
         let m = of_profile(v2, "v2").unwrap();

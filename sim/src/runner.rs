@@ -153,8 +153,8 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(deserialize_with = "options::scalar")]
     pub allow_profile_mismatch: bool,
-    /// Run member K of the cost profile's plausible parameter set (0 = the best fit; a version-1 profile
-    /// has a stand-in set, an analytic model one member): `sim run --physics ensemble` runs them all
+    /// Run member K of the cost profile's plausible parameter set (0 = the best fit; an analytic model has
+    /// one member): `sim run --physics ensemble` runs them all
     #[arg(long, value_name = "K", value_parser = options::whole::<usize>(range::MEMBER), allow_negative_numbers = true)]
     #[serde(deserialize_with = "options::optional")]
     pub member: Option<usize>,

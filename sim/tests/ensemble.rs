@@ -33,7 +33,7 @@ fn the_ensemble_axis_gives_each_members_separate_run() {
     let out = sweep::sweep(&exp, &sweep::SweepOpts::new(dir.join("results"))).unwrap();
     assert!(out.complete);
     let rows = table::read(&out.dir.join("results.csv")).unwrap();
-    // The members of the profile the runs use, read here on their own: the best fit and the stand-in.
+    // The members of the profile the runs use, read here on their own: the best fit and its bootstrap members.
     let text = std::fs::read_to_string(root.join("calibrate/profiles/a40-llama-7b.json")).unwrap();
     let members = sim::ensemble::of_profile(&text, "a40").unwrap();
     assert!(members.len() >= 2, "a profile with a plausible set");
