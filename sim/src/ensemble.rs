@@ -95,9 +95,7 @@ fn profile_path(args: &RunArgs) -> Result<Option<PathBuf>> {
     }
     let model = sim_core::model::ModelSpec::resolve(&args.model)?;
     let gpu = sim_core::model::GpuSpec::by_name(&args.gpu)?;
-    Ok(runner::default_profile(model, gpu, args.tp)
-        .ok()
-        .map(PathBuf::from))
+    Ok(runner::default_profile(model, gpu).ok().map(PathBuf::from))
 }
 
 /// The plausible parameter vectors of the cost model `args` runs on.

@@ -370,7 +370,7 @@ pub fn cost_model(
     let (profile, fallback) = match &args.profile {
         Some(p) => (Some(p.clone()), None),
         None if explicit_analytic => (None, None),
-        None => match default_profile(model, gpu, tp.degree) {
+        None => match default_profile(model, gpu) {
             Ok(name) => (Some(PathBuf::from(name)), None),
             Err(why) if args.cost.is_some() => {
                 return Err(Error::msg(format!(
@@ -459,25 +459,22 @@ fn with_keys(spec: &str, keys: &[(&str, &str)]) -> String {
     }
 }
 
-/// The shipped engine profile for `gpu` x `model` at tensor-parallel degree `tp`, or why there is none.
+/// The shipped engine profile for `gpu` x `model`, or why there is none. It serves every run on that GPU x
+/// model, a tensor-parallel replica's too (`cost::build_tp` keeps its parameters on the shard GPU and
+/// replaces a measured dense table by the efficiencies it implies): one default physics.
 pub fn default_profile(
     model: &ModelSpec,
     gpu: &GpuSpec,
-    tp: u32,
 ) -> std::result::Result<&'static str, String> {
-    let Some(name) = cost::shipped_profile_for(gpu.name, model.name) else {
+    cost::shipped_profile_for(gpu.name, model.name).ok_or_else(|| {
         let shipped: Vec<_> = cost::SHIPPED_PROFILES.iter().map(|p| p.0).collect();
-        return Err(format!(
+        format!(
             "no engine profile ships for {} x {} (shipped: {})",
             gpu.name,
             model.name,
             shipped.join(", ")
-        ));
-    };
-    // A shipped profile serves a TP replica too: its parameters on the shard GPU, a measured dense table
-    // replaced by the efficiencies it implies (`cost::build_tp`).
-    let _ = tp;
-    Ok(name)
+        )
+    })
 }
 
 /// Slots of the unified pool: GPU memory x utilisation - weights, in KV slots.

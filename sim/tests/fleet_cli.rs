@@ -181,6 +181,63 @@ fn tensor_parallel_replicas_and_heterogeneous_fleets_run() {
     assert_eq!(s["fleet_layout"], "1x a100-80gb TP2 + 2x a40 TP1");
 }
 
+/// `--tp N` runs on the same default physics as TP1: the shipped profile (its dense table replaced by the
+/// efficiencies it implies), never a fallback to the analytic roofline.
+#[test]
+fn tensor_parallel_runs_on_the_shipped_profile() {
+    let run = |tp: &str| -> serde_json::Value {
+        let o = sim(&[
+            "run",
+            "--max-requests",
+            "150",
+            "--rate",
+            "4",
+            "--length-scale",
+            "0.31",
+            "--tp",
+            tp,
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (one, two) = (run("1"), run("2"));
+    let c1 = one["cost_model"].as_str().unwrap();
+    let c2 = two["cost_model"].as_str().unwrap();
+    assert!(c1.contains("a40-llama-7b"), "{c1}");
+    assert!(
+        c2.starts_with("TP2 over")
+            && c2.contains("a40-llama-7b")
+            && c2.contains("dense table replaced by its efficiencies for --tp 2"),
+        "{c2}"
+    );
+    for s in [&one, &two] {
+        let w = s["warnings"].to_string();
+        assert!(!w.contains("analytic roofline"), "{w}");
+    }
+    // Half the weights per GPU and a pool over two GPUs: the replica serves the same requests faster.
+    let ttft = |s: &serde_json::Value| s["ttft_p50_s"].as_f64().unwrap();
+    assert!(ttft(&two) < ttft(&one), "{} {}", ttft(&two), ttft(&one));
+    // A heterogeneous fleet's TP group runs on its GPU's shipped profile too.
+    let o = sim(&[
+        "run",
+        "--max-requests",
+        "100",
+        "--rate",
+        "4",
+        "--length-scale",
+        "0.31",
+        "--replicas",
+        "a40:1:2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = s["cost_model"].as_str().unwrap();
+    assert!(c.contains("a40-llama-7b"), "{c}");
+    assert!(!s["warnings"].to_string().contains("analytic roofline"));
+}
+
 #[test]
 fn bad_fleet_options_are_one_line_errors() {
     for (args, needle) in [
