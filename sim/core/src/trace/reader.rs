@@ -426,6 +426,56 @@ mod tests {
         )
     }
 
+    /// The same file read one byte at a time (every chunk boundary the reader may meet).
+    fn records_bytewise(text: &str) -> Result<Records> {
+        Records::from_reader(
+            Box::new(std::io::BufReader::with_capacity(
+                1,
+                std::io::Cursor::new(text.as_bytes().to_vec()),
+            )),
+            "t.csv",
+            super::super::format::Format::Csv,
+            None,
+            None,
+        )
+    }
+
+    /// Every record's line and cells, or the error that stops the file.
+    fn read_all(r: Result<Records>) -> (Vec<(u64, Vec<String>)>, Option<String>) {
+        let mut r = match r {
+            Ok(r) => r,
+            Err(e) => return (Vec::new(), Some(e.to_string())),
+        };
+        let mut got = Vec::new();
+        loop {
+            match r.advance() {
+                Ok(true) => got.push((r.line, cells(&r))),
+                Ok(false) => return (got, None),
+                Err(e) => return (got, Some(e.to_string())),
+            }
+        }
+    }
+
+    #[test]
+    fn csv_records_are_the_same_whatever_the_chunks() {
+        for text in [
+            "p,q\n\n1,2\r\n  \n3,4\n",
+            "p,q\n1,\"a\nb\"\n\n3,4",
+            "p,q\n1,2\n\"x\"y,3\n",
+            "p,q\n1,\"2\n3,4\n",
+            "p,q\r\n1,2\r\n3,4,5\r\n",
+        ] {
+            assert_eq!(
+                read_all(records(text)),
+                read_all(records_bytewise(text)),
+                "{text:?}"
+            );
+        }
+        let (rows, err) = read_all(records("p,q\n\n1,2\r\n  \n3,4\n"));
+        assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [3, 5]);
+        assert_eq!(err, None);
+    }
+
     fn cells(r: &Records) -> Vec<String> {
         (0..r.names().len())
             .map(|i| r.cell(&Col::Index(i)).unwrap_or_default().into_owned())

@@ -453,6 +453,61 @@ impl<R: Read> Guard<R> {
             .map(|(_, line, why)| (line, why))
     }
 
+    /// Follows a chunk byte by byte (skipping the insides of fields).
+    fn scan(&mut self, buf: &[u8]) {
+        let n = buf.len();
+        let mut i = 0;
+        while i < n {
+            // Inside a field, only a delimiter, quote or line end can change anything: skip to the next.
+            if matches!(self.state, Quoting::Unquoted | Quoting::Quoted) && !self.between {
+                let plain = &self.plain;
+                match buf[i..n].iter().position(|&c| !plain[c as usize]) {
+                    Some(p) => {
+                        self.byte += p as u64;
+                        i += p;
+                    }
+                    None => {
+                        self.byte += (n - i) as u64;
+                        break;
+                    }
+                }
+            }
+            self.see(buf[i]);
+            i += 1;
+        }
+    }
+
+    /// A chunk without a quote, read outside quotes (most traces, all of their chunks): only its line ends
+    /// matter, and where records start (`scan` would follow every delimiter too).
+    fn unquoted(&mut self, buf: &[u8]) {
+        let Some(&last) = buf.last() else {
+            return;
+        };
+        let end = |c: u8| c == b'\n' || c == b'\r';
+        let mut from = 0;
+        loop {
+            if self.between && from < buf.len() && !end(buf[from]) {
+                self.starts.push_back((self.byte + from as u64, self.line));
+                self.between = false;
+            }
+            let Some(p) = buf[from..].iter().position(|&c| end(c)) else {
+                break;
+            };
+            let at = from + p;
+            self.line += (buf[at] == b'\n') as u64;
+            self.record = (self.byte + at as u64 + 1, self.line);
+            self.between = true;
+            self.field = 0;
+            from = at + 1;
+        }
+        self.byte += buf.len() as u64;
+        self.state = if end(last) || last == self.delim {
+            Quoting::FieldStart
+        } else {
+            Quoting::Unquoted
+        };
+    }
+
     fn see(&mut self, c: u8) {
         use Quoting::*;
         let end = c == b'\n' || c == b'\r';
@@ -494,24 +549,12 @@ impl<R: Read> Guard<R> {
 impl<R: Read> Read for Guard<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let mut i = 0;
-        while i < n {
-            // Inside a field, only a delimiter, quote or line end can change anything: skip to the next.
-            if matches!(self.state, Quoting::Unquoted | Quoting::Quoted) && !self.between {
-                let plain = &self.plain;
-                match buf[i..n].iter().position(|&c| !plain[c as usize]) {
-                    Some(p) => {
-                        self.byte += p as u64;
-                        i += p;
-                    }
-                    None => {
-                        self.byte += (n - i) as u64;
-                        break;
-                    }
-                }
-            }
-            self.see(buf[i]);
-            i += 1;
+        if matches!(self.state, Quoting::FieldStart | Quoting::Unquoted)
+            && !buf[..n].contains(&b'"')
+        {
+            self.unquoted(&buf[..n]);
+        } else {
+            self.scan(&buf[..n]);
         }
         if n == 0 && self.state == Quoting::Quoted && self.fault.is_none() {
             self.fault = Some((self.opened.0, self.opened.1, Fault::Unterminated));
