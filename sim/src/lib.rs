@@ -26,7 +26,8 @@ pub fn policies_text() -> String {
          arrival processes (--arrivals NAME[k=v,...], with --rate):\n{}\
          adapter models (--adapter-model NAME[k=v,...]):\n{}\
          length rules (--length-scale F or NAME[k=v,...]):\n{}\
-         real-execution backends (sim real --backend NAME[k=v,...]):\n{}",
+         real-execution backends (sim real --backend NAME[k=v,...]):\n{}\
+         cost models (--cost NAME[k=v,...]; profile reads --profile NAME|FILE):\n{}",
         sched::REGISTRY.help(),
         cache::REGISTRY.help(),
         prefetch::REGISTRY.help(),
@@ -36,6 +37,7 @@ pub fn policies_text() -> String {
         workload::ADAPTER_MODELS.help(),
         length::RULES.help(),
         backend::REGISTRY.help(),
+        sim_core::cost::REGISTRY.help(),
     )
 }
 

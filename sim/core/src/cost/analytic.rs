@@ -3,9 +3,7 @@
 //! with every result; a measured profile replaces them.
 
 use super::{BatchShape, CostModel, LoadShape, LoraKernels};
-use crate::error::Result;
 use crate::model::{GpuSpec, ModelSpec};
-use crate::spec::Spec;
 use crate::time::Nanos;
 
 #[derive(Clone, Debug)]
@@ -30,17 +28,6 @@ pub struct Analytic {
     pub lora: LoraKernels,
 }
 
-pub const PARAMS: &[&str] = &[
-    "compute_eff",
-    "mem_eff",
-    "lora_eff",
-    "overhead_us",
-    "h2d_eff",
-    "copy_latency_us",
-    "pageable_factor",
-    "lora",
-];
-
 impl Analytic {
     pub fn new(model: &ModelSpec, gpu: &GpuSpec) -> Analytic {
         Analytic {
@@ -55,44 +42,6 @@ impl Analytic {
             pageable_factor: 0.5,
             lora: LoraKernels::Slora,
         }
-    }
-
-    pub fn from_spec(mut spec: Spec, model: &ModelSpec, gpu: &GpuSpec) -> Result<Analytic> {
-        let mut a = Analytic::new(model, gpu);
-        a.compute_eff = spec.get("compute_eff", a.compute_eff)?;
-        a.mem_eff = spec.get("mem_eff", a.mem_eff)?;
-        a.lora_eff = spec.get("lora_eff", a.lora_eff)?;
-        // Times in microseconds, at most a second (a larger one would saturate the nanosecond clock).
-        let micros = |spec: &mut Spec, k: &str, default: Nanos| -> Result<Nanos> {
-            let v: f64 = spec.get(k, default as f64 / 1e3)?;
-            crate::range::Range::NonNegative(1e6)
-                .check(v)
-                .map_err(|e| crate::error::Error::msg(format!("analytic: {k} (us) {e}")))?;
-            Ok((v * 1e3).round() as Nanos)
-        };
-        a.overhead_ns = micros(&mut spec, "overhead_us", a.overhead_ns)?;
-        a.h2d_eff = spec.get("h2d_eff", a.h2d_eff)?;
-        a.copy_latency_ns = micros(&mut spec, "copy_latency_us", a.copy_latency_ns)?;
-        a.pageable_factor = spec.get("pageable_factor", a.pageable_factor)?;
-        if let Some(k) = spec.take_str("lora") {
-            a.lora = LoraKernels::parse(&k)?;
-        }
-        spec.finish(PARAMS)?;
-        for (k, v) in [
-            ("compute_eff", a.compute_eff),
-            ("mem_eff", a.mem_eff),
-            ("lora_eff", a.lora_eff),
-            ("h2d_eff", a.h2d_eff),
-            ("pageable_factor", a.pageable_factor),
-        ] {
-            if !(v > 0.0 && v <= 1.0) {
-                return Err(crate::error::Error::msg(format!(
-                    "analytic: {k} must be in (0, 1], got {}",
-                    crate::range::show(v)
-                )));
-            }
-        }
-        Ok(a)
     }
 
     fn flops_time(&self, flops: f64, eff: f64) -> f64 {
@@ -221,15 +170,5 @@ mod tests {
             pinned: true,
         };
         assert!(a.adapter_load(&load(256 << 20)) > a.adapter_load(&load(16 << 20)));
-    }
-
-    #[test]
-    fn rejects_out_of_range_efficiency() {
-        let m = ModelSpec::by_name("llama-7b").unwrap();
-        let g = GpuSpec::by_name("a40").unwrap();
-        let e =
-            Analytic::from_spec(Spec::parse("analytic[mem_eff=1.5]").unwrap(), m, g).unwrap_err();
-        assert!(e.to_string().contains("mem_eff"));
-        assert!(Analytic::from_spec(Spec::parse("analytic[bogus=1]").unwrap(), m, g).is_err());
     }
 }

@@ -1,20 +1,24 @@
 //! Cost models: how long one iteration and one adapter load take.
 //!
 //! The engine describes an iteration by a handful of sums (no per-request data, no allocation), and asks a
-//! `CostModel` for its duration (through its `Clock`, see `engine::clock`). Two implementations: `analytic` (a roofline from GPU datasheet figures) and
-//! `profile` (tables measured by `calibrate`, see docs/profile-schema.md).
+//! `CostModel` for its duration (through its `Clock`, see `engine::clock`). The models are registered kinds
+//! (`kinds.rs`, `--cost NAME[k=v,...]`, listed by `sim policies`): `analytic` (a roofline from GPU datasheet
+//! figures) and `profile` (an engine profile's physical terms, `fitted.rs`, or tables measured by
+//! `calibrate`, `profile.rs`; docs/profile-schema.md).
 
 pub mod analytic;
 pub mod fitted;
+mod kinds;
 pub mod profile;
 pub mod tp;
 pub mod transfer;
 
+pub use kinds::{CostCtx, CostModels, REGISTRY, build, build_tp};
+
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::model::{GpuSpec, ModelSpec};
-use crate::spec::Spec;
+use crate::model::GpuSpec;
 use crate::time::Nanos;
 
 /// The shape of one iteration: either a prefill of newly admitted requests or one decode step of the running
@@ -382,246 +386,5 @@ pub fn read_profile(path: &std::path::Path) -> Result<(String, String)> {
                 ))),
             }
         }
-    }
-}
-
-/// Whether a profile is an engine profile (`fitted`) rather than measured tables (`profile`): by its
-/// top-level `schema` field, not by the schema's name appearing anywhere in the text. Text that is not a
-/// JSON object goes to the measured-profile reader, which names the error.
-fn is_engine_profile(text: &str) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        schema: Option<String>,
-    }
-    serde_json::from_str::<Head>(text)
-        .ok()
-        .and_then(|h| h.schema)
-        .as_deref()
-        == Some(fitted::SCHEMA)
-}
-
-/// An engine profile with `spec`'s selections applied (`member=K`, parameter overrides, `lora_kernels`,
-/// `mem_pool`): the profile, the source line naming what changed, and whether adapters share the pool.
-fn engine_profile(
-    spec: &mut Spec,
-    text: &str,
-    source: String,
-) -> Result<(fitted::EngineProfile, String, bool)> {
-    let mut p = fitted::EngineProfile::parse(text, &source)?;
-    // The re-judging runs one member of the plausible set (`profile[member=K]`, 0 = the best
-    // fit); a sensitivity study may override parameters or the kernels:
-    // `--cost profile[bgmv_eff=0.2,lora_kernels=exact]`.
-    let mut changed = Vec::new();
-    if let Some(k) = spec.take_str("member") {
-        let n = p.members.len();
-        let i: usize = k.parse().ok().filter(|&i| i < n.max(1)).ok_or_else(|| {
-            Error::msg(format!(
-                "--cost profile[member=..]: '{k}' is not a member of {source} (it has {n}: 0..{})",
-                n.saturating_sub(1)
-            ))
-        })?;
-        if n > 0 {
-            p.params = p.members[i];
-        }
-        changed.push(format!("member {i} of {n}"));
-    }
-    let mut v = p.params.to_vec();
-    for (i, name) in fitted::EngineParams::NAMES.iter().enumerate() {
-        if let Some(x) = spec.take_str(name) {
-            v[i] = x.parse().map_err(|_| {
-                Error::msg(format!("--cost profile[{name}=..]: '{x}' is not a number"))
-            })?;
-            changed.push(format!("{name}={x}"));
-        }
-    }
-    if let Some(k) = spec.take_str("lora_kernels") {
-        LoraKernels::parse(&k).map_err(|e| e.context("--cost profile[lora_kernels=..]"))?;
-        changed.push(format!("lora_kernels={k}"));
-        p.lora_kernels = k;
-    }
-    let mem_pool = match spec.take_str("mem_pool").as_deref() {
-        None | Some("true") => true,
-        Some("false") => {
-            changed.push("no unified pool".into());
-            false
-        }
-        Some(x) => {
-            return Err(Error::msg(format!(
-                "--cost profile[mem_pool=..]: '{x}' is not true or false"
-            )));
-        }
-    };
-    let mut known = fitted::EngineParams::NAMES.to_vec();
-    known.push("lora_kernels");
-    known.push("member");
-    known.push("mem_pool");
-    spec.finish(&known)?;
-    p.params = fitted::EngineParams::from_slice(&v);
-    p.params
-        .validate()
-        .map_err(|e| e.context("--cost profile[..]"))?;
-    let source = if changed.is_empty() {
-        source
-    } else {
-        format!("{source} with {} overridden", changed.join(", "))
-    };
-    Ok((p, source, mem_pool))
-}
-
-/// Builds the cost model: `--profile FILE` reads a profile (an engine profile fitted by `calibrate fit`, or
-/// tables measured by `calibrate`, whose spec may set `profile[load=METHOD]`), otherwise `cost` names a
-/// model, e.g. `analytic[compute_eff=0.5]`. A profile for another model or GPU than the run's is an error
-/// unless `allow_mismatch`.
-pub fn build(
-    cost: Option<&str>,
-    profile: Option<&std::path::Path>,
-    model: &ModelSpec,
-    gpu: &GpuSpec,
-    allow_mismatch: bool,
-) -> Result<Arc<dyn CostModel>> {
-    let mut spec = Spec::parse(cost.unwrap_or(if profile.is_some() {
-        "profile"
-    } else {
-        "analytic"
-    }))?;
-    let mismatch = |what: &str, theirs: &str, ours: &str, path: &std::path::Path| {
-        // The option that would match: a measured profile names its GPU as the device reports it.
-        let fix = match what {
-            "gpu" => crate::model::GPUS
-                .iter()
-                .find(|g| gpu_matches(theirs, g))
-                .map(|g| format!("--gpu {}", g.name)),
-            _ => crate::model::MODELS
-                .iter()
-                .find(|m| m.name == theirs)
-                .map(|m| format!("--model {}", m.name)),
-        };
-        let fix = fix.unwrap_or_else(|| format!("no --{what} the simulator knows matches it"));
-        Error::msg(format!(
-            "{}: the profile is for {what} '{theirs}' but the run is on '{ours}' ({fix}, or \
-             --allow-profile-mismatch to use it anyway)",
-            path.display()
-        ))
-    };
-    match (spec.name.as_str(), profile) {
-        ("profile", Some(path)) => {
-            let (text, source) = read_profile(path)?;
-            if is_engine_profile(&text) {
-                let (p, source, mem_pool) = engine_profile(&mut spec, &text, source)?;
-                if !allow_mismatch && p.model != model.name {
-                    return Err(mismatch("model", &p.model, model.name, path));
-                }
-                if !allow_mismatch && p.gpu != gpu.name {
-                    return Err(mismatch("gpu", &p.gpu, gpu.name, path));
-                }
-                let c = fitted::EngineCost::from_profile(&p, &source)?;
-                return Ok(Arc::new(if mem_pool { c } else { c.without_mem_pool() }));
-            }
-            let load = spec
-                .take_str("load")
-                .unwrap_or_else(|| "per_layer_pinned".into());
-            spec.finish(&["load"])?;
-            let p = profile::CostProfile::parse(&text).map_err(|e| e.context(&source))?;
-            if model.lora_targets != crate::model::LoraTargets::QKVO {
-                return Err(Error::msg(format!(
-                    "{source}: a measured profile's LoRA tables are for adapters on q,k,v,o, not --lora-targets {}",
-                    model.lora_targets
-                )));
-            }
-            if !allow_mismatch && p.model.name != model.name {
-                return Err(mismatch("model", &p.model.name, model.name, path));
-            }
-            if !allow_mismatch && !gpu_matches(&p.gpu.name, gpu) {
-                return Err(mismatch("gpu", &p.gpu.name, gpu.name, path));
-            }
-            Ok(Arc::new(profile::ProfileCost::new(
-                p,
-                &source,
-                LoadMethod::parse(&load)?,
-            )?))
-        }
-        ("profile", None) => Err(Error::msg("cost model 'profile' needs --profile FILE")),
-        ("analytic", None) => Ok(Arc::new(analytic::Analytic::from_spec(spec, model, gpu)?)),
-        ("analytic", Some(_)) => Err(Error::msg(
-            "--profile and --cost analytic exclude each other",
-        )),
-        (other, _) => Err(Error::msg(format!(
-            "unknown cost model '{other}'; valid: analytic[...], profile[load=...] (with --profile FILE)"
-        ))),
-    }
-}
-
-/// `build` for one GPU of a tensor-parallel replica (`tp.rs`): the same model built for the shard GPU
-/// (`degree` times the peaks) and wrapped with the all-reduces and per-shard loads. Degree 1 is `build`.
-/// An engine profile is re-targeted to the shard GPU (without a measured dense table, which is per GPU); a
-/// measured table profile cannot be sharded.
-pub fn build_tp(
-    cost: Option<&str>,
-    profile: Option<&std::path::Path>,
-    model: &'static ModelSpec,
-    gpu: &'static GpuSpec,
-    allow_mismatch: bool,
-    tp: &tp::Tp,
-) -> Result<Arc<dyn CostModel>> {
-    if tp.degree <= 1 {
-        return build(cost, profile, model, gpu, allow_mismatch);
-    }
-    let shard = gpu.tp_shard(tp.degree);
-    let inner: Arc<dyn CostModel> = match profile {
-        None => build(cost, profile, model, shard, allow_mismatch)?,
-        Some(path) => {
-            let (text, source) = read_profile(path)?;
-            if !is_engine_profile(&text) {
-                return Err(Error::msg(format!(
-                    "{source}: a measured table profile is per GPU and cannot be sharded for --tp {}; use an \
-                     engine profile or the analytic model",
-                    tp.degree
-                )));
-            }
-            // Checks the profile as `build` does, then re-targets it: the same parameters (member,
-            // overrides) on the shard GPU; a measured dense table is per GPU, so the shard runs the dense
-            // roofline at the profile's efficiencies (which the table implies).
-            build(cost, profile, model, gpu, allow_mismatch)?;
-            let mut spec = Spec::parse(cost.unwrap_or("profile"))?;
-            let (p, source, mem_pool) = engine_profile(&mut spec, &text, source)?;
-            let source = if p.dense_table.is_some() {
-                format!(
-                    "{source}, dense table replaced by its efficiencies for --tp {}",
-                    tp.degree
-                )
-            } else {
-                source
-            };
-            let c = fitted::EngineCost::new(
-                p.params,
-                ModelSpec::by_name(&p.model)?,
-                shard,
-                LoraKernels::parse(&p.lora_kernels)?,
-                None,
-                &source,
-            );
-            Arc::new(if mem_pool { c } else { c.without_mem_pool() })
-        }
-    };
-    Ok(Arc::new(tp::TensorParallel::new(inner, tp.clone(), model)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_profile_is_told_by_its_schema_field_not_a_substring() {
-        assert!(is_engine_profile(SHIPPED_PROFILES[0].1));
-        let measured = include_str!("../../../../docs/example-profile.json");
-        assert!(!is_engine_profile(measured));
-        // A measured profile that mentions the engine schema in its text is still a measured profile.
-        let mentions = measured.replacen(
-            "\"method\": \"",
-            "\"method\": \"not a lora-serving-engine-profile; ",
-            1,
-        );
-        assert!(mentions.contains(fitted::SCHEMA) && !is_engine_profile(&mentions));
-        assert!(!is_engine_profile("{ not json"));
     }
 }
