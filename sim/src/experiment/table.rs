@@ -104,9 +104,13 @@ pub fn write(rows: &[Row], first: &[String], dir: &Path, stem: &str) -> Result<(
     Ok(())
 }
 
+/// Columns that are text whatever their cells look like: a short commit id such as `70e4484` or `0012345`
+/// parses as a number (infinity, or an integer losing its zeros).
+const TEXT_COLUMNS: &[&str] = &["git_commit"];
+
 /// Reads a results table (`.csv`, or `.parquet` with the `parquet` feature) back into rows: a CSV column
-/// is Boolean, Int64 or Float64 when all its non-empty cells parse as one, else String; empty cells are
-/// nulls.
+/// is Boolean, Int64 or Float64 when all its non-empty cells parse as one (a finite one), else String, as
+/// are `TEXT_COLUMNS`; empty cells are nulls.
 pub fn read(path: &Path) -> Result<Vec<Row>> {
     if path.extension().is_some_and(|x| x == "parquet") {
         #[cfg(feature = "parquet")]
@@ -137,13 +141,13 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
                 .map(|rec| rec.get(j).unwrap_or(""))
                 .filter(|c| !c.is_empty())
         };
-        let k = if cells().next().is_none() {
+        let k = if cells().next().is_none() || TEXT_COLUMNS.contains(&name.as_str()) {
             Kind::Text
         } else if cells().all(|c| c == "true" || c == "false") {
             Kind::Bool
         } else if cells().all(|c| c.parse::<i64>().is_ok()) {
             Kind::Int
-        } else if cells().all(|c| c.parse::<f64>().is_ok()) {
+        } else if cells().all(|c| c.parse::<f64>().is_ok_and(f64::is_finite)) {
             Kind::Float
         } else {
             Kind::Text
@@ -295,6 +299,20 @@ mod tests {
             std::fs::read_to_string(dir.join("t.csv")).unwrap(),
             "x\n0.5921875\n"
         );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_commit_id_or_an_overflowing_cell_reads_back_as_text() {
+        let dir = std::env::temp_dir().join(format!("sim-table-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("r.csv");
+        std::fs::write(&p, "git_commit,x,n\n70e4484,1e999,1\n0012345,2,2\n").unwrap();
+        let rows = read(&p).unwrap();
+        assert_eq!(rows[0]["git_commit"], serde_json::json!("70e4484"));
+        assert_eq!(rows[1]["git_commit"], serde_json::json!("0012345"));
+        assert_eq!(rows[0]["x"], serde_json::json!("1e999"));
+        assert_eq!(rows[1]["n"], serde_json::json!(2));
         std::fs::remove_dir_all(&dir).ok();
     }
 }
