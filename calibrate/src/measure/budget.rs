@@ -80,14 +80,7 @@ mod tests {
     #[test]
     fn layer_layout_matches_the_model_parameter_count() {
         for m in sim_core::model::MODELS {
-            let s = kernels::decoder::Shape::from_dims([
-                m.layers,
-                m.hidden,
-                m.heads,
-                m.kv_heads,
-                m.intermediate,
-                m.vocab,
-            ]);
+            let s = kernels::decoder::Shape::from_dims(m.dims());
             assert_eq!(s.layer_len() as u64, m.layer_params(), "{}", m.name);
         }
     }

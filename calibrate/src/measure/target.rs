@@ -69,14 +69,7 @@ impl GpuTarget {
         plan: &Plan,
         bar: ProgressBar,
     ) -> Result<GpuTarget> {
-        let shape = kernels::decoder::Shape::from_dims([
-            m.layers,
-            m.hidden,
-            m.heads,
-            m.kv_heads,
-            m.intermediate,
-            m.vocab,
-        ]);
+        let shape = kernels::decoder::Shape::from_dims(m.dims());
         let h = shape.hidden;
         // Strided store: each adapter takes rank x 2h elements of every (layer, projection) sub-region.
         let region = (2 * h * plan.lora_rank_total() as usize).max(2 * h);

@@ -102,14 +102,7 @@ impl BackendSpec {
 
 /// The decoder shape of an engine model (Llama 1/2 7B-30B: as many KV heads as query heads; 70B: 8).
 pub fn model_shape(m: &ModelSpec) -> Shape {
-    Shape::from_dims([
-        m.layers,
-        m.hidden,
-        m.heads,
-        m.kv_heads,
-        m.intermediate,
-        m.vocab,
-    ])
+    Shape::from_dims(m.dims())
 }
 
 /// Builds the backend for a run of `cfg`: its KV pool holds the engine's pool.

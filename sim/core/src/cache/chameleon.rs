@@ -18,20 +18,24 @@ use crate::registry::{Entry, Param, Params, Props};
 use crate::time::Nanos;
 use crate::workload::Request;
 
+/// The two parameters chameleon and fairshare share.
+const WINDOW: Param = Param::new(
+    "window_s",
+    "300",
+    "seconds of arrivals clustered (mlq) / counted (cache)",
+);
+const PROTECT: Param = Param::new(
+    "protect_queued",
+    "true",
+    "evict adapters of queued requests last",
+);
+
 const PARAMS: &[Param] = &[
     Param::new("freq", "0.45", "weight of request frequency"),
     Param::new("recency", "0.10", "weight of recency of use"),
     Param::new("size", "0.45", "weight of adapter size"),
-    Param::new(
-        "window_s",
-        "300",
-        "seconds of arrivals clustered (mlq) / counted (cache)",
-    ),
-    Param::new(
-        "protect_queued",
-        "true",
-        "evict adapters of queued requests last",
-    ),
+    WINDOW,
+    PROTECT,
 ];
 
 pub const ENTRY: Entry<Caches> = Entry {
@@ -45,18 +49,7 @@ pub const ENTRY: Entry<Caches> = Entry {
 pub const FAIRSHARE: Entry<Caches> = Entry {
     name: "fairshare",
     about: "chameleon with equal weights (1/3 each)",
-    params: &[
-        Param::new(
-            "window_s",
-            "300",
-            "seconds of arrivals clustered (mlq) / counted (cache)",
-        ),
-        Param::new(
-            "protect_queued",
-            "true",
-            "evict adapters of queued requests last",
-        ),
-    ],
+    params: &[WINDOW, PROTECT],
     props: Props::DEFAULT,
     build: build_fairshare,
 };

@@ -360,25 +360,30 @@ pub fn build(
     gpu: &'static GpuSpec,
     allow_mismatch: bool,
 ) -> Result<Arc<dyn CostModel>> {
-    build_in(
-        cost,
-        &CostCtx {
-            model,
-            gpu,
-            profile,
-            allow_mismatch,
-            shard: None,
-        },
-    )
+    build_in(cost, profile, model, gpu, allow_mismatch, None)
 }
 
-fn build_in(cost: Option<&str>, ctx: &CostCtx<'_>) -> Result<Arc<dyn CostModel>> {
-    let name = cost.unwrap_or(if ctx.profile.is_some() {
+fn build_in(
+    cost: Option<&str>,
+    profile: Option<&Path>,
+    model: &ModelSpec,
+    gpu: &'static GpuSpec,
+    allow_mismatch: bool,
+    shard: Option<(&'static GpuSpec, u32)>,
+) -> Result<Arc<dyn CostModel>> {
+    let ctx = CostCtx {
+        model,
+        gpu,
+        profile,
+        allow_mismatch,
+        shard,
+    };
+    let name = cost.unwrap_or(if profile.is_some() {
         "profile"
     } else {
         "analytic"
     });
-    Ok(Arc::from(REGISTRY.build(name, ctx)?.made))
+    Ok(Arc::from(REGISTRY.build(name, &ctx)?.made))
 }
 
 /// `build` for one GPU of a tensor-parallel replica (`tp.rs`): the same model built for the shard GPU
@@ -401,13 +406,11 @@ pub fn build_tp(
         None => build(cost, None, model, shard, allow_mismatch)?,
         Some(_) => build_in(
             cost,
-            &CostCtx {
-                model,
-                gpu,
-                profile,
-                allow_mismatch,
-                shard: Some((shard, tp.degree)),
-            },
+            profile,
+            model,
+            gpu,
+            allow_mismatch,
+            Some((shard, tp.degree)),
         )?,
     };
     Ok(Arc::new(tp::TensorParallel::new(inner, tp.clone(), model)))

@@ -161,6 +161,19 @@ impl ModelSpec {
         2 * h * h + 2 * h * self.kv_dim() + 3 * h * self.intermediate + 2 * h
     }
 
+    /// Layers, hidden, heads, KV heads, intermediate and vocabulary sizes: the order a decoder's shape takes
+    /// them (`kernels::decoder::Shape::from_dims`).
+    pub fn dims(&self) -> [u64; 6] {
+        [
+            self.layers,
+            self.hidden,
+            self.heads,
+            self.kv_heads,
+            self.intermediate,
+            self.vocab,
+        ]
+    }
+
     /// All parameters: layers, token embedding, LM head (unless tied to the embedding), final norm.
     pub fn params(&self) -> u64 {
         let embeddings = if self.tied_embeddings { 1 } else { 2 };
