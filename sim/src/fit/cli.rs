@@ -500,9 +500,10 @@ fn write_profiles(
         write(&path, &profile.to_json())?;
         eprintln!("wrote {}", path.display());
     }
-    // The paper's GPU, without runs: the transfer rule (the GPU-out validation is its error).
-    for model in ["llama-7b", "llama-13b"] {
-        let p = composed(
+    // The paper's GPU, without runs: the transfer rule (the GPU-out validation is its error), its machine
+    // terms anchored on the paper's Fig. 2 (Llama-7B; the same machine for 13B).
+    let compose_a40 = |model: &str| {
+        composed(
             joint,
             &id.members,
             &id.exercised(),
@@ -511,8 +512,19 @@ fn write_profiles(
             "a40",
             model,
             &opts.vidur,
-        )?;
-        let mut p = p;
+        )
+    };
+    let machines: Vec<f64> = (0..joint.gpus.len())
+        .map(|g| joint.params(g).host_factor)
+        .collect();
+    let anchoring = super::anchor::anchor_profile(
+        &compose_a40("llama-7b")?,
+        &super::anchor::Fig2::paper(),
+        &machines,
+    )?;
+    for model in ["llama-7b", "llama-13b"] {
+        let mut p = compose_a40(model)?;
+        anchoring.apply(&mut p);
         p.validation = validation.map(|v| {
             let mut o = validation_json(v, prepared, sim, &|_| false);
             let all: Vec<(&Prepared, Metrics)> = v

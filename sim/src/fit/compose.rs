@@ -25,6 +25,16 @@ pub struct ComposeArgs {
     pub gpu: String,
     #[arg(long, default_value = "llama-7b")]
     pub model: String,
+    /// The machine terms (host factor, PCIe efficiency, per-copy cost): fig2 anchors them on the paper's
+    /// Fig. 2 (its A40 server; the default for --gpu a40), none keeps the transfer's (the reference
+    /// machine's; the default elsewhere, and the sensitivity check on the A40)
+    #[arg(long, value_name = "none|fig2", value_parser = ["none", "fig2"])]
+    pub anchor: Option<String>,
+    /// Keep this profile's joint-fit record (validation, parameter ranges, provenance: what `sim fit
+    /// --validate` wrote for this GPU x model; it may be --out) and recompute its terms: regenerates a
+    /// shipped composed profile without refitting
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
 }
@@ -186,9 +196,64 @@ pub fn compose(a: &ComposeArgs) -> Result<()> {
     let model = ModelSpec::by_name(&a.model).map_err(|e| e.context("--model"))?;
     let (best, members, seen) = joint_from_profiles(&a.profiles)?;
     let dense = DenseTables::load(&a.vidur, &[gpu.name])?;
-    let profile = super::cli::composed(
-        &best, &members, &seen, None, &dense, gpu.name, model.name, &a.vidur,
-    )?;
+    let make = |model: &str| {
+        super::cli::composed(
+            &best, &members, &seen, None, &dense, gpu.name, model, &a.vidur,
+        )
+    };
+    let mut profile = make(model.name)?;
+    if let Some(from) = &a.from {
+        let text = std::fs::read_to_string(from)
+            .map_err(|e| Error::msg(format!("--from {}: {e}", from.display())))?;
+        let old = EngineProfile::parse(&text, &from.display().to_string())?;
+        if GpuSpec::by_name(&old.gpu)?.name != gpu.name
+            || ModelSpec::by_name(&old.model)?.name != model.name
+        {
+            return Err(Error::msg(format!(
+                "--from {}: a profile of {} x {}, not {} x {}",
+                from.display(),
+                old.gpu,
+                old.model,
+                gpu.name,
+                model.name
+            )));
+        }
+        profile.validation = old.validation;
+        profile.ranges = old.ranges;
+        // An anchored entry keeps the transfer's under "transfer": restore it (re-anchored below if asked).
+        if let Some(serde_json::Value::Object(r)) = profile.ranges.as_mut() {
+            for v in r.values_mut() {
+                if let Some(t) = v.get("transfer").cloned() {
+                    *v = t;
+                }
+            }
+            r.retain(|_, v| !v.is_null());
+        }
+        // An anchored profile keeps the transfer's record under "transfer".
+        profile.provenance = match old.provenance.get("transfer") {
+            Some(t) if old.provenance.get("anchored").is_some() => t.clone(),
+            _ => old.provenance,
+        };
+    }
+    let anchor = a
+        .anchor
+        .clone()
+        .unwrap_or_else(|| if gpu.name == "a40" { "fig2" } else { "none" }.into());
+    if anchor == "fig2" {
+        if gpu.name != "a40" {
+            return Err(Error::msg(format!(
+                "--anchor fig2: the paper's Fig. 2 was measured on an A40, not on {}",
+                gpu.name
+            )));
+        }
+        // Fig. 2 is Llama-7B's; any model on the same machine takes the terms anchored there.
+        let a7 = make("llama-7b")?;
+        let machines: Vec<f64> = (0..best.gpus.len())
+            .map(|g| best.params(g).host_factor)
+            .collect();
+        super::anchor::anchor_profile(&a7, &super::anchor::Fig2::paper(), &machines)?
+            .apply(&mut profile);
+    }
     std::fs::write(&a.out, profile.to_json())
         .map_err(|e| Error::internal(format!("{}: {e}", a.out.display())))?;
     eprintln!("wrote {}", a.out.display());

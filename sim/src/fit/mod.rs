@@ -10,6 +10,7 @@
 //! Levenberg-Marquardt over bounded (logit) coordinates with finite-difference Jacobians (`lm`); the
 //! identification (`identify`) and the validation where the model was not fitted (`validate`) build on it.
 
+pub mod anchor;
 pub mod cli;
 pub mod compose;
 pub mod data;
