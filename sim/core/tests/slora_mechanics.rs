@@ -1,5 +1,6 @@
 //! S-LoRA's mechanisms (c1ddf48), each in a hand-computed scenario: the double-copy load path, prefetch at
-//! decode steps 5 and 7, the router's idle poll, the API server's length limits.
+//! decode steps 5 and 7 (and its host issue holding the decode step back), the router's idle poll, the API
+//! server's length limits.
 //!
 //! Costs: a prefill iteration 100 ms, a decode iteration 10 ms, an adapter load 1 ms per copy call plus 1 ms
 //! per MiB moved. Times are in ms from t = 0.
@@ -98,6 +99,51 @@ fn slora_prefetches_before_the_sixth_decode_step_after_a_merge() {
     // Prefetch right after each merge instead (`queued`): B's adapter loads 17-34, behind A's.
     let out = run_prefetch(&w(4), cfg, &Costs, "fifo", "none", "queued");
     assert_eq!(times(&out.records[1]), (147, 247, 257, 0));
+}
+
+/// `Costs` whose host issues each copy call in 1 ms (part of the load, which overlaps it with the bytes).
+struct HostIssue;
+
+impl CostModel for HostIssue {
+    fn describe(&self) -> String {
+        "test costs, host issue".into()
+    }
+    fn iteration(&self, s: &BatchShape) -> Nanos {
+        Costs.iteration(s)
+    }
+    fn adapter_load(&self, l: &LoadShape) -> Nanos {
+        Costs.adapter_load(l)
+    }
+    fn adapter_load_host(&self, l: &LoadShape) -> Nanos {
+        l.copies * MS
+    }
+}
+
+#[test]
+fn slora_prefetch_holds_the_decode_step_while_the_host_issues_its_copies() {
+    // As above, S-LoRA's double copy over 4 layers: loads take 8 calls (8 ms of host) + 32 MiB = 40 ms.
+    let mut cfg = EngineConfig::new(10_000);
+    cfg.max_batch = 1;
+    cfg.load_path = LoadPath::slora(4);
+    let w = Workload {
+        adapters: adapters(2),
+        requests: vec![req(0, 0, 10, 10, 0), req(1, 0, 10, 2, 1)],
+    };
+    // Host time free: A loads 0-40, prefill 40-140, 9 decodes to 230; B's adapter is prefetched at 190.
+    let out = run_prefetch(&w, cfg.clone(), &Costs, "fifo", "none", "slora");
+    assert_eq!(times(&out.records[0]), (0, 140, 230, 40));
+    assert_eq!(times(&out.records[1]), (230, 330, 340, 0));
+    // The host issues B's 8 copy calls (190-198) before the 6th decode step, which runs 198-208: A ends at
+    // 238. The step-7 prefetch finds B's adapter loaded (190-230): nothing to issue, no delay.
+    let out = run_prefetch(&w, cfg.clone(), &HostIssue, "fifo", "none", "slora");
+    assert_eq!(times(&out.records[0]), (0, 140, 238, 40));
+    assert_eq!(times(&out.records[1]), (238, 338, 348, 0));
+    // The GPU stalled 40 ms on A's load and 8 ms on B's issue.
+    assert_eq!(out.stats.load_stall_ns, 48 * MS);
+    // A load at a merge is issued while the prefill waits for it anyway: the same times either way.
+    let out = run_prefetch(&w, cfg, &HostIssue, "fifo", "none", "none");
+    assert_eq!(times(&out.records[0]), (0, 140, 230, 40));
+    assert_eq!(times(&out.records[1]), (230, 370, 380, 40));
 }
 
 #[test]

@@ -228,8 +228,12 @@ impl EngineCost {
     /// (read + write of `resident_bytes`).
     pub fn load_ns(&self, load: &LoadShape) -> f64 {
         let bw = self.gpu.pcie_bw * self.p.h2d_eff * if load.pinned { 1.0 } else { 0.5 };
-        let host = load.copies as f64 * self.p.copy_us * self.p.host_factor * 1e3;
-        host.max(load.bytes as f64 / bw * 1e9)
+        self.load_host_ns(load).max(load.bytes as f64 / bw * 1e9)
+    }
+
+    /// The host's part of a load: issuing its copy calls (`load_lora_A/B`'s per-layer loop).
+    pub fn load_host_ns(&self, load: &LoadShape) -> f64 {
+        load.copies as f64 * self.p.copy_us * self.p.host_factor * 1e3
     }
 
     /// `--no-mem-pool`: copying `bytes` of resident adapters on the GPU (a concatenation when one is loaded,
@@ -258,6 +262,10 @@ impl CostModel for EngineCost {
 
     fn adapter_load(&self, load: &LoadShape) -> Nanos {
         self.load_ns(load).round() as Nanos
+    }
+
+    fn adapter_load_host(&self, load: &LoadShape) -> Nanos {
+        self.load_host_ns(load).round() as Nanos
     }
 
     fn adapter_repack(&self, resident_bytes: u64) -> Nanos {
@@ -461,6 +469,8 @@ mod tests {
             LoraKernels::Slora,
         );
         assert!((c.load_ns(&load) - 3.2e6).abs() < 1.0);
+        // The host's part alone (what S-LoRA's prefetch holds the decode step for): the calls, either way.
+        assert_eq!(c.adapter_load_host(&load), 3_200_000);
         // Without the unified pool, freeing or adding an adapter copies the resident ones (read + write).
         let c = c.without_mem_pool();
         assert!((c.repack_ns(1 << 30) - 2.0 * (1u64 << 30) as f64 / 2039e9 * 1e9).abs() < 1.0);

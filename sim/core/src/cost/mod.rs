@@ -261,6 +261,13 @@ pub trait CostModel: Send + Sync {
     fn iteration(&self, shape: &BatchShape) -> Nanos;
     /// Duration of one adapter load over the host-device link, when the link is free.
     fn adapter_load(&self, load: &LoadShape) -> Nanos;
+    /// Host time spent issuing a load's copy calls (part of `adapter_load`, which overlaps it with the
+    /// link). It matters where the host issues them in the loop that launches iterations: S-LoRA's
+    /// `--prefetch` (`RouterManager._step` awaits `load_adapters(prefetch=True)` before `_decode_batch`).
+    /// 0 where the model has no host term.
+    fn adapter_load_host(&self, _load: &LoadShape) -> Nanos {
+        0
+    }
     /// GPU time of re-packing `resident_bytes` of adapters when one is added or freed: 0 in S-LoRA's
     /// unified pool; with `--no-mem-pool` the adapters' per-layer buffers are concatenated on a load and
     /// gathered on a free (`naive_infer_adapter.py`).
@@ -289,6 +296,9 @@ impl CostModel for Warned {
     }
     fn adapter_load(&self, load: &LoadShape) -> Nanos {
         self.inner.adapter_load(load)
+    }
+    fn adapter_load_host(&self, load: &LoadShape) -> Nanos {
+        self.inner.adapter_load_host(load)
     }
     fn adapter_repack(&self, resident_bytes: u64) -> Nanos {
         self.inner.adapter_repack(resident_bytes)

@@ -262,6 +262,10 @@ impl CostModel for TensorParallel {
     fn adapter_load(&self, load: &LoadShape) -> Nanos {
         self.inner.adapter_load(&self.tp.shard_load(load))
     }
+
+    fn adapter_load_host(&self, load: &LoadShape) -> Nanos {
+        self.inner.adapter_load_host(&self.tp.shard_load(load))
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,11 @@ pub trait Clock {
     ) -> Result<Nanos>;
     /// Duration of copying `adapter` (`bytes` long) to the GPU the way `load` describes.
     fn load(&mut self, adapter: u32, bytes: u64, load: &LoadShape) -> Result<Nanos>;
+    /// Host time of issuing that load's copy calls, which holds up the host loop when it issues them
+    /// between iterations (S-LoRA's prefetch). A real clock's loads are timed whole: 0.
+    fn load_issue(&self, _load: &LoadShape) -> Nanos {
+        0
+    }
     /// A request left the batch (finished or squashed): its KV cache can be freed.
     fn release(&mut self, _request: u32) {}
     /// An adapter was evicted from GPU memory.
@@ -63,6 +68,9 @@ impl Clock for Simulated<'_> {
     }
     fn load(&mut self, _adapter: u32, _bytes: u64, load: &LoadShape) -> Result<Nanos> {
         Ok(self.0.adapter_load(load))
+    }
+    fn load_issue(&self, load: &LoadShape) -> Nanos {
+        self.0.adapter_load_host(load)
     }
 }
 

@@ -364,15 +364,23 @@ impl<'a> Engine<'a> {
         self.push(ready + dur, Event::IterationDone);
         self.observe_iteration(Phase::Prefill, ready, ready + dur, &shape);
         if self.prefetch.at_merge() {
+            // Issued after the prefill was launched: its host time is not charged (no S-LoRA code path
+            // prefetches here; Chameleon's histogram prefetch is modelled as off the launch loop).
             self.prefetch_next_batch()?;
         }
         Ok(true)
     }
 
     fn start_decode(&mut self) -> Result<()> {
-        if self.prefetch.at_step(self.st.batch.steps_since_merge) {
-            self.prefetch_next_batch()?;
-        }
+        // S-LoRA awaits the prefetch's `load_adapters` before `_decode_batch`: the host issuing its copy
+        // calls holds the decode step back (the copies themselves overlap it on the side stream).
+        let issue = if self.prefetch.at_step(self.st.batch.steps_since_merge) {
+            self.prefetch_next_batch()?
+        } else {
+            0
+        };
+        let start = self.st.now + issue;
+        self.st.stats.load_stall_ns += issue;
         let n = self.st.batch.len() as u64;
         self.make_room(n);
         self.st.mem.kv_used += n;
@@ -396,8 +404,8 @@ impl<'a> Engine<'a> {
         self.st.stats.decode_iterations += 1;
         self.st.batch.steps_since_merge += 1;
         self.st.busy = Busy::Decode;
-        self.push(self.st.now + dur, Event::IterationDone);
-        self.observe_iteration(Phase::Decode, self.st.now, self.st.now + dur, &shape);
+        self.push(start + dur, Event::IterationDone);
+        self.observe_iteration(Phase::Decode, start, start + dur, &shape);
         Ok(())
     }
 
@@ -548,8 +556,8 @@ impl<'a> Engine<'a> {
 
     /// Loads the adapters the prefetcher wants into memory that is free now, in its order, without evicting
     /// anything and without breaking any admitted request's reservation. Marked adapters survive S-LoRA's
-    /// free-when-unused rule until the next prefetch.
-    fn prefetch_next_batch(&mut self) -> Result<()> {
+    /// free-when-unused rule until the next prefetch. Returns the host time of issuing the loads started.
+    fn prefetch_next_batch(&mut self) -> Result<Nanos> {
         let mut want = std::mem::take(&mut self.st.want);
         want.clear();
         let view = PrefetchView {
@@ -569,6 +577,7 @@ impl<'a> Engine<'a> {
         }
         let reserved_peak = admission::peak(&self.st.mem.reserve);
         let mut room = true;
+        let mut issue = 0;
         for &a in &want {
             let s = &mut self.st.adapters[a as usize];
             s.wanted = true;
@@ -583,9 +592,11 @@ impl<'a> Engine<'a> {
                             <= self.cfg.pool_slots);
             if room && host {
                 self.start_load(a)?;
+                let load = self.cfg.load_path.shape(self.w.adapters[a as usize].bytes);
+                issue += self.clock.load_issue(&load);
             }
         }
         self.st.want = want;
-        Ok(())
+        Ok(issue)
     }
 }
