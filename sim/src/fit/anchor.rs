@@ -14,7 +14,7 @@
 //! there the load is the link's time for any per-copy cost Fig. 2 allows), then the host factor and
 //! `copy_us` by least squares on the log errors of the five TTFTs, each simulated by the engine exactly as
 //! `experiments/fig02_rank_ttft.json` runs it; Levenberg-Marquardt in the terms' bounded logit coordinates
-//! (`lm::normal_equations`, `lm::solve_spd`) from a few starts (the load is a max of the copy calls and the
+//! (`lm::normal_equations`, `lm::damped_step`) from a few starts (the load is a max of the copy calls and the
 //! link, so the objective has kinks). Uncertainty: `h2d_eff`'s from reading the load off the figure (17.5%
 //! +- 1 point of 144 +- 1 ms: 6% in log); the TTFT terms' by a profile likelihood per term (the other
 //! re-optimised), the residual variance as the noise, 95% where the loss rises by F(1, 3) = 10.13 residual
@@ -23,7 +23,7 @@
 use serde_json::{Value, json};
 
 use super::joint::{self, HOST_FACTOR};
-use super::lm::{normal_equations, solve_spd};
+use super::lm::{damped_step, normal_equations};
 use crate::runner::{RunArgs, RunConfig, run};
 use sim_core::cost::LoraKernels;
 use sim_core::cost::fitted::{DensePoint, EngineCost, EngineParams, EngineProfile, PARAMS};
@@ -213,33 +213,20 @@ fn lm(
             );
         }
         let (a, g) = normal_equations(&jac, &r, None);
-        let mut improved = false;
-        for _ in 0..8 {
-            let mut m = a.clone();
-            for (i, row) in m.iter_mut().enumerate() {
-                row[i] += lambda * a[i][i].max(1e-9) + 1e-9;
-            }
-            let neg: Vec<f64> = g.iter().map(|v| -v).collect();
-            let Some(d) = solve_spd(&m, &neg) else {
-                lambda *= 4.0;
-                continue;
-            };
-            let y: Vec<f64> = x
-                .iter()
-                .zip(&d)
-                .map(|(x, d)| x + d.clamp(-3.0, 3.0))
-                .collect();
+        let improved = damped_step(&a, &g, &mut lambda, 8, 1e-9, |d| {
+            let y: Vec<f64> = x.iter().zip(d).map(|(x, d)| x + d).collect();
             let (l2, r2) = loss_at(s, &with(p, terms, &y), target, w)?;
             if l2 < loss {
-                improved = (loss - l2) > 1e-10 * loss.max(1e-12) && (loss - l2) > 1e-14;
+                let improved = (loss - l2) > 1e-10 * loss.max(1e-12) && (loss - l2) > 1e-14;
                 x = y;
                 loss = l2;
                 r = r2;
-                lambda = (lambda / 3.0).max(1e-9);
-                break;
+                Ok(Some(improved))
+            } else {
+                Ok(None)
             }
-            lambda *= 4.0;
-        }
+        })?
+        .unwrap_or(false);
         if !improved {
             break;
         }

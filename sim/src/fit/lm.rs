@@ -257,21 +257,11 @@ impl Problem<'_> {
             if k == 0 {
                 break;
             }
-            let mut improved = false;
-            for _ in 0..6 {
-                let mut m = a.clone();
-                for i in 0..k {
-                    m[i][i] += lambda * a[i][i].max(1e-9) + 1e-9;
-                }
-                let neg_g: Vec<f64> = g.iter().map(|v| -v).collect();
-                let Some(delta) = solve_spd(&m, &neg_g) else {
-                    lambda *= 4.0;
-                    continue;
-                };
+            let improved = damped_step(&a, &g, &mut lambda, 6, 1e-7, |delta| {
                 let mut trial = joint.clone();
                 for (c, &kk) in cols.iter().enumerate() {
                     let (param, _) = joint.locate(kk);
-                    let x = joint::to_x(param, joint.values[kk]) + delta[c].clamp(-3.0, 3.0);
+                    let x = joint::to_x(param, joint.values[kk]) + delta[c];
                     trial.values[kk] = joint::from_x(param, x);
                 }
                 let s2 = self.eval(&trial)?;
@@ -284,12 +274,12 @@ impl Problem<'_> {
                     sim = s2;
                     r = r2;
                     loss = l2;
-                    lambda = (lambda / 3.0).max(1e-7);
-                    improved = gain >= 1e-5;
-                    break;
+                    Ok(Some(gain >= 1e-5))
+                } else {
+                    Ok(None)
                 }
-                lambda *= 4.0;
-            }
+            })?
+            .unwrap_or(false);
             if let Some(b) = self.progress {
                 b.set_message(format!("loss {loss:.4}, {it} Jacobians"));
             }
@@ -311,6 +301,36 @@ impl Problem<'_> {
             simulations,
         })
     }
+}
+
+/// One Levenberg-Marquardt step from the normal equations (`a`, `g`) in logit coordinates: the damped
+/// step, each coordinate clamped to +-3, is offered to `take`, the damping raised x4 after each refusal
+/// (`take` gives `None`) or singular system, at most `tries` times, and lowered /3 (not below `floor`) once
+/// a step is taken. What `take` said of the step it took, or `None` when none was.
+pub fn damped_step<T>(
+    a: &[Vec<f64>],
+    g: &[f64],
+    lambda: &mut f64,
+    tries: usize,
+    floor: f64,
+    mut take: impl FnMut(&[f64]) -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    let neg_g: Vec<f64> = g.iter().map(|v| -v).collect();
+    for _ in 0..tries {
+        let mut m = a.to_vec();
+        for (i, row) in m.iter_mut().enumerate() {
+            row[i] += *lambda * a[i][i].max(1e-9) + 1e-9;
+        }
+        if let Some(delta) = solve_spd(&m, &neg_g) {
+            let delta: Vec<f64> = delta.iter().map(|d| d.clamp(-3.0, 3.0)).collect();
+            if let Some(v) = take(&delta)? {
+                *lambda = (*lambda / 3.0).max(floor);
+                return Ok(Some(v));
+            }
+        }
+        *lambda *= 4.0;
+    }
+    Ok(None)
 }
 
 /// JᵀWJ and JᵀWr (W: per-row weights, 1 when None), columns of `jac` as the parameters.
