@@ -13,7 +13,7 @@ use super::config::Reserve;
 use super::observe::{Observed, Phase};
 use super::outcome::{Outcome, Reject, RequestRecord, RunOutput};
 use super::state::{Busy, Event, Records};
-use crate::cost::BatchShape;
+use crate::cost::{BatchShape, LoadShape};
 use crate::error::{Error, Result};
 use crate::time::Nanos;
 use crate::workload::NO_ADAPTER;
@@ -521,7 +521,7 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn start_load(&mut self, a: u32) -> Result<()> {
+    fn start_load(&mut self, a: u32) -> Result<LoadShape> {
         let ad = &self.w.adapters[a as usize];
         // Room first: the clock hears of evictions before a load that may reuse it (or reload the adapter).
         self.make_room(ad.slots);
@@ -551,7 +551,7 @@ impl<'a> Engine<'a> {
             start,
             end: done,
         });
-        Ok(())
+        Ok(load)
     }
 
     /// Loads the adapters the prefetcher wants into memory that is free now, in its order, without evicting
@@ -591,8 +591,7 @@ impl<'a> Engine<'a> {
                         && reserved_peak + self.st.mem.pinned_slots() + slots
                             <= self.cfg.pool_slots);
             if room && host {
-                self.start_load(a)?;
-                let load = self.cfg.load_path.shape(self.w.adapters[a as usize].bytes);
+                let load = self.start_load(a)?;
                 issue += self.clock.load_issue(&load);
             }
         }
