@@ -42,11 +42,7 @@ impl Scheduler for Lifo {
     }
 
     fn peek(&self, visit: &mut dyn FnMut(u32) -> bool) {
-        for &id in self.stack.iter().rev() {
-            if !visit(id) {
-                break;
-            }
-        }
+        super::visit_in_order(self.stack.iter().rev().copied(), visit);
     }
 
     fn waiting(&self) -> usize {

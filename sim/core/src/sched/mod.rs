@@ -27,3 +27,12 @@ pub const REGISTRY: Registry<Schedulers> = Registry {
         slora_pets::ENTRY,
     ],
 };
+
+/// `Scheduler::peek` over `ids` in the order given, stopping where `visit` says.
+pub fn visit_in_order(ids: impl IntoIterator<Item = u32>, visit: &mut dyn FnMut(u32) -> bool) {
+    for id in ids {
+        if !visit(id) {
+            break;
+        }
+    }
+}

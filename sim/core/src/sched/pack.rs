@@ -107,11 +107,7 @@ impl Scheduler for Pack {
     }
 
     fn peek(&self, visit: &mut dyn FnMut(u32) -> bool) {
-        for &id in &self.queue {
-            if !visit(id) {
-                break;
-            }
-        }
+        super::visit_in_order(self.queue.iter().copied(), visit);
     }
 
     fn waiting(&self) -> usize {

@@ -67,11 +67,7 @@ impl Scheduler for Sjf {
     }
 
     fn peek(&self, visit: &mut dyn FnMut(u32) -> bool) {
-        for &(_, id) in &self.queue {
-            if !visit(id) {
-                break;
-            }
-        }
+        super::visit_in_order(self.queue.iter().map(|&(_, id)| id), visit);
     }
 
     fn waiting(&self) -> usize {

@@ -183,19 +183,11 @@ impl Scheduler for SloraAbort {
 
     fn peek(&self, visit: &mut dyn FnMut(u32) -> bool) {
         // The order the next `select` takes, after its estimate update.
-        let mut go = |&(id, _): &(u32, Nanos)| visit(id);
+        let ids = self.queue.iter().map(|&(id, _)| id);
         if self.switch && self.next_rate() >= self.bs {
-            for e in self.queue.iter().rev() {
-                if !go(e) {
-                    break;
-                }
-            }
+            super::visit_in_order(ids.rev(), visit);
         } else {
-            for e in &self.queue {
-                if !go(e) {
-                    break;
-                }
-            }
+            super::visit_in_order(ids, visit);
         }
     }
 

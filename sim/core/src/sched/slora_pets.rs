@@ -307,11 +307,7 @@ impl Scheduler for Pets {
         } else {
             order.extend_from_slice(&self.queue);
         }
-        for id in order {
-            if !visit(id) {
-                break;
-            }
-        }
+        super::visit_in_order(order, visit);
     }
 
     fn waiting(&self) -> usize {

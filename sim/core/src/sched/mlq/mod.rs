@@ -676,11 +676,7 @@ impl Scheduler for Mlq {
     }
 
     fn peek(&self, visit: &mut dyn FnMut(u32) -> bool) {
-        for &id in self.queues.iter().flatten() {
-            if !visit(id) {
-                return;
-            }
-        }
+        super::visit_in_order(self.queues.iter().flatten().copied(), visit);
     }
 
     fn on_finish(&mut self, req: &Request, _now: Nanos) {
